@@ -43,35 +43,35 @@ class BackboneSpec:
     def load(self, path: str | Path | None = None, *, progress: bool = True) -> "Backbone":
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
         path = Path(path) if path is not None else fetch(self.weights, progress=progress)
-        model = self._impl.load_model(path)
-        return Backbone(spec=self, model=model)
+        impl = self._impl
+        return Backbone(
+            name=self.name,
+            model=impl.load_model(path),
+            input_size=impl.INPUT_SIZE,
+            preprocess=impl.preprocess,
+            alignment_template=self.alignment_template,
+            activations=dict(impl.ACTIVATIONS),
+            weights_sha256=self.weights.sha256,
+        )
 
 
 @dataclass
 class Backbone:
-    """A loaded network plus what the rest of the pipeline needs to feed and tap it."""
+    """A loaded network plus what the rest of the pipeline needs to feed and tap it.
 
-    spec: BackboneSpec
+    Plain fields, so a test can wrap any small module in one.
+    """
+
+    name: str
     model: nn.Module
+    input_size: int
+    # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
+    preprocess: Callable[[np.ndarray], torch.Tensor]
+    alignment_template: np.ndarray  # 5 x 2: eyes, nose, mouth corners in the crop
+    # tap name -> module whose output is that tap's output after its nonlinearity
+    activations: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str = ""
     _taps: list | None = field(default=None, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def input_size(self) -> int:
-        return self.spec.input_size
-
-    @property
-    def activations(self) -> dict[str, str]:
-        """Tap name -> module whose output is that tap's output after its nonlinearity."""
-        return dict(self.spec._impl.ACTIVATIONS)
-
-    @property
-    def preprocess(self) -> Callable[[np.ndarray], torch.Tensor]:
-        """uint8 N x S x S x 3 RGB crops -> the float tensor the network expects."""
-        return self.spec._impl.preprocess
 
     def taps(self) -> list:
         """Every Conv2d and Linear layer in execution order (name, kind, shape, neurons)."""
@@ -80,10 +80,6 @@ class Backbone:
 
             self._taps = find_taps(self.model, (3, self.input_size, self.input_size))
         return self._taps
-
-    @torch.inference_mode()
-    def embed(self, crops: np.ndarray) -> torch.Tensor:
-        return self.model(self.preprocess(crops))
 
 
 BACKBONES: dict[str, BackboneSpec] = {

@@ -1,0 +1,378 @@
+"""Neuron-coverage features (FakeSpotter's MNC criterion) for any torch model.
+
+FakeSpotter (Wang et al.) describes an image by how many neurons of each layer
+of a CNN fire above that layer's mean:
+
+* Eq. 1: the threshold of layer ``l`` is ``m_l``, the mean of all neuron outputs
+  of that layer over all training inputs (real and fake together).
+* Eq. 2: the feature of layer ``l`` for input ``x`` is the number of neurons of
+  ``l`` whose output is ``> m_l``.
+
+A "neuron" is one element of the layer's per-image output tensor, so a conv
+layer has ``channels x height x width`` neurons.  The ``"channel"`` variant
+keeps one count per channel (summed over positions) instead of one per layer.
+
+Everything here works on a plain ``nn.Module`` plus tap names: forward hooks
+reduce each tapped output to a few numbers right away, so activations are never
+stored, and results reach the host once per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from torch import nn
+
+__all__ = [
+    "NeuronCoverage",
+    "NotFittedError",
+    "Tap",
+    "eval_mode",
+    "find_taps",
+    "forward_hooks",
+]
+
+Variant = Literal["layer", "channel"]
+NeuronKind = Literal["raw", "activation"]
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A layer whose neurons are counted.
+
+    ``shape`` is the per-image output shape seen by :func:`find_taps`
+    (``(C, H, W)`` for a conv, ``(F,)`` for a linear layer).
+    """
+
+    name: str
+    kind: str  # "conv" or "linear"
+    shape: tuple[int, ...]
+    channels: int
+    neurons: int
+
+    @property
+    def channel_dim(self) -> int:
+        """Channel axis of the batched output: conv is NCHW, linear is N...F."""
+        return 1 if self.kind == "conv" else -1
+
+
+@contextlib.contextmanager
+def forward_hooks(hooks: Mapping[nn.Module, ForwardHook]) -> Iterator[None]:
+    """Register one forward hook per module; remove them all on exit, even on errors."""
+    handles = []
+    try:
+        for module, hook in hooks.items():
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode and restore every submodule's flag afterwards.
+
+    Coverage must not depend on batch composition (train-mode BatchNorm would).
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters(), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def find_taps(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Tap]:
+    """Every ``nn.Conv2d`` and ``nn.Linear`` that runs, in execution order.
+
+    Runs one forward pass on a zero batch of one image of ``input_shape``
+    (C, H, W).  A module called several times is listed once, with the shape of
+    its first call (the call :class:`NeuronCoverage` counts).
+    """
+    names = {module: name for name, module in model.named_modules()}
+    seen: dict[str, Tap] = {}  # dicts keep insertion = execution order
+
+    def make_hook(name: str, kind: str) -> ForwardHook:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if name not in seen:
+                shape = tuple(output.shape[1:])
+                channels = shape[0] if kind == "conv" else shape[-1]
+                seen[name] = Tap(name, kind, shape, channels, int(np.prod(shape)))
+
+        return hook
+
+    hooks = {}
+    for module, name in names.items():
+        if isinstance(module, nn.Conv2d):
+            hooks[module] = make_hook(name, "conv")
+        elif isinstance(module, nn.Linear):
+            hooks[module] = make_hook(name, "linear")
+
+    device, dtype = _device_and_dtype(model)
+    x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
+    with forward_hooks(hooks), eval_mode(model), torch.inference_mode():
+        model(x)
+    return list(seen.values())
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook to skip the rest of the forward pass."""
+
+
+def _largest_at_most(value: float, dtype: torch.dtype) -> float:
+    """Largest number representable in ``dtype`` that is <= ``value``.
+
+    For ``t`` that number, ``out > t`` in ``dtype`` is exactly ``out > value``
+    (no ``dtype`` value lies between them), so a float64 threshold can be
+    compared against float32/half activations without upcasting them.
+    """
+    if not dtype.is_floating_point:
+        return float(np.floor(value))
+    t = torch.tensor(value, dtype=torch.float64).to(dtype)
+    if t.item() > value:
+        t = torch.nextafter(t, torch.tensor(-float("inf"), dtype=dtype))
+    return t.item()
+
+
+class NeuronCoverage:
+    """MNC neuron-coverage features of ``model`` at ``taps``.
+
+    Args:
+        model: any module; it is run in eval mode (flags restored afterwards).
+        taps: layers to count, usually a subset of :func:`find_taps`; features
+            come in this order.
+        variant: ``"layer"`` gives one count per tap; ``"channel"`` one count
+            per channel of each tap (summed over positions).
+        neuron: ``"raw"`` uses the tap's own output; ``"activation"`` uses the
+            output of ``activations[tap.name]`` (e.g. the ReLU after a conv).
+            Taps missing from ``activations`` fall back to raw.  A name may end
+            in ``@k`` to use the k-th call (0-based) of a module that runs
+            several times per forward, e.g. a shared ReLU; default is call 0.
+        thresholds: known per-tap thresholds (e.g. loaded from disk); skips
+            :meth:`fit`.
+        stop_after_last_tap: end each forward pass as soon as every tap has
+            been seen, skipping the layers after the deepest tap.  Then the
+            model's output is not available.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        taps: Sequence[Tap],
+        variant: Variant = "layer",
+        neuron: NeuronKind = "raw",
+        activations: Mapping[str, str] | None = None,
+        *,
+        thresholds: Sequence[float] | np.ndarray | None = None,
+        stop_after_last_tap: bool = False,
+    ) -> None:
+        if variant not in ("layer", "channel"):
+            raise ValueError(f"variant must be 'layer' or 'channel', not {variant!r}")
+        if neuron not in ("raw", "activation"):
+            raise ValueError(f"neuron must be 'raw' or 'activation', not {neuron!r}")
+        if not taps:
+            raise ValueError("need at least one tap")
+        names = [tap.name for tap in taps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate tap names in {names}")
+        self.model = model
+        self.taps = list(taps)
+        self.variant = variant
+        self.neuron = neuron
+        self.activations = dict(activations or {})
+        self.stop_after_last_tap = stop_after_last_tap
+        self.thresholds_: np.ndarray | None = None
+        if thresholds is not None:
+            self.thresholds_ = self._checked_thresholds(thresholds)
+
+        # Where each tap's neurons are read: (module, call index).
+        modules = dict(model.named_modules())
+        self._sources: list[tuple[nn.Module, int]] = []
+        for tap in self.taps:
+            source = tap.name
+            if neuron == "activation":
+                source = self.activations.get(tap.name, tap.name)
+            name, _, call = source.partition("@")
+            if name not in modules:
+                raise KeyError(f"tap {tap.name!r}: model has no module {name!r}")
+            self._sources.append((modules[name], int(call) if call else 0))
+
+        # Feature layout, in tap order.
+        self.feature_names: list[str] = []
+        self.feature_slices: dict[str, slice] = {}
+        for tap in self.taps:
+            start = len(self.feature_names)
+            if variant == "layer":
+                self.feature_names.append(tap.name)
+            else:
+                self.feature_names += [f"{tap.name}:c{c}" for c in range(tap.channels)]
+            self.feature_slices[tap.name] = slice(start, len(self.feature_names))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def subset(self, tap_names: Iterable[str], *, stop_after_last_tap: bool = True) -> NeuronCoverage:
+        """Same model and fitted thresholds restricted to ``tap_names`` (in this object's tap order).
+
+        Meant for a pruned extractor that only computes the taps a classifier uses.
+        """
+        wanted = set(tap_names)
+        unknown = wanted - {tap.name for tap in self.taps}
+        if unknown:
+            raise KeyError(f"unknown taps: {sorted(unknown)}")
+        keep = [i for i, tap in enumerate(self.taps) if tap.name in wanted]
+        thresholds = None if self.thresholds_ is None else self.thresholds_[keep]
+        return NeuronCoverage(
+            self.model,
+            [self.taps[i] for i in keep],
+            self.variant,
+            self.neuron,
+            self.activations,
+            thresholds=thresholds,
+            stop_after_last_tap=stop_after_last_tap,
+        )
+
+    # -- fitting ---------------------------------------------------------
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> NeuronCoverage:
+        """Eq. 1: per-tap mean of all neuron outputs over all images, in one streaming pass."""
+        sums = np.zeros(len(self.taps), dtype=np.float64)
+        counts = np.zeros(len(self.taps), dtype=np.int64)
+
+        def reduce(i: int, out: torch.Tensor) -> torch.Tensor:
+            # float64 accumulation inside the kernel; no host sync here.
+            return out.sum(dtype=torch.float64)
+
+        for x in batches:
+            if len(x) == 0:
+                continue
+            batch_sums, numels = self._run(x, reduce)[:2]
+            sums += torch.stack(batch_sums).cpu().numpy()  # one transfer per batch
+            counts += numels
+        if not counts.any():
+            raise ValueError("fit() got no images")
+        self.thresholds_ = sums / counts
+        return self
+
+    # -- features --------------------------------------------------------
+
+    def transform(self, x: torch.Tensor, return_output: bool = False) -> np.ndarray | tuple[np.ndarray, Any]:
+        """Eq. 2: N x n_features float32 counts of neurons above their tap's threshold.
+
+        With ``return_output=True`` also returns the model's output from the same
+        forward pass (e.g. the embedding), as ``(features, output)``.
+        """
+        if self.thresholds_ is None:
+            raise NotFittedError("NeuronCoverage is not fitted: call fit() or pass thresholds=")
+        if return_output and self.stop_after_last_tap:
+            raise ValueError("return_output needs the full forward pass; set stop_after_last_tap=False")
+        thresholds: dict[tuple[int, torch.dtype], float] = {}
+
+        def reduce(i: int, out: torch.Tensor) -> torch.Tensor:
+            key = (i, out.dtype)
+            if key not in thresholds:
+                thresholds[key] = _largest_at_most(float(self.thresholds_[i]), out.dtype)
+            # Write the comparison straight into a float buffer: summing floats is
+            # several times faster than summing bools (int64) on CPU. 0/1 sums are
+            # exact in float32 below 2**24 neurons per image.
+            count_dtype = torch.float32 if out[0].numel() < 2**24 else torch.float64
+            above = torch.empty(out.shape, dtype=count_dtype, device=out.device)
+            torch.gt(out, thresholds[key], out=above)
+            tap = self.taps[i]
+            if self.variant == "layer":
+                return above.flatten(1).sum(1).unsqueeze(1)  # N x 1
+            if out.shape[tap.channel_dim] != tap.channels:
+                raise ValueError(
+                    f"tap {tap.name!r}: output has {out.shape[tap.channel_dim]} channels, expected {tap.channels}"
+                )
+            # Sum over every axis except batch and channel: N x C.
+            return above.movedim(tap.channel_dim, 1).reshape(len(out), tap.channels, -1).sum(2)
+
+        n = len(x)
+        if n == 0:
+            features = np.zeros((0, self.n_features), dtype=np.float32)
+            return (features, None) if return_output else features
+        per_tap, _, output = self._run(x, reduce)
+        features = torch.cat(per_tap, dim=1).cpu().numpy().astype(np.float32, copy=False)
+        return (features, output) if return_output else features
+
+    def fit_transform(self, batches: Sequence[torch.Tensor]) -> np.ndarray:
+        self.fit(batches)
+        return np.concatenate([self.transform(x) for x in batches])
+
+    # -- one hooked forward pass -----------------------------------------
+
+    def _run(
+        self, x: torch.Tensor, reduce: Callable[[int, torch.Tensor], torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[int], Any]:
+        """Forward ``x`` once; ``reduce(i, output)`` each tap's output inside its hook.
+
+        Returns the reduced tensors and the element count of each tap's output
+        (both in tap order), and the model output (None if stopped early).
+        """
+        n_taps = len(self.taps)
+        results: list[torch.Tensor | None] = [None] * n_taps
+        numels = [0] * n_taps
+        calls: dict[nn.Module, int] = {}
+        done = 0
+
+        # Group taps by module so a module (e.g. a shared ReLU) has a single hook.
+        wanted: dict[nn.Module, dict[int, list[int]]] = {}
+        for i, (module, call) in enumerate(self._sources):
+            wanted.setdefault(module, {}).setdefault(call, []).append(i)
+
+        def make_hook(module: nn.Module) -> ForwardHook:
+            by_call = wanted[module]
+
+            def hook(mod: nn.Module, inputs: Any, out: Any) -> None:
+                nonlocal done
+                call = calls.get(module, 0)
+                calls[module] = call + 1
+                for i in by_call.get(call, ()):
+                    if not isinstance(out, torch.Tensor):
+                        raise TypeError(f"tap {self.taps[i].name!r}: module output is {type(out).__name__}, not a tensor")
+                    # Reduce now: in-place ops later in the net may overwrite `out`.
+                    results[i] = reduce(i, out)
+                    numels[i] = out.numel()
+                    done += 1
+                if self.stop_after_last_tap and done == n_taps:
+                    raise _StopForward
+
+            return hook
+
+        device, dtype = _device_and_dtype(self.model)
+        x = x.to(device=device, dtype=dtype)
+        output = None
+        hooks = {module: make_hook(module) for module in wanted}
+        with forward_hooks(hooks), eval_mode(self.model), torch.inference_mode():
+            try:
+                output = self.model(x)
+            except _StopForward:
+                pass
+        missing = [self.taps[i].name for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"taps never ran in the forward pass: {missing}")
+        return results, numels, output  # type: ignore[return-value]
+
+    def _checked_thresholds(self, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+        values = np.asarray(thresholds, dtype=np.float64)
+        if values.shape != (len(self.taps),):
+            raise ValueError(f"need {len(self.taps)} thresholds, got shape {values.shape}")
+        return values
