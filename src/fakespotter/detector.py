@@ -1,0 +1,313 @@
+"""The FakeSpotter detector: neuron-coverage features -> standardization -> linear SVM ->
+Platt calibration, as a scikit-learn style estimator on aligned face crops.
+
+``X`` is always a uint8 array of aligned face crops, N x S x S x 3 RGB, S the backbone's input
+size (``fakespotter.faces`` makes them from photos); ``y`` is 1 for fake, 0 for real.
+
+Feature variants:
+
+* ``layer``: the paper's MNC feature, one count per tapped layer (Wang et al., Eq. 1-2).
+* ``channel``: one count per output channel of each tapped layer, same per-layer thresholds.
+* ``embedding``: the network's final embedding (the paper's Fig. 2 baseline).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import roc_auc_score
+from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
+from tqdm import tqdm
+
+from fakespotter.backbones import Backbone, get_backbone
+from fakespotter.coverage import NeuronCoverage
+
+VARIANTS = ("layer", "channel", "embedding")
+NEURONS = ("raw", "activation")
+DEFAULT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class FakeSpotter(ClassifierMixin, BaseEstimator):
+    """Real-vs-fake face classifier on the neuron coverage of a face-recognition network.
+
+    Args:
+        backbone: a registered backbone name (``facenet``, ``dlib``, ``sface``) or a loaded
+            :class:`~fakespotter.backbones.Backbone`.
+        variant: ``layer`` (the paper), ``channel`` or ``embedding`` (see module docstring).
+        neuron: ``raw`` counts a tap's own output; ``activation`` the output of the
+            nonlinearity that follows it.
+        Cs: SVM regularization strengths tried; the best by cross-validated ROC AUC on the
+            training data wins (ties go to the smaller C, the stronger regularization).
+        cv: folds for choosing C and for the calibration's out-of-fold scores.
+        batch_size: crops per forward pass.
+        progress: show progress bars on stderr.
+    """
+
+    def __init__(self, backbone="facenet", variant="channel", neuron="raw", Cs=DEFAULT_CS,
+                 cv=5, batch_size=32, progress=False):
+        self.backbone = backbone
+        self.variant = variant
+        self.neuron = neuron
+        self.Cs = Cs
+        self.cv = cv
+        self.batch_size = batch_size
+        self.progress = progress
+
+    # -- the network ---------------------------------------------------------------------
+
+    def _backbone(self) -> Backbone:
+        if isinstance(self.backbone, Backbone):
+            return self.backbone
+        loaded = getattr(self, "_loaded_backbone", None)
+        if loaded is None or loaded.name != self.backbone:
+            loaded = get_backbone(self.backbone).load(progress=self.progress)
+            self._loaded_backbone = loaded
+        return loaded
+
+    def _check_params(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        if self.neuron not in NEURONS:
+            raise ValueError(f"neuron must be one of {', '.join(NEURONS)}, not {self.neuron!r}")
+
+    def _batches(self, X: np.ndarray, desc: str) -> Iterator[torch.Tensor]:
+        preprocess = self._backbone().preprocess
+        steps = range(0, len(X), self.batch_size)
+        for start in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,
+                          file=sys.stderr, leave=False):
+            yield preprocess(X[start:start + self.batch_size])
+
+    def _coverage(self, taps=None) -> NeuronCoverage:
+        bb = self._backbone()
+        by_name = {t.name: t for t in bb.taps()}
+        names = taps if taps is not None else list(by_name)
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ValueError(f"backbone {bb.name} has no layer {unknown[0]!r}")
+        return NeuronCoverage(bb.model, [by_name[n] for n in names], self.variant, self.neuron,
+                              bb.activations)
+
+    def _check_X(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        size = self._backbone().input_size
+        if X.dtype != np.uint8 or X.ndim != 4 or X.shape[1:] != (size, size, 3):
+            raise ValueError(f"X must be uint8 face crops N x {size} x {size} x 3, "
+                             f"got {X.dtype} {X.shape}")
+        return X
+
+    # -- features ------------------------------------------------------------------------
+
+    def fit_thresholds(self, X) -> "FakeSpotter":
+        """Eq. 1: per-layer mean neuron output over ``X`` (real and fake together)."""
+        self._check_params()
+        X = self._check_X(X)
+        if self.variant == "embedding":
+            self.taps_, self.thresholds_ = [], np.zeros(0)
+            return self
+        coverage = self._coverage().fit(self._batches(X, "thresholds"))
+        self.taps_ = [t.name for t in coverage.taps]
+        self.thresholds_ = coverage.thresholds_
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Feature vectors (float32, one row per crop) for fitted thresholds."""
+        check_is_fitted(self, "thresholds_")
+        X = self._check_X(X)
+        if self.variant == "embedding":
+            model = self._backbone().model
+            with torch.inference_mode():
+                parts = [model(x).float().numpy() for x in self._batches(X, "embeddings")]
+        else:
+            coverage = self._coverage(self.taps_)
+            coverage.thresholds_ = self.thresholds_
+            parts = [coverage.transform(x) for x in self._batches(X, "coverage")]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    # -- classifier ----------------------------------------------------------------------
+
+    def fit(self, X, y) -> "FakeSpotter":
+        """Thresholds, features, then the classifier, all from the training data alone."""
+        y = _check_y(y, len(X))
+        self.fit_thresholds(X)
+        return self.fit_features(self.transform(X), y)
+
+    def fit_features(self, F: np.ndarray, y) -> "FakeSpotter":
+        """Fit scaler, SVM and calibration on precomputed features (thresholds already fit)."""
+        y = _check_y(y, len(F))
+        self.classes_ = np.array([0, 1])
+        self.scaler_mean_ = F.mean(0).astype(np.float64)
+        scale = F.std(0).astype(np.float64)
+        self.scaler_scale_ = np.where(scale > 0, scale, 1.0)  # constant features stay at 0
+        Z = (F - self.scaler_mean_) / self.scaler_scale_
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=0)
+        best = None
+        for C in sorted(self.Cs):
+            scores = _out_of_fold_scores(Z, y, C, folds)
+            auc = roc_auc_score(y, scores)
+            if best is None or auc > best[0] + 1e-4:
+                best = (auc, C, scores)
+        self.cv_auc_, self.C_, oof = best
+        self.calibration_ = _platt(oof, y)
+        svm = _svm(self.C_).fit(Z, y)
+        self.coef_ = svm.coef_.ravel().astype(np.float64)
+        self.intercept_ = float(svm.intercept_[0])
+        return self
+
+    def decision_function(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
+        """Signed distance to the SVM hyperplane; positive means fake."""
+        check_is_fitted(self, "coef_")
+        F = self.transform(X) if features is None else features
+        if F.ndim != 2 or F.shape[1] != len(self.coef_):
+            raise ValueError(f"expected {len(self.coef_)} features per crop, got shape {F.shape}")
+        return ((F - self.scaler_mean_) / self.scaler_scale_) @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated N x 2 probabilities: column 0 real, column 1 fake."""
+        check_is_fitted(self, "calibration_")
+        a, b = self.calibration_
+        d = self.decision_function(X, features=features)
+        p_fake = 1.0 / (1.0 + np.exp(-(a * d + b)))
+        return np.column_stack([1.0 - p_fake, p_fake])
+
+    def predict(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
+        return (self.predict_proba(X, features=features)[:, 1] >= 0.5).astype(int)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # X is a stack of images, not a table
+        return tags
+
+
+def _check_y(y, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(f"y must have one label per crop ({n}), got shape {y.shape}")
+    if not np.isin(y, (0, 1)).all() or len(np.unique(y)) != 2:
+        raise ValueError("y must hold both labels: 0 (real) and 1 (fake)")
+    return y.astype(int)
+
+
+def _svm(C: float) -> LinearSVC:
+    return LinearSVC(C=C, dual="auto", max_iter=20000, random_state=0)
+
+
+def _out_of_fold_scores(Z: np.ndarray, y: np.ndarray, C: float, folds) -> np.ndarray:
+    scores = np.zeros(len(y))
+    for train, test in folds.split(Z, y):
+        scores[test] = _svm(C).fit(Z[train], y[train]).decision_function(Z[test])
+    return scores
+
+
+def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: P(fake) = sigmoid(a * score + b), fit on out-of-fold SVM scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6).fit(scores.reshape(-1, 1), y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+# -- model file ----------------------------------------------------------------------------
+
+_SCHEMA = {
+    "package_version": str,
+    "backbone": str,
+    "weights_sha256": str,
+    "variant": str,
+    "neuron": str,
+    "taps": list,
+    "n_features": int,
+    "C": (float, int),
+    "cv_auc": (float, int),
+    "calibration": list,
+    "training": dict,
+}
+
+
+def save_model(detector: FakeSpotter, path, training: dict | None = None) -> None:
+    """Write a fitted detector to one safetensors file (JSON metadata + arrays, no pickle)."""
+    from fakespotter import __version__, modelfile
+
+    check_is_fitted(detector, "coef_")
+    bb = detector._backbone()
+    metadata = {
+        "package_version": __version__,
+        "backbone": bb.name,
+        "weights_sha256": bb.weights_sha256,
+        "variant": detector.variant,
+        "neuron": detector.neuron,
+        "taps": list(detector.taps_),
+        "n_features": int(len(detector.coef_)),
+        "C": float(detector.C_),
+        "cv_auc": float(detector.cv_auc_),
+        "calibration": [float(v) for v in detector.calibration_],
+        "training": dict(training or {}),
+    }
+    arrays = {
+        "thresholds": np.asarray(detector.thresholds_, np.float64),
+        "scaler_mean": detector.scaler_mean_,
+        "scaler_scale": detector.scaler_scale_,
+        "coef": detector.coef_,
+        "intercept": np.array([detector.intercept_], np.float64),
+    }
+    modelfile.save(path, metadata, arrays)
+
+
+def load_model(path, backbone: Backbone | None = None) -> FakeSpotter:
+    """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason.
+
+    ``backbone``: an already loaded network to use instead of the registered one (tests).
+    """
+    from fakespotter import modelfile
+    from fakespotter.backbones import BACKBONES
+    from fakespotter.modelfile import ModelFileError
+
+    def shapes(meta):
+        n, k = meta["n_features"], len(meta["taps"])
+        if not 0 < n <= 10_000_000 or k > 100_000:
+            raise ModelFileError("model file declares an implausible number of features")
+        return {"thresholds": (k,), "scaler_mean": (n,), "scaler_scale": (n,), "coef": (n,),
+                "intercept": (1,)}
+
+    meta, arrays = modelfile.load(path, _SCHEMA, shapes)
+    if meta["variant"] not in VARIANTS or meta["neuron"] not in NEURONS:
+        raise ModelFileError(f"model file has an unknown variant {meta['variant']!r}")
+    if (meta["variant"] == "embedding") != (len(meta["taps"]) == 0):
+        raise ModelFileError("model file taps do not match its variant")
+    if not all(isinstance(t, str) for t in meta["taps"]):
+        raise ModelFileError("model file tap names must be strings")
+    if len(meta["calibration"]) != 2 or not all(isinstance(v, (int, float)) and np.isfinite(v)
+                                                for v in meta["calibration"]):
+        raise ModelFileError("model file calibration must be two finite numbers")
+    if backbone is None:
+        spec = BACKBONES.get(meta["backbone"])
+        if spec is None:
+            raise ModelFileError(f"model file needs backbone {meta['backbone']!r}, which this "
+                                 f"fakespotter does not have")
+        if spec.weights.sha256 != meta["weights_sha256"]:
+            raise ModelFileError(f"model file was made with other {meta['backbone']} weights "
+                                 f"(sha256 {meta['weights_sha256'][:12]}…)")
+    elif backbone.name != meta["backbone"]:
+        raise ModelFileError(f"model file is for backbone {meta['backbone']!r}, not {backbone.name!r}")
+    if np.any(arrays["scaler_scale"] <= 0):
+        raise ModelFileError("model file scaler has non-positive scales")
+
+    det = FakeSpotter(backbone=backbone if backbone is not None else meta["backbone"],
+                      variant=meta["variant"], neuron=meta["neuron"])
+    det.taps_ = list(meta["taps"])
+    det.thresholds_ = arrays["thresholds"]
+    det.scaler_mean_ = arrays["scaler_mean"]
+    det.scaler_scale_ = arrays["scaler_scale"]
+    det.coef_ = arrays["coef"]
+    det.intercept_ = float(arrays["intercept"][0])
+    det.calibration_ = tuple(float(v) for v in meta["calibration"])
+    det.C_ = float(meta["C"])
+    det.cv_auc_ = float(meta["cv_auc"])
+    det.classes_ = np.array([0, 1])
+    det.training_ = meta["training"]
+    return det

@@ -1,0 +1,183 @@
+"""The estimator and its model file, on a tiny network and images made here."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from torch import nn
+
+from fakespotter import modelfile
+from fakespotter.backbones import Backbone
+from fakespotter.detector import FakeSpotter, load_model, save_model
+from fakespotter.modelfile import ModelFileError
+
+SIZE = 16
+
+
+def tiny_backbone() -> Backbone:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 8))
+    model.eval()
+
+    def preprocess(crops: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    return Backbone(name="tiny", model=model, input_size=SIZE, preprocess=preprocess,
+                    alignment_template=np.zeros((5, 2)), activations={"0": "1", "2": "3"},
+                    weights_sha256="0" * 64)
+
+
+def toy_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """'Fake' crops are smoother than 'real' ones: a difference a conv layer can count."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = rng.integers(0, 256, size=(n, SIZE, SIZE, 3)).astype(np.float64)
+    smooth = (X + np.roll(X, 1, 1) + np.roll(X, 1, 2) + np.roll(X, (1, 1), (1, 2))) / 4
+    X[y == 1] = smooth[y == 1]
+    return X.astype(np.uint8), y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = toy_faces(80)
+    return FakeSpotter(backbone=tiny_backbone(), variant="channel", cv=3).fit(X, y)
+
+
+def test_estimator_contract(fitted):
+    X, y = toy_faces(40, seed=1)
+    det = FakeSpotter(backbone=tiny_backbone(), variant="layer", cv=3)
+    with pytest.raises(NotFittedError):
+        det.predict(X)
+    assert det.fit(*toy_faces(60)) is det
+    assert clone(det).get_params()["variant"] == "layer"
+    fitted_attrs = [k for k in vars(det) if k.endswith("_") and not k.startswith("_")]
+    assert {"thresholds_", "coef_", "C_", "calibration_", "classes_"} <= set(fitted_attrs)
+    assert "coef_" not in vars(clone(det))
+    # layer variant: one feature per tapped Conv2d/Linear (3 taps)
+    assert det.transform(X).shape == (40, 3)
+    proba = det.predict_proba(X)
+    assert proba.shape == (40, 2) and np.allclose(proba.sum(1), 1) and ((0 <= proba) & (proba <= 1)).all()
+    assert (det.predict(X) == (proba[:, 1] >= 0.5)).all()
+    assert det.score(X, y) == pytest.approx((det.predict(X) == y).mean())
+
+
+def test_channel_variant_learns_the_toy_task(fitted):
+    X, y = toy_faces(60, seed=2)
+    assert fitted.transform(X).shape == (60, 4 + 6 + 8)  # one count per channel of each tap
+    assert fitted.score(X, y) >= 0.9
+    assert fitted.C_ in fitted.Cs
+
+
+def test_embedding_variant_uses_the_final_output():
+    X, y = toy_faces(60)
+    det = FakeSpotter(backbone=tiny_backbone(), variant="embedding", cv=3).fit(X, y)
+    bb = tiny_backbone()
+    with torch.inference_mode():
+        expected = bb.model(bb.preprocess(X)).numpy()
+    np.testing.assert_allclose(det.transform(X), expected, rtol=1e-6)
+
+
+def test_bad_input_is_refused_clearly():
+    det = FakeSpotter(backbone=tiny_backbone(), variant="nope")
+    X, y = toy_faces(20)
+    with pytest.raises(ValueError, match="variant"):
+        det.fit(X, y)
+    det = FakeSpotter(backbone=tiny_backbone())
+    with pytest.raises(ValueError, match="uint8 face crops"):
+        det.fit(X.astype(np.float32), y)
+    with pytest.raises(ValueError, match="both labels"):
+        det.fit(X, np.zeros(20))
+
+
+def test_model_file_round_trip(fitted, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(fitted, path, training={"n_real": 40, "n_fake": 40, "command": "test"})
+    loaded = load_model(path, backbone=tiny_backbone())
+    X, _ = toy_faces(30, seed=3)
+    np.testing.assert_allclose(loaded.predict_proba(X), fitted.predict_proba(X), rtol=1e-12)
+    assert loaded.training_["command"] == "test"
+    assert loaded.variant == "channel" and loaded.taps_ == fitted.taps_
+
+
+def _rewrite(path, out, *, meta_edit=None, arrays_edit=None):
+    """Re-save a model file with edited metadata/arrays, as an attacker could."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    meta = json.loads(header["__metadata__"]["fakespotter"])
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(path))
+    if meta_edit:
+        meta_edit(meta)
+    if arrays_edit:
+        arrays_edit(arrays)
+    save_file(arrays, str(out), metadata={"fakespotter": json.dumps(meta)})
+    return out
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (dict(meta_edit=lambda m: m.update(format_version=99)), "newer"),
+    (dict(meta_edit=lambda m: m.update(surprise=1)), "unexpected key"),
+    (dict(meta_edit=lambda m: m.pop("taps")), "lacks 'taps'"),
+    (dict(meta_edit=lambda m: m.update(backbone="other")), "backbone"),
+    (dict(meta_edit=lambda m: m.update(variant="magic")), "variant"),
+    (dict(meta_edit=lambda m: m.update(n_features=10**12)), "implausible"),
+    (dict(meta_edit=lambda m: m.update(calibration=[1.0])), "calibration"),
+    (dict(arrays_edit=lambda a: a["coef"].__setitem__(0, np.nan)), "NaN"),
+    (dict(arrays_edit=lambda a: a.update(coef=np.zeros(3))), "shape"),
+    (dict(arrays_edit=lambda a: a.update(extra=np.zeros(3))), "do not match"),
+])
+def test_crafted_model_files_are_refused(fitted, tmp_path, edit, reason):
+    path = tmp_path / "m.safetensors"
+    save_model(fitted, path)
+    bad = _rewrite(path, tmp_path / "bad.safetensors", **edit)
+    with pytest.raises(ModelFileError, match=reason) as info:
+        load_model(bad, backbone=tiny_backbone())
+    assert "\n" not in str(info.value)
+
+
+def test_damaged_model_files_are_refused(fitted, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(fitted, path)
+    data = path.read_bytes()
+    cases = {
+        "truncated": data[: len(data) - 40],
+        "header cut": data[:30],
+        "empty": b"",
+        "text": b"this is not a model, just text pretending\n" * 3,
+        "huge header length": struct.pack("<Q", 2**60) + data[8:],
+        "pickle": b"\x80\x04\x95" + b"cos\nsystem\n(S'echo pwned'\ntR." + b"\x00" * 20,
+        "flipped header byte": data[:20] + bytes([data[20] ^ 0xFF]) + data[21:],
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(content)
+        with pytest.raises(ModelFileError) as info:
+            load_model(bad, backbone=tiny_backbone())
+        assert "\n" not in str(info.value), name
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_model(tmp_path / "absent.safetensors", backbone=tiny_backbone())
+
+
+def test_model_for_other_weights_is_refused(fitted, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(fitted, path)
+    bad = _rewrite(path, tmp_path / "bad.safetensors",
+                   meta_edit=lambda m: m.update(backbone="facenet", weights_sha256="f" * 64))
+    with pytest.raises(ModelFileError, match="other facenet weights"):
+        load_model(bad)
+
+
+def test_modelfile_writes_atomically(tmp_path):
+    path = tmp_path / "x.safetensors"
+    modelfile.save(path, {"a": "b"}, {"t": np.zeros(2)})
+    assert path.exists() and not list(tmp_path.glob("*.partial"))
