@@ -39,5 +39,6 @@ def metrics(y: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> Metric
     return Metrics(n_real, n_fake, acc, real_acc, fake_acc, auc, ap, eer)
 
 
-def as_dict(m: Metrics) -> dict:
-    return asdict(m)
+def evaluate_scores(labels, p_fake, threshold: float = 0.5) -> dict:
+    """The evaluation report's numbers as a plain dict (JSON keys of ``fakespotter evaluate``)."""
+    return asdict(metrics(np.asarray(labels, int), np.asarray(p_fake, float), threshold))
