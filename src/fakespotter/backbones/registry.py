@@ -24,6 +24,7 @@ from fakespotter.weights import DistributionSource, UrlSource, WeightFile, fetch
 class BackboneSpec:
     name: str
     module: str  # python module holding the network, load_model, preprocess and constants
+    network: str  # the nn.Module class in that module (constructible without weights)
     weights: WeightFile
     summary: str
 
@@ -43,10 +44,17 @@ class BackboneSpec:
     def load(self, path: str | Path | None = None, *, progress: bool = True) -> "Backbone":
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
         path = Path(path) if path is not None else fetch(self.weights, progress=progress)
+        return self._wrap(self._impl.load_model(path))
+
+    def untrained(self) -> "Backbone":
+        """The same network with random weights: for tests and shape checks, no file needed."""
+        return self._wrap(getattr(self._impl, self.network)().eval())
+
+    def _wrap(self, model: nn.Module) -> "Backbone":
         impl = self._impl
         return Backbone(
             name=self.name,
-            model=impl.load_model(path),
+            model=model,
             input_size=impl.INPUT_SIZE,
             preprocess=impl.preprocess,
             alignment_template=self.alignment_template,
@@ -88,6 +96,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="facenet",
             module="fakespotter.backbones.facenet",
+            network="InceptionResNetV1",
             summary="FaceNet Inception-ResNet-v1, 160 px, 128-d (the paper's best backbone)",
             weights=WeightFile(
                 name="facenet",
@@ -102,6 +111,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="dlib",
             module="fakespotter.backbones.dlib_resnet",
+            network="DlibFaceResNet",
             summary="dlib ResNet-29 face descriptor, 150 px, 128-d",
             weights=WeightFile(
                 name="dlib",
@@ -123,6 +133,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="sface",
             module="fakespotter.backbones.sface",
+            network="SFace",
             summary="SFace (MobileFaceNet-style), 112 px, 128-d, int8 weights dequantized",
             weights=WeightFile(
                 name="sface",

@@ -1,0 +1,62 @@
+"""Every registered backbone: its tap list, crop convention and forward pass, without weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fakespotter.backbones import BACKBONES, get_backbone
+
+# Conv2d + Linear layers of each network, counted from the original model definitions:
+# FaceNet's Keras graph has 132 Conv2D + 1 Dense, dlib's anet_type 29 con + 1 fc_no_bias,
+# SFace's ONNX graph 27 Conv + 1 Gemm.
+EXPECTED_TAPS = {"facenet": 133, "dlib": 30, "sface": 28}
+INPUT_SIZES = {"facenet": 160, "dlib": 150, "sface": 112}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_taps_describe_every_conv_and_linear(name):
+    bb = get_backbone(name).untrained()
+    taps = bb.taps()
+    assert len(taps) == EXPECTED_TAPS[name]
+    layers = {n: m for n, m in bb.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert {t.name for t in taps} == set(layers)
+    for tap in taps:
+        module = layers[tap.name]
+        assert tap.kind == ("conv" if isinstance(module, nn.Conv2d) else "linear")
+        expected_channels = module.out_channels if tap.kind == "conv" else module.out_features
+        assert tap.channels == expected_channels
+        assert tap.neurons == int(np.prod(tap.shape))
+    assert taps[-1].kind == "linear"  # the embedding layer comes last
+    # every activation named for a tap is a real module of the network
+    modules = dict(bb.model.named_modules())
+    assert all(act.partition("@")[0] in modules for act in bb.activations.values())
+    assert set(bb.activations) <= {t.name for t in taps}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_forward_on_generated_crops(name):
+    bb = get_backbone(name).untrained()
+    assert bb.input_size == INPUT_SIZES[name]
+    crops = np.random.default_rng(0).integers(0, 256, (2, bb.input_size, bb.input_size, 3),
+                                              dtype=np.uint8)
+    with torch.inference_mode():
+        out = bb.model(bb.preprocess(crops))
+    assert out.shape == (2, 128) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_alignment_template_is_a_plausible_face(name):
+    t = get_backbone(name).alignment_template
+    size = INPUT_SIZES[name]
+    assert t.shape == (5, 2) and ((0 < t) & (t < size)).all()
+    left_eye, right_eye, nose, left_mouth, right_mouth = t
+    assert left_eye[0] < nose[0] < right_eye[0] and left_mouth[0] < right_mouth[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="choose one of"):
+        get_backbone("vgg")
