@@ -1,0 +1,104 @@
+"""Photo perturbations for robustness tests (JPEG, blur, noise, down-and-up resizing).
+
+Each one is applied to the whole photo *before* face detection and alignment, as a
+re-shared or re-compressed photo would reach the detector.  Specs are written
+``kind:value`` and joined by commas: ``"jpeg:75,blur:1,noise:5,resize:0.5"``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+__all__ = ["KINDS", "Perturbation", "image_rng", "parse_perturbations"]
+
+# kind -> what its value means (shown in error messages)
+KINDS = {
+    "jpeg": "JPEG quality 1-100",
+    "blur": "Gaussian blur sigma in pixels, > 0",
+    "noise": "Gaussian noise sigma in 0-255 units, > 0",
+    "resize": "downscale factor, 0 < F < 1, then back up to the original size",
+}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One named perturbation: ``p(image, rng) -> image`` on H x W x 3 uint8 arrays."""
+
+    kind: str
+    value: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.value:g}"
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 uint8 image, got {image.dtype} {image.shape}")
+        if self.kind == "noise":
+            rng = rng if rng is not None else np.random.default_rng(0)
+            noisy = image.astype(np.float32) + rng.normal(0.0, self.value, image.shape)
+            return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(image, "RGB")
+        if self.kind == "jpeg":
+            buf = io.BytesIO()
+            pil.save(buf, format="JPEG", quality=int(self.value))
+            buf.seek(0)
+            with Image.open(buf) as decoded:
+                return np.asarray(decoded.convert("RGB"))
+        if self.kind == "blur":
+            return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=self.value)))
+        if self.kind == "resize":
+            w, h = pil.size
+            small = (max(1, round(w * self.value)), max(1, round(h * self.value)))
+            resample = Image.Resampling.BICUBIC
+            return np.asarray(pil.resize(small, resample).resize((w, h), resample))
+        raise ValueError(f"unknown perturbation kind {self.kind!r}")
+
+
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """Random stream for image ``index``: same noise for the same image whatever the order."""
+    return np.random.default_rng([seed, index])
+
+
+def _parse_one(spec: str) -> Perturbation:
+    kind, sep, text = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"unknown perturbation {kind!r} in {spec!r} "
+                         f"(known: {', '.join(KINDS)})")
+    if not sep or not text.strip():
+        raise ValueError(f"perturbation {spec!r} needs a value: {kind}:N ({KINDS[kind]})")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"perturbation {spec!r}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"perturbation {spec!r}: value must be finite")
+    if kind == "jpeg" and not (value == int(value) and 1 <= value <= 100):
+        raise ValueError(f"perturbation {spec!r}: JPEG quality must be an integer 1-100")
+    if kind in ("blur", "noise") and value <= 0:
+        raise ValueError(f"perturbation {spec!r}: sigma must be > 0")
+    if kind == "resize" and not 0 < value < 1:
+        raise ValueError(f"perturbation {spec!r}: resize factor must be between 0 and 1")
+    return Perturbation(kind, value)
+
+
+def parse_perturbations(spec: str) -> list[Perturbation]:
+    """``"jpeg:90,blur:1"`` -> perturbations in the given order; ValueError says what is wrong."""
+    parts = [part.strip() for part in spec.split(",")]
+    if not spec.strip():
+        return []
+    if any(not part for part in parts):
+        raise ValueError(f"empty item in perturbation list {spec!r}")
+    found = [_parse_one(part) for part in parts]
+    names = [p.name for p in found]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"perturbation {repeated[0]} is listed twice")
+    return found

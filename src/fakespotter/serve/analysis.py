@@ -1,0 +1,114 @@
+"""Score one decoded photo for the web service: faces, calibrated scores, per-layer counts.
+
+Nothing here needs a web framework, so it can be tested and reused on its own. The
+per-layer counts are the paper's layer-wise neuron coverage: how many neurons of each tapped
+layer fire above that layer's threshold for one face. For the ``channel`` variant they are
+the sums of the per-channel counts; the ``embedding`` variant has no layers.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from fakespotter.faces.pipeline import FaceCropper
+
+LAYER_MEANS_KEY = "layer_means"
+"""Key in a model's ``training`` metadata for per-class mean layer counts (see layer_means)."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """The layers a detector counts, with their sizes and known averages (may be None)."""
+
+    names: list[str]
+    neurons: list[int]
+    real_mean: list[float] | None  # mean count per layer over the real training faces
+    fake_mean: list[float] | None
+    training_mean: list[float] | None  # over all training faces (from the scaler's mean)
+
+    def as_dict(self) -> dict:
+        return {"layers": self.names, "neurons": self.neurons, "real_mean": self.real_mean,
+                "fake_mean": self.fake_mean, "training_mean": self.training_mean}
+
+
+def _feature_slices(detector) -> dict[str, slice]:
+    return detector._coverage(detector.taps_).feature_slices
+
+
+def per_layer(detector, features: np.ndarray) -> np.ndarray | None:
+    """N x n_layers active-neuron counts from the detector's features (None for embedding)."""
+    if detector.variant == "embedding":
+        return None
+    slices = _feature_slices(detector)
+    return np.stack([features[:, slices[name]].sum(1) for name in detector.taps_], axis=1)
+
+
+def layer_means(detector, real_crops: np.ndarray, fake_crops: np.ndarray) -> dict | None:
+    """Mean per-layer counts of real and fake crops: what a model file may store under
+    ``training["layer_means"]`` so the page can draw a face against both classes."""
+    if detector.variant == "embedding":
+        return None
+    real = per_layer(detector, detector.transform(real_crops))
+    fake = per_layer(detector, detector.transform(fake_crops))
+    return {"layers": list(detector.taps_), "real": [float(v) for v in real.mean(0)],
+            "fake": [float(v) for v in fake.mean(0)]}
+
+
+def layer_info(detector) -> LayerInfo | None:
+    """Layer names and sizes, plus the averages the model file carries (None for embedding)."""
+    if detector.variant == "embedding":
+        return None
+    by_name = {t.name: t for t in detector._backbone().taps()}
+    names = list(detector.taps_)
+    neurons = [int(by_name[n].neurons) for n in names]
+    training_mean = per_layer(detector, np.asarray(detector.scaler_mean_)[None, :])[0]
+    real_mean = fake_mean = None
+    stored = getattr(detector, "training_", {}).get(LAYER_MEANS_KEY)
+    if _valid_means(stored, names):
+        real_mean, fake_mean = list(map(float, stored["real"])), list(map(float, stored["fake"]))
+    return LayerInfo(names, neurons, real_mean, fake_mean, [float(v) for v in training_mean])
+
+
+def _valid_means(stored, names: list[str]) -> bool:
+    """Stored averages are used only when they are for exactly this model's layers."""
+    if not isinstance(stored, dict) or stored.get("layers") != names:
+        return False
+    return all(isinstance(stored.get(k), list) and len(stored[k]) == len(names)
+               and all(isinstance(v, (int, float)) for v in stored[k]) for k in ("real", "fake"))
+
+
+class FaceScorer:
+    """Photo -> rows like ``fakespotter detect --format json``, safe to call from many threads.
+
+    One lock serialises face detection and the network's forward pass: both change torch's
+    global thread count or share module state, and on a small CPU box running requests one
+    after another is as fast as running them together.
+    """
+
+    def __init__(self, detector, cropper: FaceCropper) -> None:
+        self.detector = detector
+        self.cropper = cropper
+        self.layers = layer_info(detector)
+        self._lock = threading.Lock()
+
+    def score(self, image: np.ndarray, name: str) -> list[dict]:
+        with self._lock:
+            faces = self.cropper(image)
+            if not faces:
+                return [{"path": name, "face": None, "box": None, "p_fake": None, "label": None,
+                         "error": "no face found", "layer_counts": None}]
+            crops = np.stack([f.crop for f in faces])
+            det = self.detector
+            features = det.transform(crops)
+            p_fake = det.predict_proba(features=features)[:, 1]
+            counts = per_layer(det, features)
+        rows = []
+        for i, face in enumerate(faces):
+            p = float(p_fake[i])
+            rows.append({"path": name, "face": i, "box": [round(float(v), 1) for v in face.box],
+                         "p_fake": p, "label": "fake" if p >= 0.5 else "real", "error": None,
+                         "layer_counts": None if counts is None else [float(v) for v in counts[i]]})
+        return rows

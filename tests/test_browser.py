@@ -1,0 +1,116 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, against uvicorn on
+127.0.0.1. Skipped when Chromium, Playwright or the weights are missing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is not installed (pip install playwright)")
+uvicorn = pytest.importorskip("uvicorn", reason="the 'serve' extra (uvicorn) is not installed")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)
+
+from fakespotter.cli import main  # noqa: E402
+from fakespotter.serve.app import create_app  # noqa: E402
+
+
+@pytest.fixture
+def model_file(tmp_path, weight_file) -> Path:
+    """A tiny dlib model trained on noise 'faces', as in test_cli."""
+    weight_file("dlib")
+    for label, smooth in (("real", False), ("fake", True)):
+        (tmp_path / label).mkdir()
+        rng = np.random.default_rng(int(smooth))
+        for i in range(12):
+            im = Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+            if smooth:
+                im = im.resize((24, 24)).resize((96, 96), Image.Resampling.BICUBIC)
+            im.save(tmp_path / label / f"{i:03d}.png")
+    model = tmp_path / "model.safetensors"
+    result = CliRunner().invoke(main, ["train", "--real", str(tmp_path / "real"), "--fake",
+                                       str(tmp_path / "fake"), "--backbone", "dlib", "--variant",
+                                       "layer", "--aligned", "--output", str(model)])
+    assert result.exit_code == 0, result.output
+    return model
+
+
+@pytest.fixture
+def server_url(model_file, weight_file):
+    """The app served by uvicorn in a thread, on a free port of 127.0.0.1."""
+    for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        weight_file(name)
+    app = create_app(model_file, aligned=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
+    outside, problems = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+
+            def only_local(route):  # the page must work with no network but this server
+                if route.request.url.startswith(server_url):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_local)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(server_url + "/")
+            page.wait_for_function("document.getElementById('model-line').textContent !== ''")
+            page.set_input_files("#file", str(ASTRONAUT))
+            page.wait_for_selector("#overlay rect.face-box", timeout=60_000)
+            page.wait_for_selector("#chart polyline")
+
+            assert page.locator("#overlay rect.face-box").count() == 1
+            score = page.text_content("#overlay text.face-score")
+            assert score.startswith("1: ") and score.endswith("%")
+            verdict = page.text_content("#verdict")
+            assert "probability of being GAN-made" in verdict
+            # the face's counts and the training average; one point per layer
+            assert page.locator("#chart polyline").count() == 2
+            assert page.locator("#chart circle.layer-point").count() == 30
+            box = page.locator("#overlay rect.face-box").bounding_box()
+            img = page.locator("#photo").bounding_box()
+            centre = (box["x"] + box["width"] / 2 - img["x"]) / img["width"]
+            assert 0.3 < centre < 0.55  # her face, in photo-relative coordinates
+
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert outside == [] and problems == []
+    assert Image.open(shot).size[0] == 1200
