@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
@@ -31,7 +33,16 @@ from fakespotter.serve.app import create_app  # noqa: E402
 
 @pytest.fixture
 def model_file(tmp_path, weight_file) -> Path:
-    """A tiny dlib model trained on noise 'faces', as in test_cli."""
+    """The shipped model when this checkout has one (the page as users see it), else a tiny
+    dlib model trained on noise 'faces', as in test_cli."""
+    from fakespotter.detector import default_model_path
+
+    try:
+        path = default_model_path()
+        weight_file("facenet")
+        return Path(str(path))
+    except FileNotFoundError:
+        pass
     weight_file("dlib")
     for label, smooth in (("real", False), ("fake", True)):
         (tmp_path / label).mkdir()
@@ -100,9 +111,10 @@ def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
             assert score.startswith("1: ") and score.endswith("%")
             verdict = page.text_content("#verdict")
             assert "probability of being GAN-made" in verdict
-            # the face's counts and the training average; one point per layer
-            assert page.locator("#chart polyline").count() == 2
-            assert page.locator("#chart circle.layer-point").count() == 30
+            # the face's counts against the real and fake training averages; a point per layer
+            n_layers = len(page.request.get(server_url + "/api/model").json()["layers"])
+            assert page.locator("#chart polyline").count() == 3
+            assert page.locator("#chart circle.layer-point").count() == n_layers
             box = page.locator("#overlay rect.face-box").bounding_box()
             img = page.locator("#photo").bounding_box()
             centre = (box["x"] + box["width"] / 2 - img["x"]) / img["width"]
@@ -114,3 +126,5 @@ def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
             browser.close()
     assert outside == [] and problems == []
     assert Image.open(shot).size[0] == 1200
+    if os.environ.get("FAKESPOTTER_SCREENSHOT"):  # how docs/screenshot.png is made
+        shutil.copy(shot, os.environ["FAKESPOTTER_SCREENSHOT"])

@@ -43,6 +43,10 @@ def trained(tmp_path, dlib_weights) -> Path:
                                        "layer", "--aligned", "--output", str(model)])
     assert result.exit_code == 0, result.output
     assert "cross-validated AUC" in result.output
+    from fakespotter.detector import load_model
+
+    means = load_model(model).training_["layer_means"]  # for the web page's chart
+    assert len(means["layers"]) == len(means["real"]) == len(means["fake"]) == 30
     return model
 
 
@@ -116,3 +120,22 @@ def test_detect_finds_the_astronaut_with_default_model(weight_file):
     assert len(rows) == 1 and rows[0]["face"] == 0 and 0.0 <= rows[0]["p_fake"] <= 1.0
     x0, y0, x1, y1 = rows[0]["box"]
     assert 150 < (x0 + x1) / 2 < 280 and 60 < (y0 + y1) / 2 < 200  # her face, upper middle
+
+
+def test_evaluate_writes_a_report(tmp_path, trained):
+    report = tmp_path / "report"
+    result = CliRunner().invoke(main, [
+        "evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+        "--model", str(trained), "--aligned", "--format", "json", "--report", str(report),
+        "--perturb", "jpeg:50,blur:1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["overall"]["n_real"] == 12 and metrics["overall"]["n_fake"] == 12
+    assert [row["perturbation"] for row in metrics["perturbations"]][:3] == ["none", "jpeg:50", "blur:1"]
+    assert len(metrics["layers"]["names"]) == 30  # dlib: one entry per tapped layer
+    for name in ("report.md", "report.html", "roc.png", "scores.png", "layers.png",
+                 "perturbations.png"):
+        assert (report / name).stat().st_size > 1000, name
+    bad = CliRunner().invoke(main, ["evaluate", "--real", str(tmp_path / "real"), "--model",
+                                    str(trained), "--perturb", "jpeg:500"])
+    assert bad.exit_code == 1 and "jpeg" in bad.output and "Traceback" not in bad.output

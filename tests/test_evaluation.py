@@ -12,7 +12,6 @@ from PIL import Image
 from fakespotter.evaluation import (
     Perturbation,
     classifier_weight_per_layer,
-    counts_per_layer,
     group_metrics,
     groups_from_manifest,
     groups_from_prefix,
@@ -20,6 +19,7 @@ from fakespotter.evaluation import (
     parse_perturbations,
     write_report,
 )
+from fakespotter.coverage import counts_per_layer
 from fakespotter.metrics import evaluate_scores
 
 pytest.importorskip("matplotlib")
@@ -262,8 +262,6 @@ def test_channel_counts_sum_to_layer_counts():
     """Same thresholds per layer, so a channel model's summed counts are the layer counts."""
     from fakespotter.backbones import get_backbone
     from fakespotter.detector import FakeSpotter
-    from fakespotter.evaluation import detector_feature_slices
-
     backbone = get_backbone("dlib").untrained()
     size = backbone.input_size
     X = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
@@ -271,7 +269,7 @@ def test_channel_counts_sum_to_layer_counts():
     for variant in ("layer", "channel"):
         det = FakeSpotter(backbone=backbone, variant=variant, progress=False).fit_thresholds(X)
         features = det.transform(X)
-        per_layer[variant] = counts_per_layer(features, detector_feature_slices(det))
+        per_layer[variant] = det.layer_counts(features)
         det.coef_ = np.ones(features.shape[1])
         weights, _ = classifier_weight_per_layer(det)
         assert len(weights) == len(det.taps_)

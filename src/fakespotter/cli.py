@@ -106,63 +106,82 @@ def _cropper(backbone, aligned: bool):
               help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True,
               help="Inputs are already aligned face crops (FFHQ style): skip face detection.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "jsonl"]),
+              default="table", show_default=True,
+              help="jsonl: one JSON object per line. Rows are written as they are scored.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the results to this file instead of standard output.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
+                   "rows, drop a half-written last one, score only the files it lacks.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels than this, before decoding "
+                   "[default: 50000000].")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None,
+              help="Refuse files larger than this many bytes [default: 104857600].")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Faces scored together.")
 @_one_line_errors
-def detect(paths, model_path, aligned, fmt, output) -> None:
+def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_bytes,
+           batch_size) -> None:
     """Score every face in PATHS (image files or folders, searched recursively).
 
     One row per face, with the probability that it is GAN-synthesized; one row with a reason
     for each file that cannot be read or has no face.
     """
+    import itertools
+
+    from fakespotter.results import RESUMABLE
+    from fakespotter.results import resume as resume_output
     from fakespotter.scan import find_faces, iter_files, score_rows
 
-    det = _load_detector(model_path)
+    if resume and (output is None or fmt not in RESUMABLE):
+        raise click.UsageError("--resume needs --output FILE and --format csv or jsonl")
     files = list(iter_files(paths))
     if not files:
         raise click.ClickException("no image files found in the given paths")
+    done, header = resume_output(output, fmt) if resume else (set(), True)
+    todo = [f for f in files if str(f) not in done]
+    if resume and not todo:
+        click.echo(f"nothing to do: all {len(files)} files are already in {output}", err=True)
+        return
+    det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
     cropper = _cropper(det._backbone(), aligned)
-    rows = list(score_rows(det, find_faces(cropper, files, progress=True, total=len(files),
-                                           desc="detect")))
-    _write_rows(rows, fmt, output)
+    limits = {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
+    found = find_faces(cropper, todo, progress=True, total=len(todo), desc="detect", **limits)
+    rows = score_rows(det, found, batch_size=batch_size)
+    per_file = (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path))
+    _write_rows(per_file, fmt, output, append=resume, header=header)
+    if resume:
+        click.echo(f"{len(files) - len(todo)} files were already in {output}", err=True)
 
 
-def _write_rows(rows, fmt: str, output: str | None) -> None:
-    import csv
-    import io
-    import json
+def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
+                header: bool = True) -> None:
+    """Stream rows (a list per input file) to ``output`` or standard output as they come."""
+    from fakespotter.results import RowWriter
 
-    dicts = [r.as_dict() for r in rows]
-    if fmt == "json":
-        text = json.dumps(dicts, indent=2) + "\n"
-    elif fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "face", "box", "p_fake", "label", "error"])
-        writer.writeheader()
-        for d in dicts:
-            writer.writerow({**d, "box": "" if d["box"] is None else " ".join(map(str, d["box"])),
-                             "p_fake": "" if d["p_fake"] is None else f"{d['p_fake']:.6f}"})
-        text = buf.getvalue()
-    else:
-        lines = [f"{'p_fake':>7}  {'label':5}  {'face':>4}  path"]
-        for d in dicts:
-            if d["error"]:
-                lines.append(f"{'-':>7}  {'-':5}  {'-':>4}  {d['path']}  ({d['error']})")
-            else:
-                lines.append(f"{d['p_fake']:7.3f}  {d['label']:5}  {d['face']:>4}  {d['path']}")
-        text = "\n".join(lines) + "\n"
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        click.echo(f"wrote {len(dicts)} rows to {output}", err=True)
+        with open(output, "ab" if append else "wb", buffering=0) as f:
+            writer = RowWriter(f, fmt, header=header, fsync_every=32)
+            try:
+                for rows in per_file:
+                    writer.write(rows)
+            finally:
+                writer.close()  # a clean end even when interrupted: rows so far are kept
+        click.echo(f"wrote {writer.n_rows} rows to {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        writer = RowWriter(sys.stdout.buffer, fmt)
+        for rows in per_file:
+            writer.write(rows)
+        writer.close()
 
 
 def _largest_face_crops(cropper, folder: str, label: str):
-    """Crops of the largest face of each image under ``folder``, plus counts of the rest."""
+    """Crops of the largest face of each image under ``folder``, plus what had none.
+
+    Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable count).
+    """
     import numpy as np
 
     from fakespotter.scan import NO_FACE, find_faces, iter_files
@@ -170,18 +189,19 @@ def _largest_face_crops(cropper, folder: str, label: str):
     files = list(iter_files([folder]))
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
-    crops, no_face, errors = [], 0, 0
+    crops, paths, no_face, errors = [], [], [], 0
     for item in find_faces(cropper, files, progress=True, total=len(files), desc=label):
         if item.faces:
             crops.append(item.faces[0].crop)
+            paths.append(item.path)
         elif item.error == NO_FACE:
-            no_face += 1
+            no_face.append(item.path)
         else:
             errors += 1
             click.echo(f"skipped {item.path}: {item.error}", err=True)
     size = cropper.size
     stack = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return stack, no_face, errors
+    return stack, paths, no_face, errors
 
 
 @main.command()
@@ -210,21 +230,27 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> Non
 
     det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True)
     cropper = _cropper(det._backbone(), aligned)
-    real, real_none, real_err = _largest_face_crops(cropper, real_dir, "real")
-    fake, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake")
+    real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real")
+    fake, _, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake")
     if len(real) < 5 or len(fake) < 5:
         raise click.ClickException(f"need at least 5 faces of each class, found {len(real)} real "
                                    f"and {len(fake)} fake")
     X = np.concatenate([real, fake])
     y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
     det.cv = min(5, len(real), len(fake))
-    det.fit(X, y)
+    features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
+    det.fit_features(features, y)
     training = {
-        "n_real": len(real), "n_fake": len(fake), "n_no_face": real_none + fake_none,
+        "n_real": len(real), "n_fake": len(fake), "n_no_face": len(real_none) + len(fake_none),
         "n_unreadable": real_err + fake_err, "real": str(real_dir), "fake": str(fake_dir),
         "aligned": aligned, "command": "fakespotter " + shlex.join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if variant != "embedding":  # the web page draws a face against these averages
+        counts = det.layer_counts(features)
+        training["layer_means"] = {"layers": list(det.taps_),
+                                   "real": counts[y == 0].mean(0).tolist(),
+                                   "fake": counts[y == 1].mean(0).tolist()}
     save_model(det, output, training)
     click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, "
                f"cross-validated AUC {det.cv_auc_:.3f} on {len(real)} real + {len(fake)} fake faces")
@@ -237,31 +263,99 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> Non
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write report.md/.html, metrics.json and plots into this folder.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="CSV with file,generator,source columns for per-generator breakdowns "
+                   "(default: file-name prefixes).")
+@click.option("--perturb", default="",
+              help="Also score perturbed copies, e.g. jpeg:90,jpeg:50,blur:1,noise:5,resize:0.5")
 @_one_line_errors
-def evaluate(real_dir, fake_dir, model_path, aligned, fmt) -> None:
+def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest, perturb) -> None:
     """Measure a detector on labelled folders (--real alone: how many real photos pass)."""
     import json
 
+    import numpy as np
+
     from fakespotter.metrics import evaluate_scores
 
+    perturbations = []
+    if perturb:
+        from fakespotter.evaluation import parse_perturbations
+
+        perturbations = parse_perturbations(perturb)  # bad specs fail before any work
     det = _load_detector(model_path)
     cropper = _cropper(det._backbone(), aligned)
-    scores, labels, no_face, errors = [], [], 0, 0
+    crops, paths, labels, no_face, errors = [], [], [], [], 0
     for folder, label in ((real_dir, 0), (fake_dir, 1)):
         if folder is None:
             continue
-        crops, n_none, n_err = _largest_face_crops(cropper, folder, "real" if label == 0 else "fake")
-        p = det.predict_proba(crops)[:, 1] if len(crops) else []
-        # no face found counts as predicted real (score 0): a detector that misses is no help
-        scores += list(p) + [0.0] * n_none
-        labels += [label] * (len(crops) + n_none)
-        no_face += n_none
-        errors += n_err
-    result = evaluate_scores(labels, scores)
-    result.update(n_no_face=no_face, n_unreadable=errors)
+        c, p, none, err = _largest_face_crops(cropper, folder, "real" if label == 0 else "fake")
+        crops.append(c)
+        paths += p
+        labels += [label] * len(p)
+        no_face += [(path, label) for path in none]
+        errors += err
+    crops = np.concatenate(crops)
+    features = det.transform(crops) if len(crops) else None
+    scores = list(det.predict_proba(features=features)[:, 1]) if len(crops) else []
+    # no face found counts as predicted real (score 0): a detector that misses is no help
+    all_paths = paths + [p for p, _ in no_face]
+    all_labels = labels + [lab for _, lab in no_face]
+    all_scores = scores + [0.0] * len(no_face)
+    result = evaluate_scores(all_labels, all_scores)
+    result.update(n_no_face=len(no_face), n_unreadable=errors)
+    if report_dir:
+        _write_report(report_dir, det, cropper, all_paths, all_labels, all_scores, features,
+                      manifest, perturbations, model_path)
+        result["report"] = str(report_dir)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
             if value is not None:
                 click.echo(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+
+
+def _write_report(report_dir, det, cropper, paths, labels, scores, features, manifest,
+                  perturbations, model_path) -> None:
+    """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
+    import shlex
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from fakespotter.evaluation import (classifier_weight_per_layer, groups_from_manifest,
+                                        groups_from_prefix, image_rng, write_report)
+    from fakespotter.faces import ImageError, load_image
+
+    groups = groups_from_manifest(paths, manifest) if manifest else groups_from_prefix(paths)
+    layer_kw = {}
+    if det.variant != "embedding" and features is not None:
+        weights, label = classifier_weight_per_layer(det)
+        layer_kw = dict(layer_counts=det.layer_counts(features),
+                        layer_names=det.taps_, layer_weights=weights, layer_weight_label=label,
+                        layer_labels=labels[:len(features)])
+    perturbed = {}
+    for q in perturbations:  # applied to the photo before detection, as a re-shared photo is
+        p_fake = []
+        for i, path in enumerate(tqdm(paths, desc=q.name, unit="img", file=sys.stderr, leave=False)):
+            try:
+                faces = cropper(q(load_image(path), image_rng(0, i)))
+            except ImageError:
+                faces = []
+            p_fake.append(float(det.predict_proba(faces[0].crop[None])[0, 1]) if faces else 0.0)
+        perturbed[q.name] = {"p_fake": p_fake, "labels": labels}
+    meta = {"model": str(model_path or "default"), "command": "fakespotter " + shlex.join(sys.argv[1:])}
+    write_report(report_dir, labels=labels, p_fake=scores, groups=groups,
+                 perturbations=perturbed or None, meta=meta, **layer_kw)
+    click.echo(f"wrote the report to {report_dir}", err=True)
+
+
+def _add_serve() -> None:
+    from fakespotter.serve.cli import serve_command  # imports click only; FastAPI on first use
+
+    main.add_command(serve_command, "serve")
+
+
+_add_serve()

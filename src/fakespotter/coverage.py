@@ -31,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "NeuronCoverage",
+    "counts_per_layer",
     "NotFittedError",
     "Tap",
     "eval_mode",
@@ -376,3 +377,18 @@ class NeuronCoverage:
         if values.shape != (len(self.taps),):
             raise ValueError(f"need {len(self.taps)} thresholds, got shape {values.shape}")
         return values
+
+
+def counts_per_layer(features: np.ndarray, feature_slices: Mapping[str, slice]) -> np.ndarray:
+    """N x L activated-neuron counts from N x F coverage features (layer or channel variant).
+
+    A channel feature counts one channel's neurons above the *layer* threshold, so the sum
+    over a layer's channels is that layer's count, the same number the layer variant gives.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"features must be N x F, got shape {features.shape}")
+    columns = [features[:, s].sum(axis=1) for s in feature_slices.values()]
+    if not columns:
+        return np.zeros((len(features), 0))
+    return np.stack(columns, axis=1)

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from fakespotter.backbones import Backbone, get_backbone
-from fakespotter.coverage import NeuronCoverage
+from fakespotter.coverage import NeuronCoverage, counts_per_layer
 
 VARIANTS = ("layer", "channel", "embedding")
 NEURONS = ("raw", "activation")
@@ -128,6 +128,17 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             coverage.thresholds_ = self.thresholds_
             parts = [coverage.transform(x) for x in self._batches(X, "coverage")]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def feature_slices(self) -> dict[str, slice]:
+        """Tap name -> its columns in ``transform``'s output (layer and channel variants)."""
+        check_is_fitted(self, "taps_")
+        if self.variant == "embedding":
+            raise ValueError("an embedding model has no per-layer coverage")
+        return dict(self._coverage(self.taps_).feature_slices)
+
+    def layer_counts(self, features: np.ndarray) -> np.ndarray:
+        """N x L activated neurons per tapped layer (the paper's Fig. 3 quantity)."""
+        return counts_per_layer(features, self.feature_slices())
 
     # -- classifier ----------------------------------------------------------------------
 

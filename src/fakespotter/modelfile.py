@@ -82,13 +82,22 @@ def load(path: str | Path, schema: dict[str, type | tuple[type, ...]],
 
 def _parse_json(raw: bytes, what: str):
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                          parse_int=_plausible_int)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError):
+        # RecursionError: a crafted header of deeply nested brackets
         raise ModelFileError(f"not a fakespotter model file (damaged {what})") from None
 
 
 def _reject_constant(name: str):
     raise ValueError(name)  # NaN/Infinity have no place in our metadata
+
+
+def _plausible_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > 2**53:  # no count or offset of ours is this big; floats could not hold it
+        raise ValueError(text)
+    return value
 
 
 def _read_metadata(header) -> dict[str, Any]:
@@ -139,10 +148,11 @@ def _check_layout(header: dict, expected: dict[str, tuple[int, ...]], data_len: 
     layout = {}
     for name, shape in expected.items():
         info = tensors[name]
-        if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) \
+                or info["dtype"] not in _DTYPES:
             raise ModelFileError(f"tensor {name!r} has an unsupported type")
-        if list(info.get("shape", [])) != list(shape):
-            raise ModelFileError(f"tensor {name!r} has shape {info.get('shape')}, expected {list(shape)}")
+        if not isinstance(info.get("shape"), list) or info["shape"] != list(shape):
+            raise ModelFileError(f"tensor {name!r} has shape {info.get('shape')!r:.40}, expected {list(shape)}")
         offsets = info.get("data_offsets")
         dtype = _DTYPES[info["dtype"]]
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize

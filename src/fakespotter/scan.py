@@ -1,7 +1,10 @@
 """Photos in, rows out: walk paths, load each image, crop its faces, score them in batches.
 
 Every input file gives at least one row: one per face found, or one row whose ``error`` says
-why there is no score (unreadable file, no face found). Nothing is silently dropped.
+why there is no score (unreadable file, no face found, a folder that could not be listed, a
+file that vanished between listing and reading). Nothing is silently dropped, and nothing a
+file contains can stop the scan: a failure while reading or cropping one file is that file's
+error row.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fakespotter.faces import ImageError, load_image
+from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
@@ -36,14 +40,23 @@ class Row:
 
 
 def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files named directly, and image files under folders (recursively, sorted)."""
+    """Files named directly, and image files under folders (recursively, sorted).
+
+    A folder that cannot be listed is yielded itself, so that it gets an error row instead
+    of vanishing from the results; symlinked folders are not followed (no loops).
+    """
     for path in map(Path, paths):
         if path.is_dir():
-            for root, dirs, files in os.walk(path, onerror=None):
+            unlisted: list[OSError] = []
+            for root, dirs, files in os.walk(path, onerror=unlisted.append):
+                while unlisted:
+                    yield Path(unlisted.pop(0).filename)
                 dirs.sort()
                 for name in sorted(files):
                     if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                         yield Path(root) / name
+            for error in unlisted:
+                yield Path(error.filename)
         else:
             yield path  # missing or odd paths are reported by the loader, not skipped
 
@@ -57,21 +70,40 @@ class Faces:
     error: str | None = None
 
 
+def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS,
+               max_bytes: int = MAX_BYTES) -> Faces:
+    """The faces of one file, or the one-line reason there are none; never raises for a bad file."""
+    try:
+        image = load_image(path, max_pixels=max_pixels, max_bytes=max_bytes)
+    except ImageError as e:
+        return Faces(path, [], _folder_reason(path) or str(e))
+    except MemoryError:
+        return Faces(path, [], "not enough memory to decode the image")
+    try:
+        faces = cropper(image)
+    except MemoryError:
+        return Faces(path, [], "not enough memory to find faces in the image")
+    except (ValueError, RuntimeError, IndexError, ArithmeticError) as e:
+        # an image the face finder cannot handle (odd shape, degenerate landmarks) must not
+        # end the scan of all the others
+        return Faces(path, [], f"face detection failed ({_first_line(e)})")
+    return Faces(path, faces, None if faces else NO_FACE)
+
+
 def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = False,
-               total: int | None = None, desc: str = "faces") -> Iterator[Faces]:
+               total: int | None = None, desc: str = "faces", max_pixels: int = MAX_PIXELS,
+               max_bytes: int = MAX_BYTES) -> Iterator[Faces]:
     for path in tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
                      file=sys.stderr, leave=False):
-        try:
-            image = load_image(path)
-        except ImageError as e:
-            yield Faces(path, [], str(e))
-            continue
-        faces = cropper(image)
-        yield Faces(path, faces, None if faces else NO_FACE)
+        yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
 def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Iterator[Row]:
-    """Rows for each file in order; faces are scored in batches across files."""
+    """Rows for each file in order; faces are scored in batches across files.
+
+    All rows of one file come out together (a file's faces are never split across batches'
+    output), so a caller writing per file never writes half a file.
+    """
     pending: list[Faces] = []
     n_faces = 0
 
@@ -96,3 +128,19 @@ def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Ite
             yield from flush()
             n_faces = 0
     yield from flush()
+
+
+def _folder_reason(path: Path) -> str | None:
+    """Why a folder that iter_files had to yield could not be listed (None: not such a folder)."""
+    try:
+        if not path.is_dir():
+            return None
+        os.listdir(path)
+    except OSError as e:
+        return f"folder could not be listed ({e.strerror or type(e).__name__})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

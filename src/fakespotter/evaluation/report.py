@@ -160,6 +160,7 @@ def write_report(
     p_fake: Sequence[float],
     groups: Sequence[str] | None = None,
     layer_counts: np.ndarray | None = None,
+    layer_labels: Sequence[int] | None = None,
     layer_names: Sequence[str] | None = None,
     layer_weights: Sequence[float] | None = None,
     perturbations: Mapping[str, object] | None = None,
@@ -172,8 +173,10 @@ def write_report(
         labels: 1 fake, 0 real, one per scored sample.
         p_fake: probability of fake per sample (threshold 0.5).
         groups: group name per sample (generator or real source) for a per-group table.
-        layer_counts: N x L activated-neuron counts per layer (rows match ``labels``);
-            see :mod:`fakespotter.evaluation.layers` to get them from a detector.
+        layer_counts: N x L activated-neuron counts per layer (rows match ``labels``, or
+            ``layer_labels`` when given); see :mod:`fakespotter.evaluation.layers`.
+        layer_labels: labels of the ``layer_counts`` rows when they are not ``labels``
+            (e.g. images with no face have a score but no counts).
         layer_names, layer_weights: name and classifier weight of each of the L layers.
         perturbations: name -> p_fake on the same samples after that perturbation, or
             name -> {"p_fake": ..., "labels": ... (optional), other numbers copied as is},
@@ -205,7 +208,9 @@ def write_report(
         "groups": group_metrics(labels, p_fake, groups) if groups is not None else None,
         "perturbations": (_perturbation_table(labels, p_fake, perturbations)
                           if perturbations else None),
-        "layers": (_layer_summary(labels, layer_counts, layer_names, layer_weights,
+        # layer counts exist only for images with a face: their own labels may be given
+        "layers": (_layer_summary(labels if layer_labels is None else np.asarray(layer_labels, int),
+                                  layer_counts, layer_names, layer_weights,
                                   layer_weight_label) if layer_counts is not None else None),
         "meta": _plain(dict(meta or {})),
     }

@@ -82,7 +82,7 @@ def _check_file(path: Path, max_bytes: int) -> None:
     except PermissionError:
         raise ImageError("permission denied") from None
     except OSError as exc:
-        raise ImageError(f"cannot access file ({_first_line(exc)})") from None
+        raise ImageError(f"cannot access file ({exc.strerror or _first_line(exc)})") from None
     if path.is_dir():
         raise ImageError("is a directory, not an image file")
     if not path.is_file():
@@ -90,9 +90,7 @@ def _check_file(path: Path, max_bytes: int) -> None:
     if stat.st_size == 0:
         raise ImageError("empty file (0 bytes)")
     if stat.st_size > max_bytes:
-        raise ImageError(
-            f"file too large: {stat.st_size / 1e6:.1f} MB (limit {max_bytes / 1e6:.1f} MB)"
-        )
+        raise ImageError(f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,})")
     if not os.access(path, os.R_OK):
         raise ImageError("permission denied")
 

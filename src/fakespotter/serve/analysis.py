@@ -34,16 +34,9 @@ class LayerInfo:
                 "fake_mean": self.fake_mean, "training_mean": self.training_mean}
 
 
-def _feature_slices(detector) -> dict[str, slice]:
-    return detector._coverage(detector.taps_).feature_slices
-
-
 def per_layer(detector, features: np.ndarray) -> np.ndarray | None:
     """N x n_layers active-neuron counts from the detector's features (None for embedding)."""
-    if detector.variant == "embedding":
-        return None
-    slices = _feature_slices(detector)
-    return np.stack([features[:, slices[name]].sum(1) for name in detector.taps_], axis=1)
+    return None if detector.variant == "embedding" else detector.layer_counts(features)
 
 
 def layer_means(detector, real_crops: np.ndarray, fake_crops: np.ndarray) -> dict | None:

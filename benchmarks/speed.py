@@ -1,0 +1,358 @@
+"""Speed of fakespotter on this machine: backbone forward vs coverage features, and `detect`.
+
+Per backbone (all in one process, runs interleaved so machine noise hits every measurement
+alike, median of --reps after a warm-up), in ms/image at batch 32 and batch 1:
+
+* plain: ``model(preprocess(crops))`` under ``torch.inference_mode`` (torch eager);
+* coverage: ``FakeSpotter.transform(crops)``, the detector's own feature path
+  (NeuronCoverage over every tap, raw neurons), for variant ``channel`` and ``layer``;
+* fit: ``FakeSpotter.fit_thresholds(crops)``, the threshold pass (NeuronCoverage.fit).
+
+End to end, the path ``fakespotter detect`` takes (``scan.iter_files`` -> ``find_faces`` with a
+``FaceCropper`` -> ``score_rows`` with a detector), with and without ``--aligned``, on N photos
+from ../shared/faces/{test,wild} (or astronaut copies with random crops when that is absent):
+images/s, faces/s, and resident memory at N/2 and N images (flat means no leak).
+
+    PYTHONPATH=src python benchmarks/speed.py [--json] [--quick] [--n 1000] [--threads T]
+                                              [--backbones facenet,dlib,sface] [--reps 7]
+
+Progress goes to stderr, results to stdout. ``--json`` prints
+``{"<backbone>": {"batch": 32, "plain_ms", "coverage_ms", "ratio", ..., "batch1": {...}},
+"end_to_end": {"model", "n", "detect": {...}, "aligned": {...}}, "machine": {...}}``;
+``coverage_ms``/``ratio`` are for the ``channel`` variant, ``layer_ms``/``layer_ratio`` for
+``layer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fakespotter.backbones import get_backbone
+from fakespotter.detector import FakeSpotter
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES_DIR = ROOT.parent / "shared" / "faces"
+ASTRONAUT = ROOT / "tests" / "data" / "astronaut.jpg"
+BACKBONES = ("facenet", "dlib", "sface")
+VARIANTS = ("channel", "layer")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# -- per-backbone micro-benchmarks -----------------------------------------------------------
+
+
+def random_crops(n: int, size: int, seed: int) -> np.ndarray:
+    """Smooth-ish uint8 crops: speed does not depend on content, but keep activations varied."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, size // 8 + 1, size // 8 + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 8, 1), 8, 2)[:, :size, :size]
+
+
+def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[], object]]:
+    """name/measure/batch -> a zero-argument run; all share one loaded network."""
+    bb = get_backbone(name).load(progress=False)
+    crops = random_crops(max(batches), bb.input_size, seed=0)
+    detectors = {}
+    for variant in VARIANTS:
+        det = FakeSpotter(backbone=bb, variant=variant, neuron="raw", batch_size=max(batches))
+        det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
+        detectors[variant] = det
+
+    def plain(x: np.ndarray) -> Callable[[], object]:
+        def run():
+            with torch.inference_mode():
+                return bb.model.eval()(bb.preprocess(x))
+        return run
+
+    runs: dict[str, Callable[[], object]] = {}
+    for b in batches:
+        x = crops[:b]
+        runs[f"{name}/plain/{b}"] = plain(x)
+        for variant, det in detectors.items():
+            runs[f"{name}/{variant}/{b}"] = lambda det=det, x=x: det.transform(x)
+    b = max(batches)
+    fitter = FakeSpotter(backbone=bb, variant="channel", neuron="raw", batch_size=b)
+    runs[f"{name}/fit/{b}"] = lambda: fitter.fit_thresholds(crops[:b])
+    return runs
+
+
+def time_runs(runs: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each run, interleaved: rep 1 of all, then rep 2 of all, ..."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for rep in range(reps):
+        log(f"  rep {rep + 1}/{reps}")
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(ts) for key, ts in times.items()}
+
+
+def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, ...]) -> dict:
+    def at(b: int) -> dict:
+        ms = {m: medians[f"{name}/{m}/{b}"] * 1000 / b for m in ("plain", *VARIANTS)}
+        return {
+            "batch": b,
+            "plain_ms": ms["plain"],
+            "coverage_ms": ms["channel"],
+            "ratio": ms["channel"] / ms["plain"],
+            "layer_ms": ms["layer"],
+            "layer_ratio": ms["layer"] / ms["plain"],
+        }
+
+    big = max(batches)
+    result = at(big)
+    fit_ms = medians[f"{name}/fit/{big}"] * 1000 / big
+    result["fit_ms"] = fit_ms
+    result["fit_ratio"] = fit_ms / result["coverage_ms"]  # threshold pass vs one extraction pass
+    for b in batches:
+        if b != big:
+            result[f"batch{b}"] = at(b)
+    return result
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def photo_files(n: int, images: Path | None, synthetic: bool, tmp: Path) -> tuple[list[Path], str]:
+    """N photo paths and where they came from."""
+    from fakespotter.scan import iter_files
+
+    if images is not None:
+        files = list(iter_files([images]))[:n]
+        return files, str(images)
+    folders = [FACES_DIR / "test" / "real", FACES_DIR / "test" / "fake", FACES_DIR / "wild" / "real"]
+    if not synthetic and all(f.is_dir() for f in folders):
+        pools = [list(iter_files([f])) for f in folders]
+        files = []
+        for i in range(max(map(len, pools))):  # round-robin: a mix of sizes and sources
+            files += [pool[i] for pool in pools if i < len(pool)]
+        return files[:n], "shared/faces test/real, test/fake, wild/real (round-robin)"
+    return synthetic_photos(n, tmp), "tests/data/astronaut.jpg copies, random crops"
+
+
+def synthetic_photos(n: int, folder: Path) -> list[Path]:
+    """Copies of the astronaut photo with small random crops (her face stays inside)."""
+    from PIL import Image
+
+    image = Image.open(ASTRONAUT).convert("RGB")
+    w, h = image.size
+    rng = random.Random(0)
+    files = []
+    for i in range(n):
+        x0, y0 = rng.randint(0, 40), rng.randint(0, 40)
+        side = min(w - x0, h - y0) - rng.randint(0, 40)
+        path = folder / f"astronaut_{i:05d}.jpg"
+        image.crop((x0, y0, x0 + side, y0 + side)).save(path, quality=90)
+        files.append(path)
+    return files
+
+
+def throwaway_model(backbone: str) -> FakeSpotter:
+    """A detector fit on a few generated crops: speed does not depend on accuracy."""
+    bb = get_backbone(backbone).load(progress=False)
+    crops = random_crops(16, bb.input_size, seed=1)
+    labels = np.arange(16) % 2
+    return FakeSpotter(backbone=backbone, variant="channel", cv=2, Cs=(1e-3,)).fit(crops, labels)
+
+
+def pick_model(backbones: Iterable[str]) -> tuple[FakeSpotter, str]:
+    """The shipped default model if its backbone is being measured, else a throwaway one."""
+    from fakespotter.detector import default_model_path, load_model
+
+    backbones = list(backbones)
+    try:
+        det = load_model(default_model_path())
+        if det._backbone().name in backbones:
+            return det, f"shipped default ({det._backbone().name}, {det.variant})"
+    except FileNotFoundError:
+        pass
+    return throwaway_model(backbones[0]), f"throwaway ({backbones[0]}, channel, fit on 16 random crops)"
+
+
+def counted(items: Iterable, on_half: Callable[[], None], n: int) -> Iterator:
+    """Pass ``items`` through, calling ``on_half`` once after n/2 of them."""
+    for i, item in enumerate(items, 1):
+        yield item
+        if i == n // 2:
+            on_half()
+
+
+def detect_run(det: FakeSpotter, files: list[Path], aligned: bool) -> dict:
+    """One `fakespotter detect` over ``files``, through the library path the CLI uses."""
+    from fakespotter.faces.pipeline import FaceCropper
+    from fakespotter.scan import find_faces, iter_files, score_rows
+
+    bb = det._backbone()
+    cropper = FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned, progress=False)
+    half: dict[str, float] = {}
+    gc.collect()
+    rss_start = rss_mb()
+    start = time.perf_counter()
+    found = counted(find_faces(cropper, iter_files(files)), lambda: half.setdefault("rss", rss_mb()),
+                    len(files))
+    rows = list(score_rows(det, found))
+    seconds = time.perf_counter() - start
+    rss_end = rss_mb()
+    faces = sum(r.p_fake is not None for r in rows)
+    return {
+        "images": len(files),
+        "faces": faces,
+        "errors": sum(r.error is not None for r in rows),
+        "seconds": seconds,
+        "images_per_s": len(files) / seconds,
+        "faces_per_s": faces / seconds,
+        "ms_per_image": seconds * 1000 / len(files),
+        "rss_mb_start": rss_start,
+        "rss_mb_half": half.get("rss", rss_end),
+        "rss_mb_end": rss_end,
+        "rss_growth_mb": rss_end - half.get("rss", rss_end),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def table(results: dict) -> str:
+    lines = [
+        "ms/image (median); coverage = FakeSpotter.transform, raw neurons; ratio = coverage / plain",
+        f"{'backbone':<8} {'batch':>5} {'plain':>8} {'channel':>8} {'ratio':>6} {'layer':>8} {'ratio':>6}",
+    ]
+    for name, r in results.items():
+        if name in ("end_to_end", "machine"):
+            continue
+        for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
+            lines.append(f"{name:<8} {row['batch']:>5} {row['plain_ms']:8.2f} {row['coverage_ms']:8.2f} "
+                         f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f}")
+    lines.append("")
+    lines.append("threshold pass (NeuronCoverage.fit via FakeSpotter.fit_thresholds), batch 32")
+    for name, r in results.items():
+        if "fit_ms" in r:
+            lines.append(f"{name:<8} {r['fit_ms']:8.2f} ms/image = {r['fit_ratio']:.2f} x one channel extraction pass")
+    e2e = results.get("end_to_end")
+    if e2e:
+        lines += ["", f"end to end (scan.find_faces + score_rows), {e2e['n']} photos from {e2e['source']}",
+                  f"model: {e2e['model']}",
+                  f"{'mode':<9} {'img/s':>7} {'faces/s':>8} {'ms/img':>8} {'faces':>6} "
+                  f"{'RSS@N/2':>8} {'RSS@N':>7} {'growth':>7} {'peak':>7}  (MiB)"]
+        for mode in ("detect", "aligned"):
+            m = e2e[mode]
+            lines.append(f"{mode:<9} {m['images_per_s']:7.2f} {m['faces_per_s']:8.2f} {m['ms_per_image']:8.1f} "
+                         f"{m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
+                         f"{m['rss_growth_mb']:7.1f} {m['peak_rss_mb']:7.0f}")
+    m = results["machine"]
+    lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; "
+                  f"load average {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--quick", action="store_true", help="small N, few reps (CI smoke)")
+    parser.add_argument("--n", type=int, default=None, help="photos for end to end (default 1000; quick 8)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7; quick 2)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated")
+    parser.add_argument("--images", type=Path, default=None, help="folder of photos for end to end")
+    parser.add_argument("--synthetic", action="store_true", help="use astronaut copies even if shared/faces exists")
+    args = parser.parse_args(argv)
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    for b in backbones:
+        get_backbone(b)  # unknown name: fail before any work
+    n = args.n or (8 if args.quick else 1000)
+    reps = args.reps or (2 if args.quick else 7)
+    warmup = 1 if args.quick else 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    load_before = os.getloadavg()
+    log(f"load average before: {load_before}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    batches = (1, 32)
+    runs: dict[str, Callable[[], object]] = {}
+    for name in backbones:
+        log(f"loading {name}")
+        runs |= backbone_runs(name, batches)
+    log(f"timing {len(runs)} runs x {reps} reps (+{warmup} warm-up)")
+    medians = time_runs(runs, reps, warmup)
+    results: dict = {name: backbone_results(medians, name, batches) for name in backbones}
+    del runs
+    gc.collect()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files, source = photo_files(n, args.images, args.synthetic, Path(tmp))
+        log(f"end to end on {len(files)} photos from {source}")
+        det, model = pick_model(backbones)
+        e2e: dict = {"n": len(files), "source": source, "model": model, "batch_size": 32}
+        for aligned in (False, True):
+            mode = "aligned" if aligned else "detect"
+            log(f"  {mode}")
+            e2e[mode] = detect_run(det, files, aligned)
+        results["end_to_end"] = e2e
+
+    load_after = os.getloadavg()
+    results["machine"] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "reps": reps,
+        "warmup": warmup,
+        "load_before": list(load_before),
+        "load_after": list(load_after),
+        "command": " ".join(["benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    if max(load_before[0], load_after[0]) > 1:
+        log(f"note: load average > 1 ({load_before[0]:.2f} before, {load_after[0]:.2f} after): "
+            f"other work shared the CPUs")
+    print(json.dumps(results, indent=2) if args.json else table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Smoke test of benchmarks/speed.py: it runs and reports the documented numbers (no timing limits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_quick_json(weight_file, tmp_path):
+    for name in ("dlib", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        weight_file(name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--json",
+         "--backbones", "dlib", "--synthetic", "--n", "4", "--reps", "1"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)  # progress went to stderr, stdout is pure JSON
+    assert set(data) == {"dlib", "end_to_end", "machine"}
+
+    dlib = data["dlib"]
+    assert dlib["batch"] == 32 and dlib["batch1"]["batch"] == 1
+    for row in (dlib, dlib["batch1"]):
+        for key in ("plain_ms", "coverage_ms", "ratio", "layer_ms", "layer_ratio"):
+            assert row[key] > 0, key
+        assert abs(row["ratio"] - row["coverage_ms"] / row["plain_ms"]) < 1e-9
+    assert dlib["fit_ms"] > 0 and dlib["fit_ratio"] > 0
+
+    e2e = data["end_to_end"]
+    assert e2e["n"] == 4 and ("throwaway" in e2e["model"] or "default" in e2e["model"])
+    for mode in ("detect", "aligned"):
+        run = e2e[mode]
+        assert run["images"] == 4 and run["errors"] == 0
+        assert run["faces"] >= 4  # every astronaut copy has her face; aligned gives one per image
+        for key in ("seconds", "images_per_s", "faces_per_s", "ms_per_image", "rss_mb_half",
+                    "rss_mb_end", "peak_rss_mb"):
+            assert run[key] > 0, (mode, key)
+    assert e2e["aligned"]["faces"] == 4
+
+    machine = data["machine"]
+    assert machine["threads"] >= 1 and len(machine["load_before"]) == 3
