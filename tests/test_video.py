@@ -138,3 +138,43 @@ def test_timeline_plot_draws_tracks(tmp_path):
     pixels = np.asarray(Image.open(png).convert("RGB"))
     assert pixels.shape == (320, 800, 3)
     assert (np.abs(pixels.astype(int) - [31, 119, 180]).sum(-1) < 30).sum() > 100  # track 1 line
+
+
+def test_detect_command_scores_a_video_by_track(video, tmp_path, weight_file):
+    """`fakespotter detect clip.mp4`: one row per face track, plus a timeline with --report."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fakespotter.cli import main
+
+    for name in ("dlib", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        weight_file(name)
+    rng = np.random.default_rng(0)
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            im = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+            if label == "fake":
+                im = im.resize((16, 16)).resize((64, 64), Image.Resampling.BICUBIC)
+            im.save(tmp_path / label / f"{i}.png")
+    model = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--real", str(tmp_path / "real"), "--fake",
+                                  str(tmp_path / "fake"), "--backbone", "dlib", "--variant",
+                                  "layer", "--aligned", "--output", str(model)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "clips").mkdir()
+    video.rename(tmp_path / "clips" / "pan.mp4")
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"not a video")
+    result = runner.invoke(main, ["detect", str(tmp_path / "clips"), "--model", str(model),
+                                  "--format", "json", "--fps", "5",
+                                  "--report", str(tmp_path / "timeline")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [Path(r["path"]).name for r in rows] == ["broken.mp4", "pan.mp4"]
+    assert rows[0]["error"] and rows[0]["p_fake"] is None
+    assert rows[1]["face"] == 0 and 0 <= rows[1]["p_fake"] <= 1 and rows[1]["error"] is None
+    timeline = json.loads((tmp_path / "timeline" / "pan.json").read_text())
+    assert timeline["n_frames"] == 10 and len(timeline["tracks"]) == 1
+    assert (tmp_path / "timeline" / "pan.png").stat().st_size > 1000

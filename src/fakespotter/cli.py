@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -121,19 +122,25 @@ def _cropper(backbone, aligned: bool):
               help="Refuse files larger than this many bytes [default: 104857600].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Faces scored together.")
+@click.option("--fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Video frames sampled per second.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="For videos: a timeline plot and the per-frame scores of each, in this folder.")
 @_one_line_errors
 def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_bytes,
-           batch_size) -> None:
-    """Score every face in PATHS (image files or folders, searched recursively).
+           batch_size, fps, report_dir) -> None:
+    """Score every face in PATHS (images, videos, or folders searched recursively).
 
     One row per face, with the probability that it is GAN-synthesized; one row with a reason
-    for each file that cannot be read or has no face.
+    for each file that cannot be read or has no face. A video gives one row per face track,
+    scored by its mean over the frames sampled at --fps.
     """
     import itertools
 
     from fakespotter.results import RESUMABLE
     from fakespotter.results import resume as resume_output
-    from fakespotter.scan import find_faces, iter_files, score_rows
+    from fakespotter.scan import find_faces, iter_files, score_rows, video_rows
+    from fakespotter.video import is_video
 
     if resume and (output is None or fmt not in RESUMABLE):
         raise click.UsageError("--resume needs --output FILE and --format csv or jsonl")
@@ -148,9 +155,14 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
     cropper = _cropper(det._backbone(), aligned)
     limits = {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
-    found = find_faces(cropper, todo, progress=True, total=len(todo), desc="detect", **limits)
+    videos = [f for f in todo if is_video(f)]
+    images = [f for f in todo if not is_video(f)]
+    found = find_faces(cropper, images, progress=True, total=len(images), desc="detect", **limits)
     rows = score_rows(det, found, batch_size=batch_size)
-    per_file = (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path))
+    per_file = itertools.chain(
+        (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path)),
+        (video_rows(det, cropper, v, fps=fps, report_dir=report_dir and Path(report_dir))
+         for v in videos))
     _write_rows(per_file, fmt, output, append=resume, header=header)
     if resume:
         click.echo(f"{len(files) - len(todo)} files were already in {output}", err=True)

@@ -21,8 +21,10 @@ from tqdm import tqdm
 from fakespotter.faces import ImageError, load_image
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
+from fakespotter.video import VIDEO_SUFFIXES, VideoError, scan_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
+SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 NO_FACE = "no face found"
 
 
@@ -53,7 +55,7 @@ def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
                     yield Path(unlisted.pop(0).filename)
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    if Path(name).suffix.lower() in SCANNED_SUFFIXES:
                         yield Path(root) / name
             for error in unlisted:
                 yield Path(error.filename)
@@ -144,3 +146,24 @@ def _folder_reason(path: Path) -> str | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,
+               report_dir: Path | None = None) -> list[Row]:
+    """One row per face track of a video: its mean score over the sampled frames."""
+    try:
+        result = scan_video(video, detector, cropper, fps=fps)
+    except VideoError as e:
+        return [Row(path=str(video), error=str(e))]
+    if report_dir is not None:
+        import json
+
+        from fakespotter.video import plot_timeline
+
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / f"{video.stem}.json").write_text(json.dumps(result, indent=2))
+        plot_timeline(result, report_dir / f"{video.stem}.png")
+    if not result["tracks"]:
+        return [Row(path=str(video), error=NO_FACE)]
+    return [Row(path=str(video), face=t["track"], box=t["boxes"][0], p_fake=t["mean"],
+                label=t["label"]) for t in result["tracks"]]
