@@ -43,3 +43,40 @@ def faces_dir() -> Path:
     if not (FACES_DIR / "train").is_dir():
         pytest.skip(f"real face data not found at {FACES_DIR} (only on developer machines)")
     return FACES_DIR
+
+
+def write_noise_faces(folder: Path, n: int, smooth: bool, seed: int, size: int = 96) -> Path:
+    """Noise 'faces': the 'fake' ones are blurred, a difference any backbone can count."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        if smooth:
+            im = im.resize((size // 4, size // 4)).resize((size, size), Image.Resampling.BICUBIC)
+        im.save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small dlib `layer` model trained once per session through `fakespotter train
+    --aligned` on noise faces (real: noise, fake: blurred noise)."""
+    from click.testing import CliRunner
+
+    from fakespotter.backbones import BACKBONES
+    from fakespotter.cli import main
+
+    if not weights.is_cached(BACKBONES["dlib"].weights):
+        pytest.skip("dlib weights not cached; run `fakespotter weights fetch` first")
+    root = tmp_path_factory.mktemp("tiny_model")
+    write_noise_faces(root / "real", 12, smooth=False, seed=1)
+    write_noise_faces(root / "fake", 12, smooth=True, seed=2)
+    model = root / "model.safetensors"
+    result = CliRunner().invoke(main, ["train", "--real", str(root / "real"), "--fake",
+                                       str(root / "fake"), "--backbone", "dlib", "--variant",
+                                       "layer", "--aligned", "--output", str(model)])
+    assert result.exit_code == 0, result.output
+    return model

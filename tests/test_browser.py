@@ -10,9 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -27,14 +25,13 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
                 allow_module_level=True)
 
-from fakespotter.cli import main  # noqa: E402
 from fakespotter.serve.app import create_app  # noqa: E402
 
 
 @pytest.fixture
-def model_file(tmp_path, weight_file) -> Path:
+def model_file(request, weight_file) -> Path:
     """The shipped model when this checkout has one (the page as users see it), else a tiny
-    dlib model trained on noise 'faces', as in test_cli."""
+    dlib model trained on noise 'faces' (conftest's tiny_model)."""
     from fakespotter.detector import default_model_path
 
     try:
@@ -43,21 +40,7 @@ def model_file(tmp_path, weight_file) -> Path:
         return Path(str(path))
     except FileNotFoundError:
         pass
-    weight_file("dlib")
-    for label, smooth in (("real", False), ("fake", True)):
-        (tmp_path / label).mkdir()
-        rng = np.random.default_rng(int(smooth))
-        for i in range(12):
-            im = Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
-            if smooth:
-                im = im.resize((24, 24)).resize((96, 96), Image.Resampling.BICUBIC)
-            im.save(tmp_path / label / f"{i:03d}.png")
-    model = tmp_path / "model.safetensors"
-    result = CliRunner().invoke(main, ["train", "--real", str(tmp_path / "real"), "--fake",
-                                       str(tmp_path / "fake"), "--backbone", "dlib", "--variant",
-                                       "layer", "--aligned", "--output", str(model)])
-    assert result.exit_code == 0, result.output
-    return model
+    return request.getfixturevalue("tiny_model")
 
 
 @pytest.fixture

@@ -7,25 +7,13 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
+from conftest import write_noise_faces
 from fakespotter.cli import main
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
-
-
-def write_faces(folder: Path, n: int, smooth: bool, seed: int) -> None:
-    """Noise 'faces': the 'fake' ones are blurred, a difference any backbone can count."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        im = Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
-        if smooth:
-            im = im.resize((24, 24)).resize((96, 96), Image.Resampling.BICUBIC)
-        im.save(folder / f"{i:03d}.png")
 
 
 @pytest.fixture
@@ -35,8 +23,8 @@ def dlib_weights(weight_file):
 
 @pytest.fixture
 def trained(tmp_path, dlib_weights) -> Path:
-    write_faces(tmp_path / "real", 12, smooth=False, seed=1)
-    write_faces(tmp_path / "fake", 12, smooth=True, seed=2)
+    write_noise_faces(tmp_path / "real", 12, smooth=False, seed=1)
+    write_noise_faces(tmp_path / "fake", 12, smooth=True, seed=2)
     model = tmp_path / "model.safetensors"
     result = CliRunner().invoke(main, ["train", "--real", str(tmp_path / "real"), "--fake",
                                        str(tmp_path / "fake"), "--backbone", "dlib", "--variant",
@@ -52,7 +40,7 @@ def trained(tmp_path, dlib_weights) -> Path:
 
 def test_train_detect_evaluate(tmp_path, trained):
     (tmp_path / "mixed").mkdir()
-    write_faces(tmp_path / "mixed" / "sub", 3, smooth=True, seed=5)
+    write_noise_faces(tmp_path / "mixed" / "sub", 3, smooth=True, seed=5)
     (tmp_path / "mixed" / "broken.jpg").write_bytes(b"not an image at all")
     runner = CliRunner()
     result = runner.invoke(main, ["detect", str(tmp_path / "mixed"), str(tmp_path / "absent.png"),

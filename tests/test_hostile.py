@@ -55,24 +55,9 @@ def write_faces(folder: Path, n: int, smooth: bool, seed: int) -> list[Path]:
     return paths
 
 
-_TRAINED: dict[str, Path] = {}
-
-
 @pytest.fixture
-def trained(weight_file, tmp_path_factory) -> Path:
-    """A small dlib layer model trained once for this module through the CLI."""
-    weight_file("dlib")
-    if "model" not in _TRAINED:
-        root = tmp_path_factory.mktemp("trained")
-        write_faces(root / "real", 12, smooth=False, seed=1)
-        write_faces(root / "fake", 12, smooth=True, seed=2)
-        model = root / "model.safetensors"
-        result = CliRunner().invoke(main, ["train", "--real", str(root / "real"), "--fake",
-                                           str(root / "fake"), "--backbone", "dlib", "--variant",
-                                           "layer", "--aligned", "--output", str(model)])
-        assert result.exit_code == 0, result.output
-        _TRAINED.update(model=model, fake=root / "fake")
-    return _TRAINED["model"]
+def trained(tiny_model) -> Path:
+    return tiny_model
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -141,7 +126,7 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         monkeypatch.setattr(scan, "iter_files", listed)
         write_faces(corpus / "vanishing", 1, smooth=False, seed=9)
         n_bad = sum(1 for r in table if r["error"] and r["path"] != str(vanished))
-        fake = _TRAINED["fake"]
+        fake = trained.parent / "fake"  # the tiny model's own fake faces
         result = runner.invoke(main, ["evaluate", "--real", str(corpus), "--fake", str(fake),
                                       "--model", str(trained), "--aligned", "--format", "json"])
         no_traceback(result)

@@ -17,7 +17,7 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--json",
-         "--backbones", "dlib", "--synthetic", "--n", "4", "--reps", "1"],
+         "--backbones", "dlib", "--synthetic", "--n", "4", "--reps", "1", "--threads", "1"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

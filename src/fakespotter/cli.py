@@ -334,7 +334,6 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
     """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
     import shlex
 
-    import numpy as np
     from tqdm import tqdm
 
     from fakespotter.evaluation import (classifier_weight_per_layer, groups_from_manifest,

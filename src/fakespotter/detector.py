@@ -14,7 +14,7 @@ Feature variants:
 from __future__ import annotations
 
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch

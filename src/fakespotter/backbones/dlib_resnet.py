@@ -307,7 +307,8 @@ def _read_details(r: _Reader, layer: _Layer) -> dict[str, np.ndarray]:
         for _ in range(4):  # learning-rate and weight-decay multipliers
             r.float()
         n_weights = filters * in_ch * k * k
-        if weight_shape != (filters, in_ch, k, k) or params.size != n_weights + filters:
+        if (weight_shape != (filters, in_ch, k, k) or bias_shape != (1, filters, 1, 1)
+                or params.size != n_weights + filters):
             raise ValueError(f"{layer.target}: filter shape {weight_shape} does not match the network")
         return {"weight": params[:n_weights].reshape(weight_shape), "bias": params[n_weights:]}
     if kind == "affine_":
