@@ -147,3 +147,36 @@ def test_concurrent_fetches_agree(tmp_path):
     for t in threads:
         t.join()
     assert not errors and results == [PAYLOAD] * 4
+
+
+def test_interrupted_fetch_leaves_nothing_and_next_run_recovers(tmp_path, cache, monkeypatch):
+    (tmp_path / "toy.bin").write_bytes(PAYLOAD)
+    w = weight(UrlSource((tmp_path / "toy.bin").as_uri()))
+    real_copy = weights._copy_from_url
+
+    def interrupted(source, out, size, *, progress):
+        out.write(PAYLOAD[:100])  # part of the file, then the user presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "_copy_from_url", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        weights.fetch(w, progress=False)
+    assert [p.name for p in (cache / "toy").iterdir()] == [".lock"]
+    monkeypatch.setattr(weights, "_copy_from_url", real_copy)
+    assert weights.fetch(w, progress=False).read_bytes() == PAYLOAD
+
+
+def test_full_disk_gives_one_line_reason_and_no_file(tmp_path, cache, monkeypatch):
+    import errno
+
+    (tmp_path / "toy.bin").write_bytes(PAYLOAD)
+    w = weight(UrlSource((tmp_path / "toy.bin").as_uri()))
+
+    def full(source, out, size, *, progress):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(weights, "_copy_from_url", full)
+    with pytest.raises(WeightsError, match="no space left") as info:
+        weights.fetch(w, progress=False)
+    assert "\n" not in str(info.value)
+    assert not weights.cached_file(w).exists()
