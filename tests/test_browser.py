@@ -111,3 +111,34 @@ def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
     assert Image.open(shot).size[0] == 1200
     if os.environ.get("FAKESPOTTER_SCREENSHOT"):  # how docs/screenshot.png is made
         shutil.copy(shot, os.environ["FAKESPOTTER_SCREENSHOT"])
+
+
+def test_video_upload_shows_verdict_tracks_and_timeline(server_url, tmp_path):
+    pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
+    from test_video import write_panning_video
+
+    clip = tmp_path / "pan.mp4"
+    write_panning_video(clip)  # 2 s of the astronaut's face, sliding left
+    problems = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server_url + "/")
+            page.select_option("#fps", "2")
+            page.set_input_files("#file", str(clip))
+            page.wait_for_selector("#timeline circle.track-point", timeout=60_000)
+
+            assert page.is_hidden("#result") and page.is_visible("#video-result")
+            assert page.locator("#timeline polyline.track-line").count() == 1
+            assert page.locator("#timeline circle.track-point").count() == 4  # 2 s at 2 fps
+            assert page.locator("#timeline line.threshold").count() == 1
+            [track] = page.locator("#tracks li").all_text_contents()
+            assert track.startswith("Face 1: ") and "judged fake in" in track
+            assert "probability of being GAN-made" in page.text_content("#video-verdict")
+            assert page.text_content("#status").startswith("4 frames sampled, 1 face followed")
+        finally:
+            browser.close()
+    assert problems == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarra
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     save_file(arrays, str(tmp), metadata={"fakespotter": text})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a model file is meant to be shared
     tmp.replace(path)  # never leave a half-written model under the real name
 
 

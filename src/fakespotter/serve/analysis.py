@@ -105,3 +105,31 @@ class FaceScorer:
                          "p_fake": p, "label": "fake" if p >= 0.5 else "real", "error": None,
                          "layer_counts": None if counts is None else [float(v) for v in counts[i]]})
         return rows
+
+    def scan_video(self, path, name: str, fps: float, max_frames: int) -> dict:
+        """A video -> :func:`fakespotter.video.scan_video`'s result, reported under ``name``.
+
+        The lock is taken per frame's face search and per scoring batch, not for the whole
+        video, so photos uploaded meanwhile wait for one frame rather than for one video.
+        """
+        from fakespotter.video import scan_video
+
+        locked = _OneAtATime(self.cropper, self.detector, self._lock)
+        result = scan_video(path, locked, locked, fps=fps, max_frames=max_frames)
+        result["path"] = name
+        return result
+
+
+class _OneAtATime:
+    """A cropper and a detector whose calls take the scorer's lock: what scan_video needs."""
+
+    def __init__(self, cropper: FaceCropper, detector, lock: threading.Lock) -> None:
+        self._cropper, self._detector, self._lock = cropper, detector, lock
+
+    def __call__(self, image: np.ndarray):
+        with self._lock:
+            return self._cropper(image)
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._detector.predict_proba(crops)

@@ -1,4 +1,5 @@
-"""The web service: one page (``GET /``) and a JSON API (``POST /api/detect``, ``GET /api/model``).
+"""The web service: one page (``GET /``) and a JSON API (``POST /api/detect`` for photos,
+``POST /api/detect-video`` for short videos, ``GET /api/model``).
 
 The model loads once, when the app is made. Requests are handled in FastAPI's worker threads;
 :class:`~fakespotter.serve.analysis.FaceScorer` serialises the torch work behind one lock.
@@ -6,13 +7,17 @@ The model loads once, when the app is made. Requests are handled in FastAPI's wo
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import math
 import os
+import re
 import tempfile
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -27,6 +32,12 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/bmp", "
 # Some clients label every upload this way; the decoder then decides.
 UNTYPED = frozenset({"", "application/octet-stream"})
 MULTIPART_SLACK = 64 * 1024  # room for the multipart headers around the file itself
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MAX_VIDEO_FPS = 2.0
+MAX_VIDEO_FRAMES = 120  # sampled frames scored per video: a minute at 2 fps, two at 1 fps
+VIDEO_TYPES = frozenset({"application/mp4", "application/x-matroska"})  # besides video/*
+VIDEO_PATH = "/api/detect-video"
+COPY_CHUNK = 1024 * 1024
 
 STATIC_DIR = Path(str(files("fakespotter.serve") / "static"))
 
@@ -56,18 +67,62 @@ class ModelInfo(BaseModel):
     training_mean: list[float] | None
 
 
+class VideoTrack(BaseModel):
+    """One face followed through the sampled frames: its score in each, and their summary."""
+
+    track: int
+    times: list[float]
+    boxes: list[list[float]]
+    p_fake: list[float]
+    n_frames: int
+    start: float
+    end: float
+    mean: float
+    max: float
+    fraction_fake: float  # share of its frames with p_fake >= 0.5
+    label: Literal["real", "fake"]
+
+
+class VideoSummary(BaseModel):
+    """Over all faces of all sampled frames; ``label`` is fake when any track is (None: no face)."""
+
+    n_faces: int
+    n_tracks: int
+    n_frames_with_faces: int
+    mean: float | None
+    max: float | None
+    fraction_fake: float | None  # share of frames with a face whose highest p_fake >= 0.5
+    label: Literal["real", "fake"] | None
+
+
+class VideoResult(BaseModel):
+    """``fakespotter detect clip.mp4 --report``'s JSON, plus how much of the video was seen."""
+
+    path: str
+    fps: float
+    n_frames: int
+    times: list[float]
+    tracks: list[VideoTrack]
+    video: VideoSummary
+    max_frames: int
+    truncated: bool  # the video goes on after the last sampled frame scored
+    duration: float | None  # seconds, as the container declares it (None: unknown)
+
+
 class Problem(BaseModel):
     detail: str
 
 
 def create_app(model_path: str | os.PathLike | None = None, aligned: bool = False, *,
                max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
-               detector=None, cropper=None) -> FastAPI:
+               max_video_bytes: int = MAX_VIDEO_BYTES, max_video_fps: float = MAX_VIDEO_FPS,
+               max_video_frames: int = MAX_VIDEO_FRAMES, detector=None, cropper=None) -> FastAPI:
     """The app, with its model loaded.
 
     ``model_path``: a model file (default: the shipped model). ``aligned``: uploads are
-    FFHQ-style aligned faces, no face detection. ``detector``/``cropper``: already loaded
-    objects to use instead (tests, or embedding the app in another program).
+    FFHQ-style aligned faces, no face detection. ``max_*``: upload limits (bytes, pixels of a
+    photo; bytes, sampling rate and sampled frames of a video). ``detector``/``cropper``:
+    already loaded objects to use instead (tests, or embedding the app in another program).
     """
     if detector is None:
         from fakespotter.detector import default_model_path, load_model
@@ -95,9 +150,10 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         # Refuse on the declared length, before the body is read and spooled to disk.
+        limit = max_video_bytes if request.url.path == VIDEO_PATH else max_bytes
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
-            return JSONResponse({"detail": _too_large(int(length), max_bytes)}, status_code=413)
+        if length.isdigit() and int(length) > limit + MULTIPART_SLACK:
+            return JSONResponse({"detail": _too_large(int(length), limit)}, status_code=413)
         return await call_next(request)
 
     @app.get("/", include_in_schema=False)
@@ -124,7 +180,81 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
         pixels = _decode(data, Path(name).suffix, max_pixels)
         return scorer.score(pixels, name)
 
+    video_errors = {413: {"model": Problem, "description": "file too large"},
+                    415: {"model": Problem, "description": "not a video"},
+                    422: {"model": Problem, "description": "unreadable video or bad fps"},
+                    501: {"model": Problem, "description": "video support is not installed"}}
+
+    @app.post(VIDEO_PATH, response_model=VideoResult, responses=video_errors)
+    def detect_video(video: UploadFile = File(..., description="a short video (MP4, WebM, ...)"),
+                     fps: float = Form(1.0, description=f"frames sampled per second, at most "
+                                                        f"{max_video_fps:g}")):
+        """Sample frames, find and follow each face across them, score it in every frame:
+        per-track and per-video summaries. At most ``max_frames`` frames are scored."""
+        ctype = (video.content_type or "").split(";")[0].strip().lower()
+        if not (ctype.startswith("video/") or ctype in VIDEO_TYPES or ctype in UNTYPED):
+            raise HTTPException(415, f"not a video: content type {ctype!r}")
+        if not (math.isfinite(fps) and 0 < fps <= max_video_fps):
+            raise HTTPException(422, f"fps must be above 0 and at most {max_video_fps:g}, "
+                                     f"not {fps:g}")
+        if importlib.util.find_spec("av") is None:
+            raise HTTPException(501, "reading video needs the 'video' extra: "
+                                     "pip install 'fakespotter[video]'")
+        from fakespotter.video import VIDEO_SUFFIXES, VideoError
+
+        name = Path(video.filename or "upload").name
+        suffix = Path(name).suffix.lower()
+        with _saved_upload(video, suffix, max_video_bytes) as tmp:
+            try:
+                result = scorer.scan_video(tmp, name, fps, max_video_frames)
+            except VideoError as e:
+                reason = re.sub(r"\[Errno -?\d+\] ", "", str(e).replace(tmp, name))
+                if ctype in UNTYPED and suffix not in VIDEO_SUFFIXES:
+                    raise HTTPException(415, f"not a video: {reason}") from None
+                raise HTTPException(422, reason) from None
+            duration = _duration(tmp)
+        times = result["times"]
+        truncated = result["n_frames"] >= max_video_frames and (
+            duration is None or duration > times[-1] + 1.0 / fps)
+        return {**result, "max_frames": max_video_frames, "truncated": truncated,
+                "duration": duration}
+
     return app
+
+
+@contextlib.contextmanager
+def _saved_upload(upload: UploadFile, suffix: str, limit: int):
+    """The upload copied to a temporary file (PyAV reads files), deleted afterwards."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix[:10], prefix="fakespotter-upload-")
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as f:
+            while chunk := upload.file.read(COPY_CHUNK):
+                size += len(chunk)
+                if size > limit:  # no or a false Content-Length: counted while copying
+                    raise HTTPException(413, _too_large(None, limit))
+                f.write(chunk)
+        if size == 0:
+            raise HTTPException(422, "empty file")
+        yield tmp
+    finally:
+        os.unlink(tmp)
+
+
+def _duration(path: str) -> float | None:
+    """The container's declared duration in seconds, or None when it declares none."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if container.duration is not None:
+                return float(container.duration) / av.time_base
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except (av.FFmpegError, OSError, IndexError):
+        pass
+    return None
 
 
 def _decode(data: bytes, suffix: str, max_pixels: int):

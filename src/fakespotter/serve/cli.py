@@ -14,7 +14,8 @@ import click
 @click.option("--aligned", is_flag=True,
               help="Uploads are already aligned face crops (FFHQ style): skip face detection.")
 def serve_command(host: str, port: int, model_path: str | None, aligned: bool) -> None:
-    """Serve a web page and a JSON API (POST /api/detect) that score uploaded photos."""
+    """Serve a web page and a JSON API (POST /api/detect, /api/detect-video) that score
+    uploaded photos and short videos."""
     try:
         import uvicorn
 

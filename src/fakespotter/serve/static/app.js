@@ -1,5 +1,6 @@
 // fakespotter page: upload a photo, draw a box and score on each face, a verdict, and the
-// chosen face's active neurons per layer against the model's averages. No libraries.
+// chosen face's active neurons per layer against the model's averages. Or upload a short
+// video: a verdict, one line per face track and a timeline of its scores. No libraries.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -7,6 +8,11 @@ const $ = (id) => document.getElementById(id);
 let model = null;   // GET /api/model
 let rows = [];      // faces of the current photo
 let photoUrl = null;
+let clipUrl = null;
+let latest = 0;     // number of the latest upload: answers to older ones are dropped
+const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi|mpe?g|wmv|flv)$/i;  // = fakespotter.video
+const TRACK_COLORS = ["#0a66c2", "#c62828", "#1b8a3a", "#8e24aa", "#ef6c00", "#00838f",
+  "#6d4c41", "#546e7a"];
 
 function svg(tag, attrs, parent) {
   const el = document.createElementNS(SVG_NS, tag);
@@ -39,8 +45,18 @@ async function loadModel() {
   } catch (e) { model = null; }
 }
 
+function isVideo(file) {
+  return (file.type || "").startsWith("video/") || VIDEO_NAME.test(file.name);
+}
+
+function analyse(file) {
+  return isVideo(file) ? detectVideo(file) : detect(file);
+}
+
 async function detect(file) {
+  const upload = ++latest;
   rows = [];
+  $("video-result").hidden = true;
   if (photoUrl) URL.revokeObjectURL(photoUrl);
   photoUrl = URL.createObjectURL(file);
   const img = $("photo");
@@ -56,10 +72,11 @@ async function detect(file) {
     answer = await r.json();
     if (!r.ok) throw new Error(answer.detail || `server answered ${r.status}`);
   } catch (e) {
-    setStatus(`Could not score this file: ${e.message}`, true);
+    if (upload === latest) setStatus(`Could not score this file: ${e.message}`, true);
     return;
   }
   await loaded;
+  if (upload !== latest) return;
   rows = answer.filter((row) => !row.error);
   $("result").hidden = false;
   if (!rows.length) {
@@ -169,9 +186,133 @@ function drawChart(row, i) {
   });
 }
 
+// ---- videos ----
+
+function videoVerdictWords(p) {
+  if (p >= 0.8) return "Likely shows a GAN-made face";
+  if (p >= 0.5) return "Leaning GAN-made";
+  if (p > 0.2) return "Leaning real";
+  return "Likely real faces";
+}
+
+function seconds(t) { return `${t.toFixed(1)} s`; }
+
+async function detectVideo(file) {
+  const upload = ++latest;
+  $("result").hidden = true;
+  $("video-result").hidden = true;
+  const fps = $("fps").value;
+  setStatus(`Sampling ${file.name} (${$("fps").selectedOptions[0].textContent}) and ` +
+    "following its faces… a video takes a while.");
+  const form = new FormData();
+  form.append("video", file, file.name);
+  form.append("fps", fps);
+  let answer;
+  try {
+    const r = await fetch("/api/detect-video", { method: "POST", body: form });
+    answer = await r.json();
+    if (!r.ok) throw new Error(answer.detail || `server answered ${r.status}`);
+  } catch (e) {
+    if (upload === latest) setStatus(`Could not score this video: ${e.message}`, true);
+    return;
+  }
+  if (upload !== latest) return;
+  if (clipUrl) URL.revokeObjectURL(clipUrl);
+  clipUrl = URL.createObjectURL(file);
+  $("clip").src = clipUrl;  // the browser may not play every codec the server reads
+  showVideo(answer);
+}
+
+function showVideo(answer) {
+  const tracks = answer.tracks, v = answer.video;
+  $("video-result").hidden = false;
+  let status = `${answer.n_frames} frame${answer.n_frames === 1 ? "" : "s"} sampled, ` +
+    `${tracks.length} face${tracks.length === 1 ? "" : "s"} followed.`;
+  if (answer.truncated) {
+    const seen = answer.times.length ? answer.times[answer.times.length - 1] : 0;
+    status += ` Only the first ${seconds(seen)}` +
+      (answer.duration ? ` of ${seconds(answer.duration)}` : "") +
+      ` were scored (at most ${answer.max_frames} frames per video).`;
+  }
+  setStatus(status);
+  if (!v.label) {
+    $("video-verdict").textContent = "No face found in the sampled frames.";
+  } else {
+    const worst = tracks.reduce((a, b) => (b.mean > a.mean ? b : a));
+    $("video-verdict").textContent = `${videoVerdictWords(worst.mean)} — ` +
+      `${tracks.length > 1 ? "the most suspicious face, " : ""}face ${worst.track + 1}, ` +
+      `averages ${percent(worst.mean)} probability of being GAN-made over ` +
+      `${worst.n_frames} sampled frame${worst.n_frames === 1 ? "" : "s"}.`;
+  }
+  const list = $("tracks");
+  list.replaceChildren();
+  tracks.forEach((t, i) => {
+    const li = document.createElement("li");
+    li.className = "track-row " + t.label;
+    li.style.borderLeftColor = TRACK_COLORS[i % TRACK_COLORS.length];
+    const judged = Math.round(t.fraction_fake * t.n_frames);
+    li.textContent = `Face ${t.track + 1}: ${t.label} — mean ${percent(t.mean)}, ` +
+      `max ${percent(t.max)}, judged fake in ${judged} of ${t.n_frames} frames ` +
+      `(${percent(t.fraction_fake)}), seen ${t.start.toFixed(1)}–${seconds(t.end)}`;
+    li.addEventListener("click", () => seek(t.start));
+    list.appendChild(li);
+  });
+  drawTimeline(answer);
+}
+
+function seek(t) {
+  const clip = $("clip");
+  if (clip.readyState > 0) clip.currentTime = t;
+}
+
+// Line chart: x = time in the video, y = a face's probability of being GAN-made.
+function drawTimeline(answer) {
+  const fig = $("timeline-figure"), chart = $("timeline");
+  fig.hidden = !answer.tracks.length;
+  chart.replaceChildren();
+  if (!answer.tracks.length) return;
+  const W = 640, H = 240, L = 44, R = 12, T = 26, B = 34;
+  const last = answer.times.length ? answer.times[answer.times.length - 1] : 0;
+  const end = Math.max(last + 1 / answer.fps, answer.truncated ? 0 : answer.duration || 0);
+  const x = (t) => L + (t / end) * (W - L - R);
+  const y = (p) => H - B - p * (H - T - B);
+  [0, 0.25, 0.5, 0.75, 1].forEach((p) => {
+    svg("line", { x1: L, x2: W - R, y1: y(p), y2: y(p),
+      class: p === 0.5 ? "threshold" : "grid" }, chart);
+    svg("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end" }, chart).textContent = percent(p);
+  });
+  const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120].find((s) => end / s <= 8) || 300;
+  for (let t = 0; t <= end + 1e-9; t += step) {
+    svg("text", { x: x(t), y: H - B + 14, "text-anchor": "middle" }, chart).textContent =
+      Number.isInteger(t) ? `${t}` : t.toFixed(1);
+  }
+  svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, chart).textContent =
+    "time (s)";
+  answer.tracks.forEach((t, i) => {
+    const color = TRACK_COLORS[i % TRACK_COLORS.length];
+    const points = t.times.map((s, k) => `${x(s).toFixed(1)},${y(t.p_fake[k]).toFixed(1)}`);
+    svg("polyline", { points: points.join(" "), fill: "none", stroke: color, "stroke-width": 2,
+      class: "track-line" }, chart);
+    t.times.forEach((s, k) => {
+      const dot = svg("circle", { cx: x(s), cy: y(t.p_fake[k]), r: 3, fill: color,
+        class: "track-point" }, chart);
+      svg("title", {}, dot).textContent =
+        `face ${t.track + 1} at ${seconds(s)}: p_fake ${t.p_fake[k].toFixed(3)}`;
+      dot.addEventListener("click", () => seek(s));
+    });
+    if (i < 4) {  // a legend for the first faces; the list names them all
+      const lx = L + i * 140;
+      svg("line", { x1: lx, x2: lx + 18, y1: 12, y2: 12, stroke: color, "stroke-width": 2 },
+        chart);
+      svg("text", { x: lx + 22, y: 16 }, chart).textContent =
+        `face ${t.track + 1} (mean ${percent(t.mean)})`;
+    }
+  });
+}
+
 function wireDropZone() {
   const drop = $("drop"), input = $("file");
-  input.addEventListener("change", () => { if (input.files[0]) detect(input.files[0]); });
+  input.addEventListener("change", () => { if (input.files[0]) analyse(input.files[0]); });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
     e.preventDefault(); drop.classList.add("over");
   }));
@@ -180,7 +321,7 @@ function wireDropZone() {
   }));
   drop.addEventListener("drop", (e) => {
     const file = e.dataTransfer.files[0];
-    if (file) detect(file);
+    if (file) analyse(file);
   });
 }
 
