@@ -334,6 +334,7 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
     """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
     import shlex
 
+    import numpy as np
     from tqdm import tqdm
 
     from fakespotter.evaluation import (classifier_weight_per_layer, groups_from_manifest,
@@ -349,14 +350,20 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
                         layer_labels=labels[:len(features)])
     perturbed = {}
     for q in perturbations:  # applied to the photo before detection, as a re-shared photo is
-        p_fake = []
+        crops, kept = [], []
         for i, path in enumerate(tqdm(paths, desc=q.name, unit="img", file=sys.stderr, leave=False)):
             try:
                 faces = cropper(q(load_image(path), image_rng(0, i)))
             except ImageError:
                 faces = []
-            p_fake.append(float(det.predict_proba(faces[0].crop[None])[0, 1]) if faces else 0.0)
-        perturbed[q.name] = {"p_fake": p_fake, "labels": labels}
+            if faces:
+                crops.append(faces[0].crop)
+                kept.append(i)
+        p_fake = np.zeros(len(paths))  # a face lost to the perturbation counts as real
+        if crops:
+            p_fake[kept] = det.predict_proba(np.stack(crops))[:, 1]
+        perturbed[q.name] = {"p_fake": p_fake.tolist(), "labels": labels,
+                             "n_no_face": len(paths) - len(kept)}
     meta = {"model": str(model_path or "default"), "command": "fakespotter " + shlex.join(sys.argv[1:])}
     write_report(report_dir, labels=labels, p_fake=scores, groups=groups,
                  perturbations=perturbed or None, meta=meta, **layer_kw)
