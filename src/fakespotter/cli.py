@@ -95,12 +95,6 @@ def _load_detector(model_path: str | None):
     return det
 
 
-def _cropper(backbone, aligned: bool):
-    from fakespotter.faces.pipeline import FaceCropper
-
-    return FaceCropper(backbone.input_size, backbone.alignment_template, aligned=aligned)
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
@@ -153,7 +147,7 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
         click.echo(f"nothing to do: all {len(files)} files are already in {output}", err=True)
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
-    cropper = _cropper(det._backbone(), aligned)
+    cropper = det.face_cropper(aligned)
     limits = {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
     videos = [f for f in todo if is_video(f)]
     images = [f for f in todo if not is_video(f)]
@@ -221,7 +215,7 @@ def _largest_face_crops(cropper, folder: str, label: str):
               help="Folder of real face photos.")
 @click.option("--fake", "fake_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Folder of GAN-made face photos.")
-@click.option("--backbone", default="facenet", show_default=True,
+@click.option("--backbone", default="sface", show_default=True,
               type=click.Choice(["facenet", "dlib", "sface"]))
 @click.option("--variant", default="channel", show_default=True,
               type=click.Choice(["layer", "channel", "embedding"]),
@@ -241,7 +235,7 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> Non
     from fakespotter.detector import FakeSpotter, save_model
 
     det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True)
-    cropper = _cropper(det._backbone(), aligned)
+    cropper = det.face_cropper(aligned)
     real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real")
     fake, _, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake")
     if len(real) < 5 or len(fake) < 5:
@@ -297,7 +291,7 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
 
         perturbations = parse_perturbations(perturb)  # bad specs fail before any work
     det = _load_detector(model_path)
-    cropper = _cropper(det._backbone(), aligned)
+    cropper = det.face_cropper(aligned)
     crops, paths, labels, no_face, errors = [], [], [], [], 0
     for folder, label in ((real_dir, 0), (fake_dir, 1)):
         if folder is None:

@@ -49,7 +49,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         progress: show progress bars on stderr.
     """
 
-    def __init__(self, backbone="facenet", variant="channel", neuron="raw", Cs=DEFAULT_CS,
+    def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
                  cv=5, batch_size=32, progress=False):
         self.backbone = backbone
         self.variant = variant
@@ -69,6 +69,14 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             loaded = get_backbone(self.backbone).load(progress=self.progress)
             self._loaded_backbone = loaded
         return loaded
+
+    def face_cropper(self, aligned: bool = False):
+        """Turns a photo (H x W x 3 uint8) into this detector's aligned face crops."""
+        from fakespotter.faces.pipeline import FaceCropper
+
+        bb = self._backbone()
+        return FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned,
+                           progress=self.progress)
 
     def _check_params(self) -> None:
         if self.variant not in VARIANTS:

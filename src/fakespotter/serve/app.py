@@ -129,10 +129,7 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
 
         detector = load_model(model_path if model_path is not None else default_model_path())
     if cropper is None:
-        from fakespotter.faces.pipeline import FaceCropper
-
-        bb = detector._backbone()
-        cropper = FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned)
+        cropper = detector.face_cropper(aligned)
     scorer = FaceScorer(detector, cropper)
     layers = scorer.layers.as_dict() if scorer.layers else dict.fromkeys(
         ("layers", "neurons", "real_mean", "fake_mean", "training_mean"))
