@@ -345,7 +345,8 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
     perturbed = {}
     for q in perturbations:  # applied to the photo before detection, as a re-shared photo is
         crops, kept = [], []
-        for i, path in enumerate(tqdm(paths, desc=q.name, unit="img", file=sys.stderr, leave=False)):
+        bar = tqdm(paths, desc=q.name, unit="img", file=sys.stderr, delay=1.0, leave=False)
+        for i, path in enumerate(bar):
             try:
                 faces = cropper(q(load_image(path), image_rng(0, i)))
             except ImageError:

@@ -88,7 +88,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         preprocess = self._backbone().preprocess
         steps = range(0, len(X), self.batch_size)
         for start in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,
-                          file=sys.stderr, leave=False):
+                          file=sys.stderr, delay=1.0, leave=False):
             yield preprocess(X[start:start + self.batch_size])
 
     def _coverage(self, taps=None) -> NeuronCoverage:

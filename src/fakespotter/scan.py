@@ -96,7 +96,7 @@ def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = 
                total: int | None = None, desc: str = "faces", max_pixels: int = MAX_PIXELS,
                max_bytes: int = MAX_BYTES) -> Iterator[Faces]:
     for path in tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
-                     file=sys.stderr, leave=False):
+                     file=sys.stderr, delay=1.0, leave=False):
         yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
