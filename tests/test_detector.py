@@ -181,3 +181,8 @@ def test_modelfile_writes_atomically(tmp_path):
     path = tmp_path / "x.safetensors"
     modelfile.save(path, {"a": "b"}, {"t": np.zeros(2)})
     assert path.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_no_crops_give_no_rows(fitted):
+    assert fitted.predict_proba([]).shape == (0, 2)
+    assert fitted.predict(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0,)

@@ -104,6 +104,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     def _check_X(self, X) -> np.ndarray:
         X = np.asarray(X)
         size = self._backbone().input_size
+        if X.size == 0:  # a photo without faces: no crops, no rows
+            return np.zeros((0, size, size, 3), np.uint8)
         if X.dtype != np.uint8 or X.ndim != 4 or X.shape[1:] != (size, size, 3):
             raise ValueError(f"X must be uint8 face crops N x {size} x {size} x 3, "
                              f"got {X.dtype} {X.shape}")
@@ -146,7 +148,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         else:
             coverage = self._fitted_coverage()
             parts = [coverage.transform(x) for x in self._batches(X, "coverage")]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        if parts:
+            return np.concatenate(parts)
+        n_features = len(self.coef_) if hasattr(self, "coef_") else 0
+        return np.zeros((0, n_features), np.float32)
 
     def feature_slices(self) -> dict[str, slice]:
         """Tap name -> its columns in ``transform``'s output (layer and channel variants)."""
