@@ -127,3 +127,20 @@ def test_evaluate_writes_a_report(tmp_path, trained):
     bad = CliRunner().invoke(main, ["evaluate", "--real", str(tmp_path / "real"), "--model",
                                     str(trained), "--perturb", "jpeg:500"])
     assert bad.exit_code == 1 and "jpeg" in bad.output and "Traceback" not in bad.output
+
+
+def test_size_limits_apply_to_train_and_evaluate(tmp_path, tiny_model):
+    real = write_noise_faces(tmp_path / "real", 6, smooth=False, seed=3)
+    fake = write_noise_faces(tmp_path / "fake", 6, smooth=True, seed=4)
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
+                                  "--backbone", "dlib", "--max-bytes", "100", "--output",
+                                  str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 1 and "need at least 5 faces" in result.output
+    assert result.stderr.count("file too large") == 12
+    result = runner.invoke(main, ["evaluate", "--real", str(real), "--fake", str(fake),
+                                  "--model", str(tiny_model), "--aligned", "--format", "json",
+                                  "--max-pixels", str(96 * 96 - 1)])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["n_unreadable"] == 12 and m["n_real"] == 0 and m["n_fake"] == 0

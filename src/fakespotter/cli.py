@@ -95,6 +95,19 @@ def _load_detector(model_path: str | None):
     return det
 
 
+def _limit_options(func):
+    """--max-pixels and --max-bytes: refuse oversized inputs before decoding them."""
+    func = click.option("--max-bytes", type=click.IntRange(min=1), default=None,
+                        help="Refuse files larger than this many bytes [default: 104857600].")(func)
+    return click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+                        help="Refuse images with more pixels than this, before decoding "
+                             "[default: 50000000].")(func)
+
+
+def _limits(max_pixels, max_bytes) -> dict:
+    return {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
@@ -109,11 +122,7 @@ def _load_detector(model_path: str | None):
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
                    "rows, drop a half-written last one, score only the files it lacks.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help="Refuse images with more pixels than this, before decoding "
-                   "[default: 50000000].")
-@click.option("--max-bytes", type=click.IntRange(min=1), default=None,
-              help="Refuse files larger than this many bytes [default: 104857600].")
+@_limit_options
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Faces scored together.")
 @click.option("--fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
@@ -148,7 +157,7 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
     cropper = det.face_cropper(aligned)
-    limits = {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
+    limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
     images = [f for f in todo if not is_video(f)]
     found = find_faces(cropper, images, progress=True, total=len(images), desc="detect", **limits)
@@ -183,7 +192,7 @@ def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
         writer.close()
 
 
-def _largest_face_crops(cropper, folder: str, label: str):
+def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
     """Crops of the largest face of each image under ``folder``, plus what had none.
 
     Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable count).
@@ -196,7 +205,8 @@ def _largest_face_crops(cropper, folder: str, label: str):
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
     crops, paths, no_face, errors = [], [], [], 0
-    for item in find_faces(cropper, files, progress=True, total=len(files), desc=label):
+    for item in find_faces(cropper, files, progress=True, total=len(files), desc=label,
+                           **limits):
         if item.faces:
             crops.append(item.faces[0].crop)
             paths.append(item.path)
@@ -224,8 +234,10 @@ def _largest_face_crops(cropper, folder: str, label: str):
 @click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]))
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@_limit_options
 @_one_line_errors
-def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> None:
+def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pixels,
+          max_bytes) -> None:
     """Train a detector on folders of real and fake face photos."""
     import datetime
     import shlex
@@ -236,8 +248,9 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> Non
 
     det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True)
     cropper = det.face_cropper(aligned)
-    real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real")
-    fake, _, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake")
+    limits = _limits(max_pixels, max_bytes)
+    real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)
+    fake, _, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits)
     if len(real) < 5 or len(fake) < 5:
         raise click.ClickException(f"need at least 5 faces of each class, found {len(real)} real "
                                    f"and {len(fake)} fake")
@@ -276,8 +289,10 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output) -> Non
                    "(default: file-name prefixes).")
 @click.option("--perturb", default="",
               help="Also score perturbed copies, e.g. jpeg:90,jpeg:50,blur:1,noise:5,resize:0.5")
+@_limit_options
 @_one_line_errors
-def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest, perturb) -> None:
+def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest, perturb,
+             max_pixels, max_bytes) -> None:
     """Measure a detector on labelled folders (--real alone: how many real photos pass)."""
     import json
 
@@ -296,7 +311,8 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
     for folder, label in ((real_dir, 0), (fake_dir, 1)):
         if folder is None:
             continue
-        c, p, none, err = _largest_face_crops(cropper, folder, "real" if label == 0 else "fake")
+        c, p, none, err = _largest_face_crops(cropper, folder, "real" if label == 0 else "fake",
+                                              _limits(max_pixels, max_bytes))
         crops.append(c)
         paths += p
         labels += [label] * len(p)
