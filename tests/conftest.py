@@ -79,4 +79,5 @@ def tiny_model(tmp_path_factory) -> Path:
                                        str(root / "fake"), "--backbone", "dlib", "--variant",
                                        "layer", "--aligned", "--output", str(model)])
     assert result.exit_code == 0, result.output
+    assert "cross-validated AUC" in result.output
     return model

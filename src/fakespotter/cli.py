@@ -104,6 +104,26 @@ def _limit_options(func):
                              "[default: 50000000].")(func)
 
 
+def _command_line() -> str:
+    """The running command with every option it used, defaults included: recorded in model
+    files and reports so a result says how to make it again."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["fakespotter", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value in (None, False, "", ()):
+            continue
+        if not isinstance(param, click.Option):
+            parts += [str(v) for v in (value if isinstance(value, tuple) else [value])]
+        elif value is True:
+            parts.append(param.opts[0])
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
+
+
 def _limits(max_pixels, max_bytes) -> dict:
     return {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
 
@@ -240,7 +260,6 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
           max_bytes) -> None:
     """Train a detector on folders of real and fake face photos."""
     import datetime
-    import shlex
 
     import numpy as np
 
@@ -262,7 +281,7 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
     training = {
         "n_real": len(real), "n_fake": len(fake), "n_no_face": len(real_none) + len(fake_none),
         "n_unreadable": real_err + fake_err, "real": str(real_dir), "fake": str(fake_dir),
-        "aligned": aligned, "command": "fakespotter " + shlex.join(sys.argv[1:]),
+        "aligned": aligned, "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if variant != "embedding":  # the web page draws a face against these averages
@@ -342,7 +361,6 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
 def _write_report(report_dir, det, cropper, paths, labels, scores, features, manifest,
                   perturbations, model_path) -> None:
     """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
-    import shlex
 
     import numpy as np
     from tqdm import tqdm
@@ -375,7 +393,7 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
             p_fake[kept] = det.predict_proba(np.stack(crops))[:, 1]
         perturbed[q.name] = {"p_fake": p_fake.tolist(), "labels": labels,
                              "n_no_face": len(paths) - len(kept)}
-    meta = {"model": str(model_path or "default"), "command": "fakespotter " + shlex.join(sys.argv[1:])}
+    meta = {"model": str(model_path or "default"), "command": _command_line()}
     write_report(report_dir, labels=labels, p_fake=scores, groups=groups,
                  perturbations=perturbed or None, meta=meta, **layer_kw)
     click.echo(f"wrote the report to {report_dir}", err=True)
