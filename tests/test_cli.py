@@ -139,3 +139,16 @@ def test_size_limits_apply_to_train_and_evaluate(tmp_path, tiny_model):
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
     assert m["n_unreadable"] == 12 and m["n_real"] == 0 and m["n_fake"] == 0
+
+
+def test_threads_option_sets_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["--threads", "1", "weights", "list"])
+        assert result.exit_code == 0 and torch.get_num_threads() == 1
+        result = CliRunner().invoke(main, ["--threads", "0", "weights", "list"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+    finally:
+        torch.set_num_threads(before)

@@ -29,8 +29,14 @@ def _one_line_errors(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fakespotter")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for the networks (default: PyTorch's choice, one per core).")
+def main(threads: int | None) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
