@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from fakespotter.backbones import get_backbone
-from fakespotter.coverage import NeuronCoverage
+from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.detector import FakeSpotter
 from fakespotter.faces import load_image, warp_face
 from fakespotter.faces.pipeline import FaceCropper
@@ -101,7 +101,7 @@ def stage_features(rows, landmarks, name: str, path: Path, neuron: str = "raw") 
         channel.append(f)
         embedding.append(out.numpy())
     channel = np.concatenate(channel)
-    layer = np.stack([channel[:, s].sum(1) for s in coverage.feature_slices.values()], 1)
+    layer = counts_per_layer(channel, coverage.feature_slices)
     result = dict(channel=channel, layer=layer, embedding=np.concatenate(embedding),
                   thresholds=coverage.thresholds_, have=have,
                   taps=np.array([t.name for t in taps]),

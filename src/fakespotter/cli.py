@@ -269,7 +269,7 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
 
     import numpy as np
 
-    from fakespotter.detector import FakeSpotter, save_model
+    from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
 
     det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True)
     cropper = det.face_cropper(aligned)
@@ -291,10 +291,7 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if variant != "embedding":  # the web page draws a face against these averages
-        counts = det.layer_counts(features)
-        training["layer_means"] = {"layers": list(det.taps_),
-                                   "real": counts[y == 0].mean(0).tolist(),
-                                   "fake": counts[y == 1].mean(0).tolist()}
+        training[LAYER_MEANS_KEY] = det.layer_means(features, y)
     save_model(det, output, training)
     click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, "
                f"cross-validated AUC {det.cv_auc_:.3f} on {len(real)} real + {len(fake)} fake faces")

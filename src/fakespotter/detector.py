@@ -30,6 +30,7 @@ from fakespotter.coverage import NeuronCoverage, counts_per_layer
 
 VARIANTS = ("layer", "channel", "embedding")
 NEURONS = ("raw", "activation")
+LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
 DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -163,6 +164,13 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     def layer_counts(self, features: np.ndarray) -> np.ndarray:
         """N x L activated neurons per tapped layer (the paper's Fig. 3 quantity)."""
         return counts_per_layer(features, self.feature_slices())
+
+    def layer_means(self, features: np.ndarray, y) -> dict:
+        """Mean per-layer counts of the real (y = 0) and fake (y = 1) rows of ``features``;
+        stored in a model file's training metadata under ``LAYER_MEANS_KEY``."""
+        counts, y = self.layer_counts(features), np.asarray(y)
+        return {"layers": list(self.taps_), "real": counts[y == 0].mean(0).tolist(),
+                "fake": counts[y == 1].mean(0).tolist()}
 
     # -- classifier ----------------------------------------------------------------------
 

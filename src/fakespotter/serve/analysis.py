@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter train`
 from fakespotter.faces.pipeline import FaceCropper
-
-LAYER_MEANS_KEY = "layer_means"
-"""Key in a model's ``training`` metadata for per-class mean layer counts (see layer_means)."""
 
 
 @dataclass(frozen=True)
@@ -37,17 +35,6 @@ class LayerInfo:
 def per_layer(detector, features: np.ndarray) -> np.ndarray | None:
     """N x n_layers active-neuron counts from the detector's features (None for embedding)."""
     return None if detector.variant == "embedding" else detector.layer_counts(features)
-
-
-def layer_means(detector, real_crops: np.ndarray, fake_crops: np.ndarray) -> dict | None:
-    """Mean per-layer counts of real and fake crops: what a model file may store under
-    ``training["layer_means"]`` so the page can draw a face against both classes."""
-    if detector.variant == "embedding":
-        return None
-    real = per_layer(detector, detector.transform(real_crops))
-    fake = per_layer(detector, detector.transform(fake_crops))
-    return {"layers": list(detector.taps_), "real": [float(v) for v in real.mean(0)],
-            "fake": [float(v) for v in fake.mean(0)]}
 
 
 def layer_info(detector) -> LayerInfo | None:
