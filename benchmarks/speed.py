@@ -105,6 +105,13 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
                 return bb.model.eval()(bb.preprocess(x))
         return run
 
+    # The pruned extractor: channel counts of the first half of the taps only; the forward
+    # pass stops after the last of them.
+    pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw", batch_size=max(batches),
+                         taps=len(bb.taps()) // 2)
+    pruned.fit_thresholds(crops)
+    detectors["pruned"] = pruned
+
     runs: dict[str, Callable[[], object]] = {}
     for b in batches:
         x = crops[:b]
@@ -133,15 +140,22 @@ def time_runs(runs: dict[str, Callable[[], object]], reps: int, warmup: int) -> 
 
 
 def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, ...]) -> dict:
+    n_taps = len(get_backbone(name).untrained().taps())
+
     def at(b: int) -> dict:
-        ms = {m: medians[f"{name}/{m}/{b}"] * 1000 / b for m in ("plain", *VARIANTS)}
+        ms = {m: medians[f"{name}/{m}/{b}"] * 1000 / b for m in ("plain", *VARIANTS, "pruned")}
+        # torch eager is the only runtime fakespotter runs, so it is the fastest plain forward
         return {
             "batch": b,
             "plain_ms": ms["plain"],
+            "plain_runtimes_ms": {"torch_eager": ms["plain"]},
             "coverage_ms": ms["channel"],
             "ratio": ms["channel"] / ms["plain"],
             "layer_ms": ms["layer"],
             "layer_ratio": ms["layer"] / ms["plain"],
+            "pruned_ms": ms["pruned"],
+            "pruned_taps": f"{n_taps // 2} of {n_taps}",
+            "pruned_speedup": ms["channel"] / ms["pruned"],
         }
 
     big = max(batches)
@@ -175,7 +189,24 @@ def photo_files(n: int, images: Path | None, synthetic: bool, tmp: Path) -> tupl
     return synthetic_photos(n, tmp), "tests/data/astronaut.jpg copies, random crops"
 
 
-def synthetic_photos(n: int, folder: Path) -> list[Path]:
+def aligned_faces(n: int, synthetic: bool, tmp: Path) -> tuple[list[Path], str]:
+    """N aligned 256 px face photos: shared/faces test images of that size (FFHQ-aligned
+    real and StyleGAN faces), repeated as needed; 256 px astronaut crops when absent."""
+    import csv
+
+    manifest = FACES_DIR / "manifest.csv"
+    if not synthetic and manifest.exists():
+        with open(manifest, newline="") as f:
+            pool = [FACES_DIR / r["file"] for r in csv.DictReader(f)
+                    if r["split"] == "test" and r["width"] == "256" and r["height"] == "256"]
+        if pool:
+            return [pool[i % len(pool)] for i in range(n)], \
+                f"shared/faces test, the {len(pool)} aligned 256 px images, repeated"
+    files = synthetic_photos(n, tmp, size=256)
+    return files, "tests/data/astronaut.jpg copies, random crops resized to 256 px"
+
+
+def synthetic_photos(n: int, folder: Path, size: int | None = None) -> list[Path]:
     """Copies of the astronaut photo with small random crops (her face stays inside)."""
     from PIL import Image
 
@@ -186,8 +217,11 @@ def synthetic_photos(n: int, folder: Path) -> list[Path]:
     for i in range(n):
         x0, y0 = rng.randint(0, 40), rng.randint(0, 40)
         side = min(w - x0, h - y0) - rng.randint(0, 40)
-        path = folder / f"astronaut_{i:05d}.jpg"
-        image.crop((x0, y0, x0 + side, y0 + side)).save(path, quality=90)
+        path = folder / f"astronaut_{size or 0}_{i:05d}.jpg"
+        crop = image.crop((x0, y0, x0 + side, y0 + side))
+        if size:
+            crop = crop.resize((size, size), Image.Resampling.LANCZOS)
+        crop.save(path, quality=90)
         files.append(path)
     return files
 
@@ -222,24 +256,27 @@ def counted(items: Iterable, on_half: Callable[[], None], n: int) -> Iterator:
             on_half()
 
 
-def detect_run(det: FakeSpotter, files: list[Path], aligned: bool) -> dict:
-    """One `fakespotter detect` over ``files``, through the library path the CLI uses."""
+def detect_run(det: FakeSpotter, files: list[Path], aligned: bool, workers: int | None) -> dict:
+    """One `fakespotter detect` over ``files``, through the library path the CLI uses;
+    ``workers=None``: as many face-finding workers as the CLI would start."""
     from fakespotter.faces.pipeline import FaceCropper
-    from fakespotter.scan import find_faces, iter_files, score_rows
+    from fakespotter.scan import default_workers, find_faces, iter_files, score_rows
 
+    workers = default_workers(len(files)) if workers is None else workers
     bb = det._backbone()
     cropper = FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned, progress=False)
     half: dict[str, float] = {}
     gc.collect()
     rss_start = rss_mb()
     start = time.perf_counter()
-    found = counted(find_faces(cropper, iter_files(files)), lambda: half.setdefault("rss", rss_mb()),
-                    len(files))
+    found = counted(find_faces(cropper, iter_files(files), workers=workers),
+                    lambda: half.setdefault("rss", rss_mb()), len(files))
     rows = list(score_rows(det, found))
     seconds = time.perf_counter() - start
     rss_end = rss_mb()
     faces = sum(r.p_fake is not None for r in rows)
     return {
+        "workers": workers,
         "images": len(files),
         "faces": faces,
         "errors": sum(r.error is not None for r in rows),
@@ -260,15 +297,18 @@ def detect_run(det: FakeSpotter, files: list[Path], aligned: bool) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        "ms/image (median); coverage = FakeSpotter.transform, raw neurons; ratio = coverage / plain",
-        f"{'backbone':<8} {'batch':>5} {'plain':>8} {'channel':>8} {'ratio':>6} {'layer':>8} {'ratio':>6}",
+        "ms/image (median); coverage = FakeSpotter.transform, raw neurons; ratio = coverage / plain;",
+        "pruned = channel counts of the first half of the taps, forward stopped after the last",
+        f"{'backbone':<8} {'batch':>5} {'plain':>8} {'channel':>8} {'ratio':>6} {'layer':>8} {'ratio':>6} "
+        f"{'pruned':>8} {'speedup':>7}",
     ]
     for name, r in results.items():
         if name in ("end_to_end", "machine"):
             continue
         for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
             lines.append(f"{name:<8} {row['batch']:>5} {row['plain_ms']:8.2f} {row['coverage_ms']:8.2f} "
-                         f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f}")
+                         f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f} "
+                         f"{row['pruned_ms']:8.2f} {row['pruned_speedup']:7.2f}")
     lines.append("")
     lines.append("threshold pass (NeuronCoverage.fit via FakeSpotter.fit_thresholds), batch 32")
     for name, r in results.items():
@@ -276,14 +316,15 @@ def table(results: dict) -> str:
             lines.append(f"{name:<8} {r['fit_ms']:8.2f} ms/image = {r['fit_ratio']:.2f} x one channel extraction pass")
     e2e = results.get("end_to_end")
     if e2e:
-        lines += ["", f"end to end (scan.find_faces + score_rows), {e2e['n']} photos from {e2e['source']}",
-                  f"model: {e2e['model']}",
-                  f"{'mode':<9} {'img/s':>7} {'faces/s':>8} {'ms/img':>8} {'faces':>6} "
+        lines += ["", f"end to end (scan.find_faces + score_rows), model: {e2e['model']}",
+                  f"detect: {e2e['n']} photos from {e2e['source']}",
+                  f"aligned: {e2e['aligned']['images']} photos from {e2e['aligned_source']}",
+                  f"{'mode':<19} {'workers':>7} {'img/s':>7} {'faces/s':>8} {'ms/img':>8} {'faces':>6} "
                   f"{'RSS@N/2':>8} {'RSS@N':>7} {'growth':>7} {'peak':>7}  (MiB)"]
-        for mode in ("detect", "aligned"):
+        for mode in ("detect", "aligned", "aligned_no_workers"):
             m = e2e[mode]
-            lines.append(f"{mode:<9} {m['images_per_s']:7.2f} {m['faces_per_s']:8.2f} {m['ms_per_image']:8.1f} "
-                         f"{m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
+            lines.append(f"{mode:<19} {m['workers']:>7} {m['images_per_s']:7.2f} {m['faces_per_s']:8.2f} "
+                         f"{m['ms_per_image']:8.1f} {m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
                          f"{m['rss_growth_mb']:7.1f} {m['peak_rss_mb']:7.0f}")
     m = results["machine"]
     lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; "
@@ -327,13 +368,15 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         files, source = photo_files(n, args.images, args.synthetic, Path(tmp))
-        log(f"end to end on {len(files)} photos from {source}")
+        faces, faces_source = aligned_faces(n, args.synthetic, Path(tmp))
         det, model = pick_model(backbones)
-        e2e: dict = {"n": len(files), "source": source, "model": model, "batch_size": 32}
-        for aligned in (False, True):
-            mode = "aligned" if aligned else "detect"
-            log(f"  {mode}")
-            e2e[mode] = detect_run(det, files, aligned)
+        e2e: dict = {"n": len(files), "source": source, "aligned_source": faces_source,
+                     "model": model, "batch_size": 32}
+        for mode, paths, aligned, workers in (("detect", files, False, None),
+                                              ("aligned", faces, True, None),
+                                              ("aligned_no_workers", faces, True, 0)):
+            log(f"  end to end, {mode}, {len(paths)} photos")
+            e2e[mode] = detect_run(det, paths, aligned, workers)
         results["end_to_end"] = e2e
 
     load_after = os.getloadavg()

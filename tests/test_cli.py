@@ -152,3 +152,40 @@ def test_threads_option_sets_torch_threads():
         assert result.exit_code == 2 and "Traceback" not in result.output
     finally:
         torch.set_num_threads(before)
+
+
+def test_device_option_refuses_what_is_not_here():
+    import torch
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["--device", "warp-drive", "weights", "list"])
+    assert result.exit_code == 2 and "not a torch device" in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(main, ["--device", "cuda", "weights", "list"])
+        assert result.exit_code == 2 and "no CUDA GPU" in result.output
+    assert runner.invoke(main, ["--device", "cpu", "weights", "list"]).exit_code == 0
+
+
+def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
+    """--taps N trains on the first N layers only; --workers gives the rows --workers 0 gives."""
+    from fakespotter.detector import load_model
+
+    weight_file("dlib")
+    real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=5)
+    fake = write_noise_faces(tmp_path / "fake", 8, smooth=True, seed=6)
+    model = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    result = runner.invoke(main, ["--workers", "1", "train", "--real", str(real), "--fake", str(fake),
+                                  "--aligned", "--backbone", "dlib", "--taps", "5", "--output", str(model)])
+    assert result.exit_code == 0, result.output
+    assert len(load_model(model).taps_) == 5
+    rows = {}
+    for workers in ("0", "1"):
+        result = runner.invoke(main, ["--workers", workers, "detect", str(tmp_path), "--aligned",
+                                      "--model", str(model), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        rows[workers] = json.loads(result.stdout)
+    assert rows["0"] == rows["1"] and len(rows["0"]) == 16
+    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
+                                  "--backbone", "dlib", "--taps", "999", "--output", str(model)])
+    assert result.exit_code != 0 and "Traceback" not in result.output and "taps" in result.output

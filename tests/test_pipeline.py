@@ -48,3 +48,43 @@ def test_detected_faces_come_with_boxes(weight_file):
     assert len(faces) == 1 and faces[0].crop.shape == (112, 112, 3)
     assert faces[0].score > 0.9
     assert FaceCropper(112, spec.alignment_template)(np.full((200, 200, 3), 128, np.uint8)) == []
+
+
+def test_worker_processes_give_the_same_faces_in_order(tmp_path):
+    """find_faces with workers: same crops and errors as in-process, in input order, and
+    never more than IN_FLIGHT_PER_WORKER files per worker ahead of the caller."""
+    from PIL import Image
+
+    from fakespotter import scan
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(40):
+        path = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (64 + i, 64 + i, 3), dtype=np.uint8)).save(path)
+        files.append(path)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    files.insert(7, tmp_path / "broken.png")
+    files.insert(20, tmp_path / "missing.png")
+    bb = get_backbone("sface")
+    cropper = FaceCropper(bb.input_size, bb.alignment_template, aligned=True)
+
+    taken = []
+
+    def lazily():
+        for path in files:
+            taken.append(path)
+            yield path
+
+    serial = list(scan.find_faces(cropper, files))
+    parallel = []
+    for item in scan.find_faces(cropper, lazily(), workers=1):
+        assert len(taken) - len(parallel) <= scan.IN_FLIGHT_PER_WORKER + 1
+        parallel.append(item)
+    assert [f.path for f in parallel] == files
+    for a, b in zip(serial, parallel):
+        assert a.error == b.error
+        assert len(a.faces) == len(b.faces)
+        for fa, fb in zip(a.faces, b.faces):
+            assert np.array_equal(fa.crop, fb.crop)
+    assert parallel[7].error and parallel[20].error and not parallel[0].error

@@ -27,16 +27,63 @@ def _one_line_errors(func):
     return wrapper
 
 
+class SafePath(click.Path):
+    """click.Path that turns an unusable name (a NUL byte in it) into a usage error; plain
+    click.Path lets os.stat's ValueError escape as a traceback."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(f"{value!r} contains a NUL byte, which no file name can", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fakespotter")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the networks (default: PyTorch's choice, one per core).")
-def main(threads: int | None) -> None:
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the face-recognition network runs: cpu, cuda, cuda:1, mps, ...")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes that decode, detect and align photos while the network runs "
+                   "[default: one per core beyond the first (at most 4) for 64 photos or more; "
+                   "0: none].")
+def main(threads: int | None, device: str, workers: int | None) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    _SETTINGS["device"] = device if device == "cpu" else _checked_device(device)
+    _SETTINGS["workers"] = workers
+
+
+_SETTINGS: dict = {"device": "cpu", "workers": None}  # the group's options, for its commands
+
+
+def _checked_device(name: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise click.BadParameter(f"{name!r} is not a torch device (try cpu or cuda)",
+                                 param_hint="--device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("no CUDA GPU is usable here (torch.cuda.is_available() is "
+                                 "False); use --device cpu", param_hint="--device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise click.BadParameter(f"there is no {name}: {torch.cuda.device_count()} CUDA "
+                                 f"device(s) here", param_hint="--device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise click.BadParameter("MPS is not available here; use --device cpu", param_hint="--device")
+    return str(device)
+
+
+def _workers(n_files: int) -> int:
+    """Worker processes for face finding: --workers, or scan.default_workers."""
+    from fakespotter.scan import default_workers
+
+    return default_workers(n_files) if _SETTINGS["workers"] is None else _SETTINGS["workers"]
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
@@ -96,7 +143,7 @@ def _load_detector(model_path: str | None):
         from fakespotter.detector import default_model_path
 
         model_path = default_model_path()
-    det = load_model(model_path)
+    det = load_model(model_path, device=_SETTINGS["device"])
     det.progress = True
     return det
 
@@ -135,15 +182,15 @@ def _limits(max_pixels, max_bytes) -> dict:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+@click.argument("paths", nargs=-1, required=True, type=SafePath())
+@click.option("--model", "model_path", type=SafePath(dir_okay=False),
               help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True,
               help="Inputs are already aligned face crops (FFHQ style): skip face detection.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "jsonl"]),
               default="table", show_default=True,
               help="jsonl: one JSON object per line. Rows are written as they are scored.")
-@click.option("--output", type=click.Path(dir_okay=False, writable=True),
+@click.option("--output", type=SafePath(dir_okay=False, writable=True),
               help="Write the results to this file instead of standard output.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
@@ -153,7 +200,7 @@ def _limits(max_pixels, max_bytes) -> dict:
               help="Faces scored together.")
 @click.option("--fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Video frames sampled per second.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+@click.option("--report", "report_dir", type=SafePath(file_okay=False),
               help="For videos: a timeline plot and the per-frame scores of each, in this folder.")
 @_one_line_errors
 def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_bytes,
@@ -186,7 +233,8 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
     limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
     images = [f for f in todo if not is_video(f)]
-    found = find_faces(cropper, images, progress=True, total=len(images), desc="detect", **limits)
+    found = find_faces(cropper, images, progress=True, total=len(images), desc="detect",
+                       workers=_workers(len(images)), **limits)
     rows = score_rows(det, found, batch_size=batch_size)
     per_file = itertools.chain(
         (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path)),
@@ -225,6 +273,8 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
     """
     import numpy as np
 
+    from tqdm import tqdm
+
     from fakespotter.scan import NO_FACE, find_faces, iter_files
 
     files = list(iter_files([folder]))
@@ -232,7 +282,7 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
         raise click.ClickException(f"no image files found in {folder}")
     crops, paths, no_face, errors = [], [], [], 0
     for item in find_faces(cropper, files, progress=True, total=len(files), desc=label,
-                           **limits):
+                           workers=_workers(len(files)), **limits):
         if item.faces:
             crops.append(item.faces[0].crop)
             paths.append(item.path)
@@ -240,16 +290,16 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
             no_face.append(item.path)
         else:
             errors += 1
-            click.echo(f"skipped {item.path}: {item.error}", err=True)
+            tqdm.write(f"skipped {item.path}: {item.error}", file=sys.stderr)  # above the bar
     size = cropper.size
     stack = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     return stack, paths, no_face, errors
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False),
               help="Folder of real face photos.")
-@click.option("--fake", "fake_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--fake", "fake_dir", required=True, type=SafePath(exists=True, file_okay=False),
               help="Folder of GAN-made face photos.")
 @click.option("--backbone", default="sface", show_default=True,
               type=click.Choice(["facenet", "dlib", "sface"]))
@@ -259,10 +309,13 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
                    "embedding: the final embedding (baseline).")
 @click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]))
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--taps", type=click.IntRange(min=1), default=None,
+              help="Count only the first N layers; the network stops after the N-th, so "
+                   "scanning is faster (docs/results.md shows the accuracy cost) [default: all].")
+@click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
 @_limit_options
 @_one_line_errors
-def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pixels,
+def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, output, max_pixels,
           max_bytes) -> None:
     """Train a detector on folders of real and fake face photos."""
     import datetime
@@ -271,7 +324,8 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
 
-    det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True)
+    det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True,
+                      taps=taps, device=_SETTINGS["device"])
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)
@@ -298,15 +352,15 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, output, max_pi
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--fake", "fake_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False))
+@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False))
+@click.option("--fake", "fake_dir", type=SafePath(exists=True, file_okay=False))
+@click.option("--model", "model_path", type=SafePath(dir_okay=False))
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+@click.option("--report", "report_dir", type=SafePath(file_okay=False),
               help="Write report.md/.html, metrics.json and plots into this folder.")
-@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+@click.option("--manifest", type=SafePath(exists=True, dir_okay=False),
               help="CSV with file,generator,source columns for per-generator breakdowns "
                    "(default: file-name prefixes).")
 @click.option("--perturb", default="",

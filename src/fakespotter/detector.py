@@ -48,10 +48,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         cv: folds for choosing C and for the calibration's out-of-fold scores.
         batch_size: crops per forward pass.
         progress: show progress bars on stderr.
+        taps: which layers to count: ``None`` for every conv and linear layer, an int ``k``
+            for the first ``k`` in execution order, or a list of layer names. The forward
+            pass stops after the deepest one, so fewer, earlier taps cost less (the paper's
+            "keep only the valuable neurons").
+        device: torch device of the network (``"cpu"``, ``"cuda"``, ...); ``None`` leaves
+            the network where it is (CPU when loaded by name).
     """
 
     def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
-                 cv=5, batch_size=32, progress=False):
+                 cv=5, batch_size=32, progress=False, taps=None, device=None):
         self.backbone = backbone
         self.variant = variant
         self.neuron = neuron
@@ -59,16 +65,22 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.batch_size = batch_size
         self.progress = progress
+        self.taps = taps
+        self.device = device
 
     # -- the network ---------------------------------------------------------------------
 
     def _backbone(self) -> Backbone:
         if isinstance(self.backbone, Backbone):
+            if self.device is not None:
+                self.backbone.model.to(self.device)
             return self.backbone
         loaded = getattr(self, "_loaded_backbone", None)
         if loaded is None or loaded.name != self.backbone:
             loaded = get_backbone(self.backbone).load(progress=self.progress)
             self._loaded_backbone = loaded
+        if self.device is not None:
+            loaded.model.to(self.device)
         return loaded
 
     def face_cropper(self, aligned: bool = False):
@@ -92,15 +104,31 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
                           file=sys.stderr, delay=1.0, leave=False):
             yield preprocess(X[start:start + self.batch_size])
 
-    def _coverage(self, taps=None) -> NeuronCoverage:
+    def _selected_taps(self) -> list[str]:
+        """The ``taps`` parameter as layer names in execution order."""
+        names = [t.name for t in self._backbone().taps()]
+        if self.taps is None:
+            return names
+        if isinstance(self.taps, (int, np.integer)) and not isinstance(self.taps, bool):
+            if not 1 <= self.taps <= len(names):
+                raise ValueError(f"taps must be between 1 and {len(names)}, not {self.taps}")
+            return names[:self.taps]
+        wanted = [self.taps] if isinstance(self.taps, str) else list(self.taps)
+        unknown = [n for n in wanted if n not in names]
+        if unknown or not wanted:
+            raise ValueError(f"backbone {self._backbone().name} has no layer {unknown[0]!r}"
+                             if unknown else "taps must name at least one layer")
+        return [n for n in names if n in set(wanted)]
+
+    def _coverage(self, taps) -> NeuronCoverage:
+        """Counting over ``taps`` only; the forward pass stops after the deepest of them."""
         bb = self._backbone()
         by_name = {t.name: t for t in bb.taps()}
-        names = taps if taps is not None else list(by_name)
-        unknown = [n for n in names if n not in by_name]
+        unknown = [n for n in taps if n not in by_name]
         if unknown:
             raise ValueError(f"backbone {bb.name} has no layer {unknown[0]!r}")
-        return NeuronCoverage(bb.model, [by_name[n] for n in names], self.variant, self.neuron,
-                              bb.activations)
+        return NeuronCoverage(bb.model, [by_name[n] for n in taps], self.variant, self.neuron,
+                              bb.activations, stop_after_last_tap=True)
 
     def _check_X(self, X) -> np.ndarray:
         X = np.asarray(X)
@@ -121,7 +149,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         if self.variant == "embedding":
             self.taps_, self.thresholds_ = [], np.zeros(0)
             return self
-        coverage = self._coverage().fit(self._batches(X, "thresholds"))
+        coverage = self._coverage(self._selected_taps()).fit(self._batches(X, "thresholds"))
         self.taps_ = [t.name for t in coverage.taps]
         self.thresholds_ = coverage.thresholds_
         return self
@@ -144,8 +172,9 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         X = self._check_X(X)
         if self.variant == "embedding":
             model = self._backbone().model
+            device = next(model.parameters()).device
             with torch.inference_mode():
-                parts = [model(x).float().numpy() for x in self._batches(X, "embeddings")]
+                parts = [model(x.to(device)).float().cpu().numpy() for x in self._batches(X, "embeddings")]
         else:
             coverage = self._fitted_coverage()
             parts = [coverage.transform(x) for x in self._batches(X, "coverage")]
@@ -320,10 +349,11 @@ def default_model_path():
     return path
 
 
-def load_model(path, backbone: Backbone | None = None) -> FakeSpotter:
+def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpotter:
     """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason.
 
     ``backbone``: an already loaded network to use instead of the registered one (tests).
+    ``device``: where the network runs (default CPU).
     """
     from fakespotter import modelfile
     from fakespotter.backbones import BACKBONES
@@ -360,7 +390,8 @@ def load_model(path, backbone: Backbone | None = None) -> FakeSpotter:
         raise ModelFileError("model file scaler has non-positive scales")
 
     det = FakeSpotter(backbone=backbone if backbone is not None else meta["backbone"],
-                      variant=meta["variant"], neuron=meta["neuron"])
+                      variant=meta["variant"], neuron=meta["neuron"], device=device,
+                      taps=list(meta["taps"]) or None)
     det.taps_ = list(meta["taps"])
     det.thresholds_ = arrays["thresholds"]
     det.scaler_mean_ = arrays["scaler_mean"]

@@ -9,8 +9,12 @@ error row.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -94,10 +98,72 @@ def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS
 
 def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = False,
                total: int | None = None, desc: str = "faces", max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES) -> Iterator[Faces]:
-    for path in tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
-                     file=sys.stderr, delay=1.0, leave=False):
-        yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
+               max_bytes: int = MAX_BYTES, workers: int = 0) -> Iterator[Faces]:
+    """``read_faces`` for each file, in order.
+
+    ``workers > 0`` decodes, detects and aligns in that many worker processes while the
+    caller runs the backbone on earlier faces; at most ``IN_FLIGHT_PER_WORKER`` files per
+    worker are ahead of the caller, so memory stays flat however many files there are.
+    """
+    files = tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
+                 file=sys.stderr, delay=1.0, leave=False, smoothing=0.05)
+    if workers <= 0:
+        for path in files:
+            yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
+        return
+    config = (cropper.size, cropper.template, cropper.aligned, max_pixels, max_bytes)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=config)
+    pending: deque = deque()  # (path, future), oldest first
+    broken = False
+
+    def next_result() -> Faces:
+        nonlocal broken
+        path, future = pending.popleft()
+        if not broken:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                # a worker died (killed, out of memory): finish in this process instead
+                broken = True
+                print("fakespotter: a worker process died; going on without workers",
+                      file=sys.stderr)
+        return read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
+
+    try:
+        for path in files:
+            future = None if broken else pool.submit(_worker_read_faces, path)
+            pending.append((path, future))
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                yield next_result()
+        while pending:
+            yield next_result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+IN_FLIGHT_PER_WORKER = 16
+
+
+def default_workers(n_files: int) -> int:
+    """One face-finding worker per core beyond the first (at most 4), for 64 files or more:
+    starting a worker costs a second or two, not worth it for a few files."""
+    if n_files < 64:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+_worker: dict = {}
+
+
+def _start_worker(size, template, aligned, max_pixels, max_bytes) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the main process runs the backbone on the other cores
+    _worker["cropper"] = FaceCropper(size, template, aligned=aligned, progress=False)
+    _worker["limits"] = {"max_pixels": max_pixels, "max_bytes": max_bytes}
+
+
+def _worker_read_faces(path: Path) -> Faces:
+    return read_faces(_worker["cropper"], path, **_worker["limits"])
 
 
 def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Iterator[Row]:

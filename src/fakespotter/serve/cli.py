@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from fakespotter.cli import SafePath
+
 
 @click.command(name="serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 exposes it to the network).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+@click.option("--model", "model_path", type=SafePath(dir_okay=False),
               help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True,
               help="Uploads are already aligned face crops (FFHQ style): skip face detection.")
