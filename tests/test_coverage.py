@@ -191,8 +191,10 @@ def test_streaming_mean_equals_mean_over_all_outputs() -> None:
             net(batch)
     for h in handles:
         h.remove()
-    expected = [torch.cat(kept[name]).double().mean().item() for name in kept]
-    np.testing.assert_allclose(cov.thresholds_, expected, rtol=1e-12)
+    # float32 partial sums per channel: within 1e-6 of the outputs' mean magnitude
+    for threshold, name in zip(cov.thresholds_, kept):
+        outputs = torch.cat(kept[name]).double()
+        assert abs(threshold - outputs.mean().item()) <= 1e-6 * outputs.abs().mean().item()
 
     # One batch gives the same thresholds, up to float32 differences of the forward pass itself.
     single = NeuronCoverage(net, cov.taps, neuron="activation", activations=activations).fit([images])
@@ -236,7 +238,7 @@ def test_activation_uses_named_module_and_call_index() -> None:
     with torch.no_grad():
         first = torch.relu(net.conv1(x))
         second = torch.relu(net.conv2(first))
-    np.testing.assert_allclose(cov.thresholds_, [first.double().mean(), second.double().mean()], rtol=1e-12)
+    np.testing.assert_allclose(cov.thresholds_, [first.double().mean(), second.double().mean()], rtol=1e-6)
     expected = [[(first[i] > cov.thresholds_[0]).sum(), (second[i] > cov.thresholds_[1]).sum()] for i in range(4)]
     np.testing.assert_array_equal(cov.transform(x), expected)
 

@@ -70,10 +70,12 @@ def test_fast_path_equals_reference(backbone, variant, neuron) -> None:
     train = [bb.preprocess(crops(bb, 3, seed)) for seed in (1, 2)]
     coverage = NeuronCoverage(bb.model, bb.taps(), variant, neuron, bb.activations).fit(train)
 
-    # Eq. 1: mean of every neuron output over all training images
+    # Eq. 1: mean of every neuron output over all training images (float32 partial sums
+    # per channel: equal to the float64 mean within 1e-6 of the outputs' mean magnitude)
     per_batch = [tapped_outputs(bb, x, neuron) for x in train]
-    expected = [np.mean(np.concatenate([b[i] for b in per_batch])) for i in range(len(bb.taps()))]
-    np.testing.assert_allclose(coverage.thresholds_, expected, rtol=1e-12, atol=1e-12)
+    for i in range(len(bb.taps())):
+        outputs = np.concatenate([b[i] for b in per_batch])
+        assert abs(coverage.thresholds_[i] - outputs.mean()) <= 1e-6 * np.abs(outputs).mean()
 
     # Eq. 2 on new images; each threshold is one of its tap's own output values (the middle
     # one), so many neurons sit on either side and at least one exactly on it
@@ -106,7 +108,7 @@ def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:
     assert not ran_after, "the pruned extractor ran the last layer"
 
     full = NeuronCoverage(bb.model, bb.taps(), "channel").fit([bb.preprocess(X)])
-    np.testing.assert_allclose(full.thresholds_[:k], det.thresholds_, rtol=1e-12)
+    assert np.array_equal(full.thresholds_[:k], det.thresholds_)  # a tap's mean needs only that tap
     full.thresholds_[:k] = det.thresholds_
     columns = full.transform(bb.preprocess(X))[:, :len(det.coef_)]
     assert np.array_equal(det.predict_proba(features=columns), pruned)
