@@ -332,9 +332,41 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict) -> str:
+    """The run as markdown tables (docs/speed.md quotes them; the README quotes the first)."""
+    m = results["machine"]
+    out = [f"`{m['command']}` — {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+           f"{m['threads']} threads, median of {m['reps']} interleaved reps; load average "
+           f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.", "",
+           "| backbone | batch | plain forward ms/img | coverage (channel) ms/img | ratio | layer ms/img "
+           "| ratio | pruned (first half of taps) ms/img | speed-up | threshold pass ms/img |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name in ("end_to_end", "machine"):
+            continue
+        for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
+            fit = f"{r['fit_ms']:.1f} ({r['fit_ratio']:.2f}x extraction)" if row is r else "–"
+            out.append(f"| {name} | {row['batch']} | {row['plain_ms']:.1f} | {row['coverage_ms']:.1f} | "
+                       f"{row['ratio']:.2f} | {row['layer_ms']:.1f} | {row['layer_ratio']:.2f} | "
+                       f"{row['pruned_ms']:.1f} ({row['pruned_taps']}) | {row['pruned_speedup']:.2f} | {fit} |")
+    e2e = results.get("end_to_end")
+    if e2e:
+        out += ["", f"End to end, model {e2e['model']}; `detect`: {e2e['n']} photos from {e2e['source']}; "
+                    f"`--aligned`: {e2e['aligned']['images']} photos from {e2e['aligned_source']}.", "",
+                "| mode | workers | images/s | faces/s | ms/image | faces | RSS at N/2 MiB | RSS at N MiB | peak RSS MiB |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for mode in ("detect", "aligned", "aligned_no_workers"):
+            r = e2e[mode]
+            out.append(f"| {mode} | {r['workers']} | {r['images_per_s']:.1f} | {r['faces_per_s']:.1f} | "
+                       f"{r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
+                       f"{r['peak_rss_mb']:.0f} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     parser.add_argument("--quick", action="store_true", help="small N, few reps (CI smoke)")
     parser.add_argument("--n", type=int, default=None, help="photos for end to end (default 1000; quick 8)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7; quick 2)")
@@ -394,6 +426,9 @@ def main(argv: list[str] | None = None) -> None:
     if max(load_before[0], load_after[0]) > 1:
         log(f"note: load average > 1 ({load_before[0]:.2f} before, {load_after[0]:.2f} after): "
             f"other work shared the CPUs")
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+        log(f"wrote {args.markdown}")
     print(json.dumps(results, indent=2) if args.json else table(results))
 
 

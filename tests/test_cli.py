@@ -189,3 +189,22 @@ def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
     result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
                                   "--backbone", "dlib", "--taps", "999", "--output", str(model)])
     assert result.exit_code != 0 and "Traceback" not in result.output and "taps" in result.output
+
+
+def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
+    from fakespotter.detector import load_model
+
+    weight_file("dlib")
+    real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=7)
+    fake = write_noise_faces(tmp_path / "fake", 8, smooth=True, seed=8)
+    models = {}
+    for flag in ([], ["--augment"]):
+        out = tmp_path / f"m{len(flag)}.safetensors"
+        result = CliRunner().invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
+                                           "--backbone", "dlib", "--variant", "layer", *flag, "--output", str(out)])
+        assert result.exit_code == 0, result.output
+        models[bool(flag)] = load_model(out)
+    assert models[True].training_["augment"] and not models[False].training_["augment"]
+    # same thresholds (from the photos themselves), a classifier that also saw the copies
+    assert (models[True].thresholds_ == models[False].thresholds_).all()
+    assert not (models[True].coef_ == models[False].coef_).all()

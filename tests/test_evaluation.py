@@ -275,3 +275,16 @@ def test_channel_counts_sum_to_layer_counts():
         assert len(weights) == len(det.taps_)
     assert per_layer["channel"].shape == (4, len(det.taps_))
     np.testing.assert_array_equal(per_layer["channel"], per_layer["layer"])
+
+
+def test_random_augmentation_is_deterministic_per_image_and_covers_every_kind():
+    from fakespotter.evaluation.perturb import RandomAugmentation, random_perturbation
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    kinds = {getattr(random_perturbation(1, i)[0], "kind", "none") for i in range(200)}
+    assert kinds == {"none", "jpeg", "blur", "noise", "resize"}
+    for i in range(20):
+        a, b = RandomAugmentation(1, i)(image), RandomAugmentation(1, i)(image)
+        assert a.shape == image.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    p, _ = random_perturbation(1, 3)
+    assert random_perturbation(2, 3)[0] != p or random_perturbation(1, 4)[0] != p

@@ -58,6 +58,7 @@ def main(threads: int | None, device: str, workers: int | None) -> None:
 
 
 _SETTINGS: dict = {"device": "cpu", "workers": None}  # the group's options, for its commands
+AUGMENT_SEED = 1  # train --augment: real photos draw from seed 1, fake photos from seed 2
 
 
 def _checked_device(name: str) -> str:
@@ -266,10 +267,12 @@ def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
         writer.close()
 
 
-def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
+def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None):
     """Crops of the largest face of each image under ``folder``, plus what had none.
 
     Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable count).
+    ``augment_seed``: crop a randomly perturbed copy of each image instead (training-time
+    augmentation, ``perturb.random_perturbation``).
     """
     import numpy as np
 
@@ -281,8 +284,13 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
     crops, paths, no_face, errors = [], [], [], 0
+    alter_of = None
+    if augment_seed is not None:
+        from fakespotter.evaluation.perturb import RandomAugmentation
+
+        alter_of = functools.partial(RandomAugmentation, augment_seed)
     for item in find_faces(cropper, files, progress=True, total=len(files), desc=label,
-                           workers=_workers(len(files)), **limits):
+                           workers=_workers(len(files)), alter_of=alter_of, **limits):
         if item.faces:
             crops.append(item.faces[0].crop)
             paths.append(item.path)
@@ -312,10 +320,13 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict):
 @click.option("--taps", type=click.IntRange(min=1), default=None,
               help="Count only the first N layers; the network stops after the N-th, so "
                    "scanning is faster (docs/results.md shows the accuracy cost) [default: all].")
+@click.option("--augment", is_flag=True,
+              help="Also train on one randomly perturbed copy of every photo (JPEG, blur, noise "
+                   "or resizing): scores that shift less on re-compressed or blurred photos.")
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
 @_limit_options
 @_one_line_errors
-def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, output, max_pixels,
+def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment, output, max_pixels,
           max_bytes) -> None:
     """Train a detector on folders of real and fake face photos."""
     import datetime
@@ -328,8 +339,8 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, output, 
                       taps=taps, device=_SETTINGS["device"])
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real, _, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)
-    fake, _, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits)
+    real, real_paths, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)
+    fake, fake_paths, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits)
     if len(real) < 5 or len(fake) < 5:
         raise click.ClickException(f"need at least 5 faces of each class, found {len(real)} real "
                                    f"and {len(fake)} fake")
@@ -337,11 +348,26 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, output, 
     y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
     det.cv = min(5, len(real), len(fake))
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
-    det.fit_features(features, y)
+    if augment:
+        # One randomly perturbed copy of every photo joins the training set (thresholds stay
+        # those of the photos themselves); a copy stays in its photo's cross-validation fold.
+        groups = {p: i for i, p in enumerate(real_paths + fake_paths)}
+        copies, copy_y, copy_groups = [], [], []
+        for label, folder in ((0, real_dir), (1, fake_dir)):
+            crops, paths, _, _ = _largest_face_crops(cropper, folder, f"{('real', 'fake')[label]}, augmented",
+                                                     limits, augment_seed=AUGMENT_SEED + label)
+            keep = [i for i, p in enumerate(paths) if p in groups]
+            copies.append(crops[keep])
+            copy_y += [label] * len(keep)
+            copy_groups += [groups[paths[i]] for i in keep]
+        all_features = np.concatenate([features, det.transform(np.concatenate(copies))])
+        det.fit_features(all_features, np.r_[y, copy_y], groups=np.r_[np.arange(len(y)), copy_groups])
+    else:
+        det.fit_features(features, y)
     training = {
         "n_real": len(real), "n_fake": len(fake), "n_no_face": len(real_none) + len(fake_none),
         "n_unreadable": real_err + fake_err, "real": str(real_dir), "fake": str(fake_dir),
-        "aligned": aligned, "command": _command_line(),
+        "aligned": aligned, "augment": augment, "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if variant != "embedding":  # the web page draws a face against these averages

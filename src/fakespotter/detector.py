@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
@@ -209,8 +209,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.fit_thresholds(X)
         return self.fit_features(self.transform(X), y)
 
-    def fit_features(self, F: np.ndarray, y) -> "FakeSpotter":
-        """Fit scaler, SVM and calibration on precomputed features (thresholds already fit)."""
+    def fit_features(self, F: np.ndarray, y, groups=None) -> "FakeSpotter":
+        """Fit scaler, SVM and calibration on precomputed features (thresholds already fit).
+
+        ``groups``: rows with the same group (a photo and its augmented copies) stay in the
+        same cross-validation fold, so C and the calibration are chosen on unseen photos.
+        """
         y = _check_y(y, len(F))
         self.classes_ = np.array([0, 1])
         self.scaler_mean_ = F.mean(0).astype(np.float64)
@@ -221,11 +225,14 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         # features and fewer images this is far faster than the primal, and every C and
         # fold reuses the one matrix product.
         K = _gram(Z)
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=0)
+        if groups is None:
+            splits = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=0).split(Z, y))
+        else:
+            splits = list(StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=0).split(Z, y, groups))
         best = None
         for C in sorted(self.Cs):
             scores = np.zeros(len(y))
-            for train, test in folds.split(Z, y):
+            for train, test in splits:
                 svm = _svm(C).fit(K[np.ix_(train, train)], y[train])
                 scores[test] = svm.decision_function(K[np.ix_(test, train)])
             auc = roc_auc_score(y, scores)

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -77,8 +77,11 @@ class Faces:
 
 
 def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES) -> Faces:
-    """The faces of one file, or the one-line reason there are none; never raises for a bad file."""
+               max_bytes: int = MAX_BYTES, alter: Callable[[np.ndarray], np.ndarray] | None = None) -> Faces:
+    """The faces of one file, or the one-line reason there are none; never raises for a bad file.
+
+    ``alter`` changes the decoded photo before face finding (training-time augmentation).
+    """
     try:
         image = load_image(path, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as e:
@@ -86,6 +89,8 @@ def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS
     except MemoryError:
         return Faces(path, [], "not enough memory to decode the image")
     try:
+        if alter is not None:
+            image = alter(image)
         faces = cropper(image)
     except MemoryError:
         return Faces(path, [], "not enough memory to find faces in the image")
@@ -98,8 +103,10 @@ def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS
 
 def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = False,
                total: int | None = None, desc: str = "faces", max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES, workers: int = 0) -> Iterator[Faces]:
-    """``read_faces`` for each file, in order.
+               max_bytes: int = MAX_BYTES, workers: int = 0,
+               alter_of: Callable[[int], Callable | None] | None = None) -> Iterator[Faces]:
+    """``read_faces`` for each file, in order; ``alter_of(i)`` gives file i's ``alter``
+    (picklable when there are workers).
 
     ``workers > 0`` decodes, detects and aligns in that many worker processes while the
     caller runs the backbone on earlier faces; at most ``IN_FLIGHT_PER_WORKER`` files per
@@ -107,19 +114,22 @@ def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = 
     """
     files = tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
                  file=sys.stderr, delay=1.0, leave=False, smoothing=0.05)
+    def alter(i: int):
+        return None if alter_of is None else alter_of(i)
+
     if workers <= 0:
-        for path in files:
-            yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
+        for i, path in enumerate(files):
+            yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i))
         return
     config = (cropper.size, cropper.template, cropper.aligned, max_pixels, max_bytes)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=config)
-    pending: deque = deque()  # (path, future), oldest first
+    pending: deque = deque()  # (index, path, future), oldest first
     broken = False
 
     def next_result() -> Faces:
         nonlocal broken
-        path, future = pending.popleft()
+        i, path, future = pending.popleft()
         if not broken:
             try:
                 return future.result()
@@ -128,12 +138,12 @@ def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = 
                 broken = True
                 print("fakespotter: a worker process died; going on without workers",
                       file=sys.stderr)
-        return read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes)
+        return read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i))
 
     try:
-        for path in files:
-            future = None if broken else pool.submit(_worker_read_faces, path)
-            pending.append((path, future))
+        for i, path in enumerate(files):
+            future = None if broken else pool.submit(_worker_read_faces, path, alter(i))
+            pending.append((i, path, future))
             if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                 yield next_result()
         while pending:
@@ -162,8 +172,8 @@ def _start_worker(size, template, aligned, max_pixels, max_bytes) -> None:
     _worker["limits"] = {"max_pixels": max_pixels, "max_bytes": max_bytes}
 
 
-def _worker_read_faces(path: Path) -> Faces:
-    return read_faces(_worker["cropper"], path, **_worker["limits"])
+def _worker_read_faces(path: Path, alter) -> Faces:
+    return read_faces(_worker["cropper"], path, alter=alter, **_worker["limits"])
 
 
 def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Iterator[Row]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-__all__ = ["KINDS", "Perturbation", "image_rng", "parse_perturbations"]
+__all__ = ["KINDS", "Perturbation", "RandomAugmentation", "image_rng", "parse_perturbations",
+           "random_perturbation"]
 
 # kind -> what its value means (shown in error messages)
 KINDS = {
@@ -64,6 +65,32 @@ class Perturbation:
 def image_rng(seed: int, index: int) -> np.random.Generator:
     """Random stream for image ``index``: same noise for the same image whatever the order."""
     return np.random.default_rng([seed, index])
+
+
+def random_perturbation(seed: int, index: int) -> tuple[Perturbation | None, np.random.Generator]:
+    """The training-time augmentation of image ``index``: one of none / JPEG quality 30-95 /
+    blur sigma 0.3-2 / noise sigma 1-8 / down-and-up resize 0.4-0.9, drawn uniformly, with
+    the random stream that then drives it (same draw for the same image whatever the order)."""
+    rng = np.random.default_rng([seed, index])
+    kind = str(rng.choice(["none", "jpeg", "blur", "noise", "resize"]))
+    if kind == "none":
+        return None, rng
+    value = {"jpeg": lambda: float(rng.integers(30, 96)), "blur": lambda: float(rng.uniform(0.3, 2.0)),
+             "noise": lambda: float(rng.uniform(1.0, 8.0)),
+             "resize": lambda: float(rng.uniform(0.4, 0.9))}[kind]()
+    return Perturbation(kind, value), rng
+
+
+@dataclass(frozen=True)
+class RandomAugmentation:
+    """``random_perturbation(seed, index)`` as a picklable ``image -> image`` callable."""
+
+    seed: int
+    index: int
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        p, rng = random_perturbation(self.seed, self.index)
+        return image if p is None else p(image, rng)
 
 
 def _parse_one(spec: str) -> Perturbation:
