@@ -50,6 +50,7 @@ FACES_DIR = ROOT.parent / "shared" / "faces"
 ASTRONAUT = ROOT / "tests" / "data" / "astronaut.jpg"
 BACKBONES = ("facenet", "dlib", "sface")
 VARIANTS = ("channel", "layer")
+PLAIN_STEPS = (4, 8, 16)  # plain forward passes over a batch in chunks of these sizes too
 
 
 def log(msg: str) -> None:
@@ -99,10 +100,14 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
         det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
         detectors[variant] = det
 
-    def plain(x: np.ndarray) -> Callable[[], object]:
+    def plain(x: np.ndarray, step: int | None = None) -> Callable[[], object]:
+        """The forward pass alone, over ``x`` in chunks of ``step`` (default: all at once)."""
+        step = step or len(x)
+
         def run():
             with torch.inference_mode():
-                return bb.model.eval()(bb.preprocess(x))
+                model = bb.model.eval()
+                return [model(bb.preprocess(x[i:i + step])) for i in range(0, len(x), step)]
         return run
 
     # The pruned extractor: channel counts of the first half of the taps only; the forward
@@ -116,6 +121,9 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
     for b in batches:
         x = crops[:b]
         runs[f"{name}/plain/{b}"] = plain(x)
+        for step in PLAIN_STEPS:
+            if step < b:  # the same images in smaller forward passes: sometimes faster per image
+                runs[f"{name}/plain_step{step}/{b}"] = plain(x, step)
         for variant, det in detectors.items():
             runs[f"{name}/{variant}/{b}"] = lambda det=det, x=x: det.transform(x)
     b = max(batches)
@@ -144,15 +152,20 @@ def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, .
 
     def at(b: int) -> dict:
         ms = {m: medians[f"{name}/{m}/{b}"] * 1000 / b for m in ("plain", *VARIANTS, "pruned")}
-        # torch eager is the only runtime fakespotter runs, so it is the fastest plain forward
+        # torch eager is the only runtime fakespotter runs; its fastest way through the b
+        # images (one pass, or passes of PLAIN_STEPS images) is the plain forward to beat
+        plain = {"torch_eager": ms["plain"]}
+        plain |= {f"torch_eager_in_{s}s": medians[f"{name}/plain_step{s}/{b}"] * 1000 / b
+                  for s in PLAIN_STEPS if s < b}
+        fastest = min(plain.values())
         return {
             "batch": b,
-            "plain_ms": ms["plain"],
-            "plain_runtimes_ms": {"torch_eager": ms["plain"]},
+            "plain_ms": fastest,
+            "plain_runtimes_ms": plain,
             "coverage_ms": ms["channel"],
-            "ratio": ms["channel"] / ms["plain"],
+            "ratio": ms["channel"] / fastest,
             "layer_ms": ms["layer"],
-            "layer_ratio": ms["layer"] / ms["plain"],
+            "layer_ratio": ms["layer"] / fastest,
             "pruned_ms": ms["pruned"],
             "pruned_taps": f"{n_taps // 2} of {n_taps}",
             "pruned_speedup": ms["channel"] / ms["pruned"],

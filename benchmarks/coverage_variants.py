@@ -1,0 +1,100 @@
+"""Richer coverage features than the paper's, for the "beyond the paper" study in reproduce.py.
+
+One fitting pass over the training crops collects, per tap, the mean and standard deviation
+of all its neuron outputs (the paper's m_l, plus s_l) and the mean of every single neuron.
+One extraction pass then gives, per image and per channel of every tap:
+
+* ``multi``: counts of outputs above m_l + z * s_l for z in LEVELS, a count-form of
+  DeepGauge's k-multisection coverage (several thresholds per layer instead of one);
+  z = 0 is the ``channel`` variant;
+* ``neuron``: counts of outputs above their own neuron's training mean (per-neuron
+  thresholds instead of one per layer);
+* ``topk``: counts of outputs among the image's top TOP_FRACTION of that layer (DeepGauge's
+  top-k neuron coverage, counted per channel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fakespotter.coverage import eval_mode, forward_hooks
+
+LEVELS = (-1.0, 0.0, 1.0, 2.0)
+TOP_FRACTION = 0.05
+
+
+def _modules(model, taps):
+    modules = dict(model.named_modules())
+    return [modules[t.name] for t in taps]
+
+
+def _nchw(out: torch.Tensor, tap) -> torch.Tensor:
+    """Batched output as N x C x positions."""
+    if tap.kind == "conv":  # one copy to NCHW: the comparisons below then read in order
+        return out.contiguous().reshape(len(out), tap.channels, -1)
+    return out.reshape(len(out), -1, tap.channels).transpose(1, 2)
+
+
+def _count(compare, x: torch.Tensor, t) -> torch.Tensor:
+    """N x C counts of compare(x, t) over positions; the comparison goes into a float buffer
+    (summing bools converts them to int64 first, a copy)."""
+    return compare(x, t, out=torch.empty_like(x)).sum(2)
+
+
+def fit(model, taps, batches) -> dict:
+    """Per tap: layer mean and std, and every neuron's mean, over all training images."""
+    sums = [0.0] * len(taps)
+    squares = [0.0] * len(taps)
+    neuron_sums = [None] * len(taps)
+    count = 0
+
+    def hook_for(i, tap):
+        def hook(module, inputs, out):
+            x = _nchw(out, tap)
+            sums[i] += float(x.sum(dtype=torch.float64))
+            squares[i] += float(x.square().sum(dtype=torch.float64))
+            s = x.sum(0, dtype=torch.float64)
+            neuron_sums[i] = s if neuron_sums[i] is None else neuron_sums[i] + s
+        return hook
+
+    hooks = {m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps))}
+    with forward_hooks(hooks), eval_mode(model), torch.inference_mode():
+        for x in batches:
+            model(x)
+            count += len(x)
+    numel = np.array([count * t.neurons for t in taps], float)
+    mean = np.array(sums) / numel
+    std = np.sqrt(np.maximum(np.array(squares) / numel - mean ** 2, 0.0))
+    return {"mean": mean, "std": std, "neuron_means": [(s / count).float() for s in neuron_sums]}
+
+
+def extract(model, taps, stats: dict, batches, n_batches: int) -> dict[str, np.ndarray]:
+    """``multi`` (N x C*len(LEVELS)), ``neuron`` (N x C) and ``topk`` (N x C) counts."""
+    parts = {"multi": [], "neuron": [], "topk": []}
+    current: dict[str, list] = {}
+
+    def hook_for(i, tap):
+        levels = torch.tensor([stats["mean"][i] + z * stats["std"][i] for z in LEVELS])
+
+        def hook(module, inputs, out):
+            x = _nchw(out, tap)
+            multi = torch.stack([_count(torch.gt, x, float(t)) for t in levels], dim=2)  # N x C x levels
+            current["multi"].append(multi.reshape(len(x), -1))
+            current["neuron"].append(_count(torch.gt, x, stats["neuron_means"][i]))
+            flat = x.reshape(len(x), -1)
+            k = max(1, round(TOP_FRACTION * flat.shape[1]))
+            kth = flat.kthvalue(flat.shape[1] - k + 1, dim=1).values  # the k-th largest
+            current["topk"].append(_count(torch.ge, x, kth[:, None, None]))
+        return hook
+
+    hooks = {m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps))}
+    with forward_hooks(hooks), eval_mode(model), torch.inference_mode():
+        for x in tqdm(batches, total=n_batches, desc="richer coverage"):
+            for key in parts:
+                current[key] = []
+            model(x)
+            for key in parts:
+                parts[key].append(torch.cat(current[key], 1).to(torch.int32).numpy())
+    return {key: np.concatenate(v) for key, v in parts.items()}
