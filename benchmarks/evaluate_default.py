@@ -26,6 +26,14 @@ def run(args: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
+AUGMENT_NOTE = """
+The model was trained with `--augment` because the robustness study in
+[results.md](results.md) (perturbed *test* photos) showed it keeps scores steady under
+JPEG, blur and noise; so these perturbed-test numbers helped make that choice and are not an
+untouched estimate.
+"""
+
+
 def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
@@ -53,7 +61,7 @@ def main() -> None:
              for g, m in sorted(groups.items())]
     pert = report.get("perturbations") or []
     pert_lines = [f"| {r['perturbation']} | {r['auc']:.3f} | {pct(r['real_accuracy'])} | {pct(r['fake_accuracy'])} |"
-                  for r in pert]
+                  for r in pert]  # the report's list starts with the clean row, "none"
     text = f"""# The shipped default model, measured
 
 Model: `src/fakespotter/data/default.safetensors` — backbone `{det.backbone}`,
@@ -86,7 +94,7 @@ called fake at the 0.5 threshold.
 {chr(10).join(lines)}
 """ + (f"""
 ## Perturbed copies (test; applied to the photo before detection)
-
+{AUGMENT_NOTE if t.get("augment") else ""}
 | perturbation | AUC | real kept | fakes caught |
 |---|---|---|---|
 {chr(10).join(pert_lines)}

@@ -72,15 +72,15 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
 
     def _backbone(self) -> Backbone:
         if isinstance(self.backbone, Backbone):
-            if self.device is not None:
-                self.backbone.model.to(self.device)
-            return self.backbone
-        loaded = getattr(self, "_loaded_backbone", None)
-        if loaded is None or loaded.name != self.backbone:
-            loaded = get_backbone(self.backbone).load(progress=self.progress)
-            self._loaded_backbone = loaded
-        if self.device is not None:
+            loaded = self.backbone
+        else:
+            loaded = getattr(self, "_loaded_backbone", None)
+            if loaded is None or loaded.name != self.backbone:
+                loaded = get_backbone(self.backbone).load(progress=self.progress)
+                self._loaded_backbone = loaded
+        if self.device is not None and getattr(self, "_moved", None) != (id(loaded.model), str(self.device)):
             loaded.model.to(self.device)
+            self._moved = (id(loaded.model), str(self.device))
         return loaded
 
     def face_cropper(self, aligned: bool = False):
