@@ -96,7 +96,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
     crops = random_crops(max(batches), bb.input_size, seed=0)
     detectors = {}
     for variant in VARIANTS:
-        det = FakeSpotter(backbone=bb, variant=variant, neuron="raw", batch_size=max(batches))
+        det = FakeSpotter(backbone=bb, variant=variant, neuron="raw")  # its own forward batch size
         det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
         detectors[variant] = det
 
@@ -112,7 +112,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
 
     # The pruned extractor: channel counts of the first half of the taps only; the forward
     # pass stops after the last of them.
-    pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw", batch_size=max(batches),
+    pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw",
                          taps=len(bb.taps()) // 2)
     pruned.fit_thresholds(crops)
     detectors["pruned"] = pruned
@@ -127,7 +127,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
         for variant, det in detectors.items():
             runs[f"{name}/{variant}/{b}"] = lambda det=det, x=x: det.transform(x)
     b = max(batches)
-    fitter = FakeSpotter(backbone=bb, variant="channel", neuron="raw", batch_size=b)
+    fitter = FakeSpotter(backbone=bb, variant="channel", neuron="raw")
     runs[f"{name}/fit/{b}"] = lambda: fitter.fit_thresholds(crops[:b])
     return runs
 

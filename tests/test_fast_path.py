@@ -108,7 +108,8 @@ def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:
     assert not ran_after, "the pruned extractor ran the last layer"
 
     full = NeuronCoverage(bb.model, bb.taps(), "channel").fit([bb.preprocess(X)])
-    assert np.array_equal(full.thresholds_[:k], det.thresholds_)  # a tap's mean needs only that tap
+    # a tap's mean needs only that tap (equal up to float32 partial sums over other batches)
+    np.testing.assert_allclose(full.thresholds_[:k], det.thresholds_, rtol=1e-5)
     full.thresholds_[:k] = det.thresholds_
     columns = full.transform(bb.preprocess(X))[:, :len(det.coef_)]
     assert np.array_equal(det.predict_proba(features=columns), pruned)

@@ -46,7 +46,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         Cs: SVM regularization strengths tried; the best by cross-validated ROC AUC on the
             training data wins (ties go to the smaller C, the stronger regularization).
         cv: folds for choosing C and for the calibration's out-of-fold scores.
-        batch_size: crops per forward pass.
+        batch_size: crops per forward pass; ``None`` for the backbone's fastest on a CPU
+            (``Backbone.batch_size``, measured by benchmarks/speed.py).
         progress: show progress bars on stderr.
         taps: which layers to count: ``None`` for every conv and linear layer, an int ``k``
             for the first ``k`` in execution order, or a list of layer names. The forward
@@ -57,7 +58,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
-                 cv=5, batch_size=32, progress=False, taps=None, device=None):
+                 cv=5, batch_size=None, progress=False, taps=None, device=None):
         self.backbone = backbone
         self.variant = variant
         self.neuron = neuron
@@ -98,11 +99,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             raise ValueError(f"neuron must be one of {', '.join(NEURONS)}, not {self.neuron!r}")
 
     def _batches(self, X: np.ndarray, desc: str) -> Iterator[torch.Tensor]:
-        preprocess = self._backbone().preprocess
-        steps = range(0, len(X), self.batch_size)
+        bb = self._backbone()
+        size = self.batch_size or bb.batch_size
+        steps = range(0, len(X), size)
         for start in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,
                           file=sys.stderr, delay=1.0, leave=False):
-            yield preprocess(X[start:start + self.batch_size])
+            yield bb.preprocess(X[start:start + size])
 
     def _selected_taps(self) -> list[str]:
         """The ``taps`` parameter as layer names in execution order."""

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUT_SIZE = 150
+BATCH_SIZE = 32  # fastest per image on a 2-core CPU (docs/speed.md)
 EMBEDDING_DIM = 128
 
 # Where the 5 MTCNN-style landmarks (left eye centre, right eye centre, nose tip,

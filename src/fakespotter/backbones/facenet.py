@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 INPUT_SIZE = 160
+BATCH_SIZE = 16  # fastest per image on a 2-core CPU (docs/speed.md)
 EMBEDDING_DIM = 128
 BN_EPSILON = 1e-3
 

@@ -64,6 +64,7 @@ class BackboneSpec:
             alignment_template=self.alignment_template,
             activations=dict(impl.ACTIVATIONS),
             weights_sha256=self.weights.sha256,
+            batch_size=impl.BATCH_SIZE,
         )
 
 
@@ -83,6 +84,9 @@ class Backbone:
     # tap name -> module whose output is that tap's output after its nonlinearity
     activations: dict[str, str] = field(default_factory=dict)
     weights_sha256: str = ""
+    # crops per forward pass that ran fastest per image on a CPU (benchmarks/speed.py):
+    # smaller batches keep a network's activations in cache
+    batch_size: int = 32
     _taps: list | None = field(default=None, repr=False)
 
     def taps(self) -> list:

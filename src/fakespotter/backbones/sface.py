@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 INPUT_SIZE = 112
+BATCH_SIZE = 8  # fastest per image on a 2-core CPU (docs/speed.md)
 EMBEDDING_DIM = 128
 
 # OpenCV's FaceRecognizerSF::alignCrop (modules/objdetect/src/face_recognize.cpp, getSimilarityTransformMatrix)
