@@ -406,6 +406,103 @@ def beyond_paper(study: Study, feats: dict, richer: dict | None, aug: dict) -> l
     return out
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, help="images per split and class (smoke run)")
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument("--neuron-study", default="facenet",
+                        help="backbone on which raw vs activation neuron outputs are compared")
+    parser.add_argument("--perturb", default=PERTURBATIONS, help="perturbations of the test split")
+    parser.add_argument("--augment", nargs="*", default=["sface", "facenet"],
+                        help="backbones trained with one augmented copy per training image")
+    parser.add_argument("--cnn-minutes", type=float, default=25.0,
+                        help="wall-clock budget of the pixel CNN baseline's training")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if not (FACES / "manifest.csv").exists():
+        sys.exit(f"reproduce: no face data at {FACES}")
+    torch.manual_seed(0)
+    out = args.out / (f"limit{args.limit}" if args.limit else "full")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_manifest(args.limit)
+    study = Study(rows)
+    landmarks = stage_landmarks(rows, out / "landmarks.npz")
+    have = ~np.isnan(landmarks[:, 0, 0])
+    feats = {name: stage_features(rows, landmarks, name, out / f"features_{name}.npz")
+             for name in args.backbones}
+    perturbations = parse_perturbations(args.perturb)
+    test = np.flatnonzero(study.split == "test")
+    altered = {p.name: stage_altered(rows, test, perturbed_image_of(rows, p), p.name, out,
+                                     args.backbones, feats) for p in perturbations}
+    train = np.flatnonzero(study.split == "train")
+    aug = {}
+    if args.augment:
+        by_name = stage_altered(rows, train, augmented_image_of(rows), "augment", out, args.augment, feats)
+        aug = {name: f | {"idx": train} for name, f in by_name.items()}
+
+    # The paper's Table 4, with robustness of every row.
+    results = []
+    for name in args.backbones:
+        f = feats[name]
+        h = f["have"].astype(bool)
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            det = study.fit(name, variant, f[variant], h)
+            r = {"backbone": name, "variant": variant, "neuron": "raw", "n_features": int(f[variant].shape[1]),
+                 "C": det.C_, "cv_auc": det.cv_auc_, "fit_seconds": round(time.perf_counter() - start, 1),
+                 "threshold_seconds": float(f["threshold_seconds"]),
+                 "extract_seconds": float(f["extract_seconds"]),
+                 **study.measure(det, f[variant], h),
+                 "perturbed": perturbed_metrics(study, det, altered, variant, name)}
+            results.append(r)
+            print(json.dumps({k: r[k] for k in ("backbone", "variant", "C", "cv_auc")}
+                             | {"test_auc": r["test"]["auc"], "wild_fp": 1 - r["wild"]["real_accuracy"]}), flush=True)
+        if name in aug:
+            det = study.fit(name, "channel", f["channel"], h,
+                            aug=(aug[name]["channel"], train, aug[name]["have"].astype(bool)))
+            results.append({"backbone": name, "variant": "channel+aug", "neuron": "raw",
+                            "n_features": int(f["channel"].shape[1]), "C": det.C_, "cv_auc": det.cv_auc_,
+                            **study.measure(det, f["channel"], h),
+                            "perturbed": perturbed_metrics(study, det, altered, "channel", name)})
+    cnn = stage_pixel_cnn(rows, landmarks, out, args.cnn_minutes)
+    results.append({"backbone": "pixels", "variant": "pixel_cnn", "neuron": "raw",
+                    "n_features": cnn["log"]["n_params"], "training": cnn["log"],
+                    **measure_scores(rows, cnn["p_fake"], have),
+                    "perturbed": stage_cnn_perturbed(study, out, perturbations)})
+    if args.neuron_study in args.backbones:
+        f = stage_features(rows, landmarks, args.neuron_study,
+                           out / f"features_{args.neuron_study}_activation.npz", "activation")
+        for variant in ("layer", "channel"):
+            det = study.fit(args.neuron_study, variant, f[variant], f["have"].astype(bool))
+            results.append({"backbone": args.neuron_study, "variant": variant, "neuron": "activation",
+                            "n_features": int(f[variant].shape[1]),
+                            **study.measure(det, f[variant], f["have"].astype(bool))})
+
+    generalization = []
+    for name in args.backbones:
+        for variant in VARIANTS:
+            generalization += study.logo(name, variant, feats[name][variant], feats[name]["have"].astype(bool))
+    pruning = [r for name in args.backbones for r in pruning_study(study, name, feats[name])]
+    richer = stage_richer(rows, landmarks, out) if "sface" in args.backbones else None
+    ideas = beyond_paper(study, feats, richer, aug) if "sface" in args.backbones else []
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    meta = {"command": "python benchmarks/reproduce.py" + (f" --limit {args.limit}" if args.limit else ""),
+            "commit": commit, "n_images": len(rows), "perturbations": [p.name for p in perturbations],
+            "mtcnn_seconds": float(np.load(out / "landmarks.npz")["seconds"])}
+    report = {"meta": meta, "results": results, "generalization": generalization,
+              "pruning": pruning, "beyond_paper": ideas}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'results.json'}")
+    if not args.limit:
+        figures = ROOT / "docs" / "results"
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_robustness(results, meta["perturbations"], figures / "robustness.png")
+        (ROOT / "docs" / "results.md").write_text(markdown(report))
+        print("wrote docs/results.md")
+
+
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
