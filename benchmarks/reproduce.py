@@ -174,16 +174,6 @@ def stage_pixel_cnn(rows, landmarks, out: Path, minutes: float) -> dict:
     return {"p_fake": p_fake, "log": log}
 
 
-def measure_scores(rows, p_fake, have) -> dict:
-    """Metrics per split from per-image P(fake); no face found counts as real (0)."""
-    split = np.array([r["split"] for r in rows])
-    y = np.array([int(r["label"] == "fake") for r in rows])
-    p = np.where(have, p_fake, 0.0)
-    result = {s: evaluate_scores(y[split == s], p[split == s]) | {"n_no_face": int((~have[split == s]).sum())}
-              for s in ("val", "test", "wild")}
-    return result
-
-
 def stage_altered(rows, idx: np.ndarray, image_of, tag: str, out: Path, backbones, clean: dict) -> dict:
     """Detect, align and extract features of altered copies of images ``idx``.
 
@@ -289,7 +279,11 @@ class Study:
         return p
 
     def measure(self, det, F, have) -> dict:
-        p = self.scores(det, F, have)
+        return self.measure_scores(self.scores(det, F, have), have)
+
+    def measure_scores(self, p_fake, have) -> dict:
+        """Metrics per split from per-image P(fake); no face found counts as real (0)."""
+        p = np.where(have, p_fake, 0.0)
         return {s: evaluate_scores(self.y[self.split == s], p[self.split == s])
                 | {"n_no_face": int((~have[self.split == s]).sum())} for s in ("val", "test", "wild")}
 
@@ -467,7 +461,7 @@ def main() -> None:
     cnn = stage_pixel_cnn(rows, landmarks, out, args.cnn_minutes)
     results.append({"backbone": "pixels", "variant": "pixel_cnn", "neuron": "raw",
                     "n_features": cnn["log"]["n_params"], "training": cnn["log"],
-                    **measure_scores(rows, cnn["p_fake"], have),
+                    **study.measure_scores(cnn["p_fake"], have),
                     "perturbed": stage_cnn_perturbed(study, out, perturbations)})
     if args.neuron_study in args.backbones:
         f = stage_features(rows, landmarks, args.neuron_study,

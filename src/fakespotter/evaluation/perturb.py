@@ -71,7 +71,7 @@ def random_perturbation(seed: int, index: int) -> tuple[Perturbation | None, np.
     """The training-time augmentation of image ``index``: one of none / JPEG quality 30-95 /
     blur sigma 0.3-2 / noise sigma 1-8 / down-and-up resize 0.4-0.9, drawn uniformly, with
     the random stream that then drives it (same draw for the same image whatever the order)."""
-    rng = np.random.default_rng([seed, index])
+    rng = image_rng(seed, index)
     kind = str(rng.choice(["none", "jpeg", "blur", "noise", "resize"]))
     if kind == "none":
         return None, rng
