@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_noise_faces
-from fakespotter.cli import main
+from fakespotter.cli import EXIT_INPUTS_FAILED, main
+from fakespotter.rows import FIELDS
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 
@@ -40,11 +41,11 @@ def test_train_detect_evaluate(tmp_path, trained):
     runner = CliRunner()
     result = runner.invoke(main, ["detect", str(tmp_path / "mixed"), str(tmp_path / "absent.png"),
                                   "--model", str(trained), "--aligned", "--format", "json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_INPUTS_FAILED, result.output  # two inputs have no result
     rows = json.loads(result.stdout)
     assert [Path(r["path"]).name for r in rows] == ["broken.jpg", "000.png", "001.png", "002.png",
                                                     "absent.png"]
-    assert set(rows[0]) == {"path", "face", "box", "p_fake", "label", "error"}
+    assert list(rows[0]) == FIELDS
     for r in rows[1:4]:
         assert r["error"] is None and r["face"] == 0 and r["label"] == "fake"
         assert 0.5 <= r["p_fake"] <= 1 and r["box"] == [0.0, 0.0, 96.0, 96.0]
@@ -54,7 +55,7 @@ def test_train_detect_evaluate(tmp_path, trained):
     out = tmp_path / "rows.csv"
     result = runner.invoke(main, ["detect", str(tmp_path / "mixed"), "--model", str(trained),
                                   "--aligned", "--format", "csv", "--output", str(out)])
-    assert result.exit_code == 0
+    assert result.exit_code == EXIT_INPUTS_FAILED  # broken.jpg
     table = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(table) == 4 and table[1]["label"] == "fake"
 
@@ -82,7 +83,7 @@ def test_user_mistakes_give_one_line_errors(tmp_path, trained):
     assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["detect", str(tmp_path / "empty"), "--model", str(trained)])
-    assert result.exit_code == 1 and "no image files" in result.output
+    assert result.exit_code == EXIT_INPUTS_FAILED and "no image or video files" in result.stderr
     result = runner.invoke(main, ["train", "--real", str(tmp_path), "--fake", str(tmp_path),
                                   "--output", str(tmp_path / "m")])
     assert result.exit_code == 1 and "Error:" in result.output

@@ -29,17 +29,18 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fakespotter import scan
-from fakespotter.cli import main
+from fakespotter.cli import EXIT_INPUTS_FAILED, main
 from fakespotter.detector import FakeSpotter, load_model, save_model
 from fakespotter.faces import ImageError, load_image
 from fakespotter.modelfile import ModelFileError
 from fakespotter.results import RowWriter, resume
-from fakespotter.scan import Faces, Row, find_faces, iter_files, score_rows
+from fakespotter.rows import Row
+from fakespotter.scan import Faces, find_faces, iter_files, score_rows
 from hostile import EITHER, MAX_BYTES_IN_TESTS, OK, encoded, face_like, restore_permissions, \
     write_corpus
 from test_detector import tiny_backbone, toy_faces
 
-FIELDS = ["path", "face", "box", "p_fake", "label", "error"]
+from fakespotter.rows import FIELDS  # noqa: E402
 
 
 def write_faces(folder: Path, n: int, smooth: bool, seed: int) -> list[Path]:
@@ -94,7 +95,7 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         monkeypatch.setattr(scan, "iter_files", list_then_vanish)
         result = runner.invoke(main, ["detect", str(corpus), "--model", str(trained), "--aligned",
                                       "--format", "json", *limits])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == EXIT_INPUTS_FAILED, result.output  # the corpus has bad files
         no_traceback(result)
         rows = json.loads(result.stdout)
         assert [r["path"] for r in rows] == inputs  # exactly one row per input, in order
@@ -120,7 +121,8 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         result = runner.invoke(main, ["detect", str(corpus), "--model", str(trained), "--aligned",
                                       *limits])  # the table on standard output
         no_traceback(result)
-        assert result.exit_code == 0 and len(result.stdout_bytes.splitlines()) >= len(inputs) + 1
+        assert result.exit_code == EXIT_INPUTS_FAILED
+        assert len(result.stdout_bytes.splitlines()) >= len(inputs) + 1
 
         # evaluate and train: the readable files count, each unreadable one is one line
         monkeypatch.setattr(scan, "iter_files", listed)
@@ -203,7 +205,7 @@ def slow_load(*args, **kwargs):
     time.sleep(0.03)  # make the scan last long enough to be killed half-way
     return load(*args, **kwargs)
 scan.load_image = slow_load
-from fakespotter.cli import main
+from fakespotter.cli import EXIT_INPUTS_FAILED, main
 main(sys.argv[1:], prog_name="fakespotter")
 """
 

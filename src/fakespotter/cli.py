@@ -11,6 +11,22 @@ import click
 from fakespotter import weights
 
 
+# Exit codes of every command (README, "Exit codes").
+EXIT_OK = 0  # every input gave a result
+EXIT_ERROR = 1  # nothing was done: a bad model file, missing weights, an unwritable output...
+EXIT_USAGE = 2  # a mistake in the command line (click's own code for usage errors)
+EXIT_INPUTS_FAILED = 3  # detect: the scan ran, but some inputs could not be read or scored
+EXIT_FAKE_FOUND = 4  # detect --fail-on-fake: at least one face was labelled fake
+
+
+def _close_progress_bars() -> None:
+    """Clear live progress bars, so an error line is not glued to a stale bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def _one_line_errors(func):
     """Turn the errors a user can cause (bad file, no network, no room) into one clean line."""
 
@@ -19,8 +35,13 @@ def _one_line_errors(func):
         try:
             return func(*args, **kwargs)
         except (weights.WeightsError, ValueError, OSError) as e:
+            _close_progress_bars()
             raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except click.ClickException:
+            _close_progress_bars()
+            raise
         except KeyboardInterrupt:
+            _close_progress_bars()
             click.echo("interrupted", err=True)
             sys.exit(130)
 
@@ -37,7 +58,31 @@ class SafePath(click.Path):
         return super().convert(value, param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+GLOBAL_OPTIONS = ("--threads", "--device", "--workers")
+
+
+class _Command(click.Command):
+    """A subcommand that says where a global option goes when it is given after the command."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            if e.option_name in GLOBAL_OPTIONS:
+                e.message = (f"{e.option_name} is an option of fakespotter itself: put it before "
+                             f"the command, e.g. fakespotter {e.option_name} ... {ctx.info_name} ...")
+            raise
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 every input gave a result; 1 an error stopped the command; "
+                    "2 a usage error; 3 (detect) some inputs could not be read or scored; "
+                    "4 (detect --fail-on-fake) a face was labelled fake. Scope and limits: "
+                    "README, 'What it can and cannot detect'.")
 @click.version_option(package_name="fakespotter")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the networks (default: PyTorch's choice, one per core).")
@@ -47,17 +92,29 @@ class SafePath(click.Path):
               help="Processes that decode, detect and align photos while the network runs "
                    "[default: one per core beyond the first (at most 4) for 64 photos or more; "
                    "0: none].")
-def main(threads: int | None, device: str, workers: int | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, threads: int | None, device: str, workers: int | None) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    _SETTINGS["device"] = device if device == "cpu" else _checked_device(device)
-    _SETTINGS["workers"] = workers
+    # The group's options, for its commands (serve reads them too).
+    ctx.obj = {"device": device if device == "cpu" else _checked_device(device),
+               "threads": threads, "workers": workers}
 
 
-_SETTINGS: dict = {"device": "cpu", "workers": None}  # the group's options, for its commands
+def _settings() -> dict:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj or {"device": "cpu", "threads": None, "workers": None}
+
+
+def _progress() -> bool:
+    """Progress bars only on a terminal: a log file gets no bars and no cursor escapes."""
+    return sys.stderr.isatty()
+
+
 AUGMENT_SEED = 1  # train --augment: real photos draw from seed 1, fake photos from seed 2
 
 
@@ -84,7 +141,8 @@ def _workers(n_files: int) -> int:
     """Worker processes for face finding: --workers, or scan.default_workers."""
     from fakespotter.scan import default_workers
 
-    return default_workers(n_files) if _SETTINGS["workers"] is None else _SETTINGS["workers"]
+    workers = _settings()["workers"]
+    return default_workers(n_files) if workers is None else workers
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
@@ -108,7 +166,7 @@ def weights_list() -> None:
     for name, files in _all_weight_files().items():
         for w in files:
             state = "cached" if weights.is_cached(w) else "not cached"
-            click.echo(f"\n{name:8s} {w.filename}  [{state}]  {w.size / 1e6:.1f} MB")
+            click.echo(f"\n{name:8s} {w.filename}  [{state}]  {weights.human_size(w.size)}")
             click.echo(f"         sha256  {w.sha256}")
             click.echo(f"         licence {w.licence}")
             for source in w.sources:
@@ -144,8 +202,8 @@ def _load_detector(model_path: str | None):
         from fakespotter.detector import default_model_path
 
         model_path = default_model_path()
-    det = load_model(model_path, device=_SETTINGS["device"])
-    det.progress = True
+    det = load_model(model_path, device=_settings()["device"])
+    det.progress = _progress()
     return det
 
 
@@ -187,46 +245,80 @@ def _limits(max_pixels, max_bytes) -> dict:
 @click.option("--model", "model_path", type=SafePath(dir_okay=False),
               help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True,
-              help="Inputs are already aligned face crops (FFHQ style): skip face detection.")
+              help="Inputs are already aligned face crops (FFHQ style): skip face detection "
+                   "(an input that does not look like a face gets a warning).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "jsonl"]),
-              default="table", show_default=True,
-              help="jsonl: one JSON object per line. Rows are written as they are scored.")
+              default=None,
+              help="jsonl: one JSON object per line. Rows are written as they are scored "
+                   "[default: from --output's extension (.json, .jsonl, .csv), else table].")
 @click.option("--output", type=SafePath(dir_okay=False, writable=True),
-              help="Write the results to this file instead of standard output.")
+              help="Write the results to this file instead of standard output (a file that is "
+                   "not a fakespotter output is never overwritten).")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
-                   "rows, drop a half-written last one, score only the files it lacks.")
+                   "rows, drop a half-written last one, score only the files it lacks. Refuses "
+                   "a file that is not a fakespotter output or was begun with another model.")
 @_limit_options
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Faces scored together.")
 @click.option("--fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Video frames sampled per second.")
 @click.option("--report", "report_dir", type=SafePath(file_okay=False),
-              help="For videos: a timeline plot and the per-frame scores of each, in this folder.")
+              help="For videos: a timeline plot and the per-frame scores of each, in this folder "
+                   "(named <video name>-<hash of its path>, so equal names never collide).")
+@click.option("--annotate", "annotate_dir", type=SafePath(file_okay=False),
+              help="Write each photo with its face boxes, numbers and scores drawn into this "
+                   "folder (red fake, green real, yellow flagged).")
+@click.option("--fail-on-fake", is_flag=True,
+              help=f"Exit with code {EXIT_FAKE_FOUND} when any face is labelled fake (for scripts).")
 @_one_line_errors
 def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_bytes,
-           batch_size, fps, report_dir) -> None:
+           batch_size, fps, report_dir, annotate_dir, fail_on_fake) -> None:
     """Score every face in PATHS (images, videos, or folders searched recursively).
 
-    One row per face, with the probability that it is GAN-synthesized; one row with a reason
-    for each file that cannot be read or has no face. A video gives one row per face track,
-    scored by its mean over the frames sampled at --fps.
+    One row per face, with the probability that it is GAN-synthesized, the face box (faces
+    numbered left to right), the face detector's confidence and the face size; one row with
+    a reason for each file that cannot be read or has no face. A row whose face is outside
+    what the detector was measured on (small, low detection confidence, an --aligned input
+    that is no face, a sideways photo) carries a `warning` and is flagged in the table.
+
+    A video gives one row per face track (a track follows one person), scored by its mean
+    over the frames sampled at --fps, with its start and end time; the video's verdict is
+    fake when any track is confidently fake, with the time ranges, on standard error.
+
+    A summary goes to standard error. Exit codes: 0 every input gave a result, 3 some inputs
+    could not be read or scored (or PATHS held no image or video), 4 --fail-on-fake and a face was labelled fake, 1 an error
+    stopped the command, 2 a usage error.
     """
     import itertools
 
-    from fakespotter.results import RESUMABLE
+    from fakespotter.modelfile import model_id
+    from fakespotter.results import RESUMABLE, check_overwritable, format_for
     from fakespotter.results import resume as resume_output
     from fakespotter.scan import find_faces, iter_files, score_rows, video_rows
     from fakespotter.video import is_video
 
+    fmt = format_for(output, fmt)
     if resume and (output is None or fmt not in RESUMABLE):
         raise click.UsageError("--resume needs --output FILE and --format csv or jsonl")
     files = list(iter_files(paths))
-    if not files:
-        raise click.ClickException("no image files found in the given paths")
-    done, header = resume_output(output, fmt) if resume else (set(), True)
+    videos = [f for f in files if is_video(f)]
+    _check_optional_packages(video=bool(videos), report=bool(videos and report_dir))
+    if model_path is None:
+        from fakespotter.detector import default_model_path
+
+        model_path = default_model_path()
+    model = model_id(model_path)
+    if resume:
+        done, header = resume_output(output, fmt, model=model)
+    else:
+        if output:
+            check_overwritable(output)
+        done, header = set(), True
     todo = [f for f in files if str(f) not in done]
-    if resume and not todo:
+    if not files:
+        click.echo(f"no image or video files found in {', '.join(paths)}", err=True)
+    if resume and files and not todo:
         click.echo(f"nothing to do: all {len(files)} files are already in {output}", err=True)
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
@@ -234,16 +326,96 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
     limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
     images = [f for f in todo if not is_video(f)]
-    found = find_faces(cropper, images, progress=True, total=len(images), desc="detect",
+    found = find_faces(cropper, images, progress=_progress(), total=len(images), desc="detect",
                        workers=_workers(len(images)), **limits)
-    rows = score_rows(det, found, batch_size=batch_size)
+    rows = score_rows(det, found, batch_size=batch_size, model=model)
+    summary = _Summary()
     per_file = itertools.chain(
         (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path)),
-        (video_rows(det, cropper, v, fps=fps, report_dir=report_dir and Path(report_dir))
-         for v in videos))
+        (video_rows(det, cropper, v, fps=fps, report_dir=report_dir and Path(report_dir),
+                    model=model, on_verdict=summary.add_video) for v in videos))
+    per_file = summary.counted(per_file)
+    if annotate_dir:
+        per_file = _annotated(per_file, annotate_dir, limits)
     _write_rows(per_file, fmt, output, append=resume, header=header)
     if resume:
         click.echo(f"{len(files) - len(todo)} files were already in {output}", err=True)
+    summary.echo()
+    if fail_on_fake and summary.fake:
+        sys.exit(EXIT_FAKE_FOUND)
+    if summary.failed or not files:  # an empty folder is an input without a result too
+        sys.exit(EXIT_INPUTS_FAILED)
+
+
+def _check_optional_packages(*, video: bool = False, report: bool = False) -> None:
+    """Refuse before any work when an optional package the command will need is missing."""
+    import importlib.util
+
+    if video and importlib.util.find_spec("av") is None:
+        raise click.ClickException("reading video needs the 'video' extra: "
+                                   "pip install 'fakespotter[video]'")
+    if report and importlib.util.find_spec("matplotlib") is None:
+        raise click.ClickException("--report draws charts with matplotlib, the 'report' extra: "
+                                   "pip install 'fakespotter[report]'")
+
+
+class _Summary:
+    """Counts the rows as they are written, for the closing line and the exit code."""
+
+    def __init__(self) -> None:
+        self.faces = self.fake = self.real = self.flagged = self.no_face = self.failed = 0
+        self.videos: list[str] = []
+
+    def counted(self, per_file):
+        from fakespotter.rows import NO_FACE
+
+        for rows in per_file:
+            for row in rows:
+                if row.error == NO_FACE:
+                    self.no_face += 1
+                elif row.error:
+                    self.failed += 1
+                else:
+                    self.faces += 1
+                    self.fake += row.label == "fake"
+                    self.real += row.label == "real"
+                    self.flagged += row.warning is not None
+            yield rows
+
+    def add_video(self, path: str, verdict: dict) -> None:
+        label = verdict.get("label")
+        if label is None:
+            text = "no face seen"
+        elif label == "fake":
+            spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in verdict.get("fake_ranges", []))
+            text = f"FAKE ({spans})" if spans else "FAKE"
+        else:
+            text = "real"
+        self.videos.append(f"{path}: {text}")
+
+    def echo(self) -> None:
+        for line in self.videos:
+            click.echo(f"video {line}", err=True)
+        without = self.no_face + self.failed
+        click.echo(f"{self.faces} faces: {self.fake} fake, {self.real} real, {self.flagged} flagged; "
+                   f"{without} inputs without a result ({self.no_face} no face, "
+                   f"{self.failed} unreadable or failed)", err=True)
+
+
+def _annotated(per_file, out_dir: str, limits: dict):
+    """Pass rows through, drawing each photo's faces into ``out_dir`` on the way."""
+    from fakespotter.annotate import write_annotated
+    from fakespotter.faces import ImageError, load_image
+    from fakespotter.video import is_video
+
+    for rows in per_file:
+        scored = [r for r in rows if r.box is not None]
+        if scored and not is_video(rows[0].path):
+            try:
+                write_annotated(load_image(rows[0].path, **limits), scored, out_dir)
+            except ImageError:
+                pass  # the file changed since it was scored: its rows still say what was found
+        yield rows
 
 
 def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
@@ -335,8 +507,8 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
 
-    det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=True,
-                      taps=taps, device=_SETTINGS["device"])
+    det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=_progress(),
+                      taps=taps, device=_settings()["device"])
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     real, real_paths, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)

@@ -31,6 +31,18 @@ class ModelFileError(ValueError):
     """The file is not a model this version of fakespotter can load (one-line reason)."""
 
 
+def model_id(path: str | Path) -> str:
+    """A short identity of a model file: the first 16 hex digits of its sha256. Recorded in
+    every result row, so a resumed scan can tell which model began it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     meta = dict(metadata, format_version=FORMAT_VERSION)
     text = json.dumps(meta, sort_keys=True, allow_nan=False)

@@ -14,6 +14,10 @@ Crash safety: each file's rows go out in one ``write`` call on an unbuffered fil
 process leaves whole files' rows or nothing of them, except on power loss mid-write), with an
 ``fsync`` every few rows; ``resume`` drops an incomplete last record anyway. The single-list
 ``json`` format cannot be appended to, so only csv and jsonl can be resumed.
+
+Nothing a user wrote is ever lost: ``resume`` refuses a file that is not this program's
+output in that format (or was begun with another model), and cuts nothing but an incomplete
+last record; ``check_overwritable`` refuses to replace a file that is not a fakespotter output.
 """
 
 from __future__ import annotations
@@ -25,13 +29,22 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from fakespotter.scan import Row
+from fakespotter.rows import FIELDS, Row
 
-FIELDS = ["path", "face", "box", "p_fake", "label", "error"]
 FORMATS = ("table", "json", "csv", "jsonl")
 RESUMABLE = ("csv", "jsonl")
+SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _CSV_HEADER = ",".join(FIELDS) + "\n"
-_TABLE_HEADER = f"{'p_fake':>7}  {'label':5}  {'face':>4}  path\n"
+_OLD_CSV_HEADER = "path,face,box,p_fake,label,error\n"  # fakespotter 0.1 before row warnings
+_JSONL_START = '{"path": '  # how every json row begins
+_TABLE_HEADER = f"{'p_fake':>7}  {'label':6} {'face':>4}  {'box':>19}  path\n"
+
+
+def format_for(output: str | os.PathLike | None, fmt: str | None) -> str:
+    """--format, or the one --output's extension names (scan.json -> json), or table."""
+    if fmt:
+        return fmt
+    return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "table") if output else "table"
 
 
 def encode(text: str) -> bytes:
@@ -42,19 +55,30 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+def _csv_cell(name: str, value) -> str:
+    if value is None:
+        return ""
+    if name == "box":
+        return " ".join(map(str, value))
+    if name == "p_fake":
+        return f"{value:.6f}"
+    return str(value)
+
+
 def _csv_line(row: Row) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([
-        row.path, "" if row.face is None else row.face,
-        "" if row.box is None else " ".join(map(str, row.box)),
-        "" if row.p_fake is None else f"{row.p_fake:.6f}", row.label or "", row.error or ""])
+    csv.writer(buf, lineterminator="\n").writerow([_csv_cell(n, getattr(row, n)) for n in FIELDS])
     return buf.getvalue()
 
 
 def _table_line(row: Row) -> str:
     if row.error:
-        return f"{'-':>7}  {'-':5}  {'-':>4}  {row.path}  ({row.error})\n"
-    return f"{row.p_fake:7.3f}  {row.label:5}  {row.face:>4}  {row.path}\n"
+        return f"{'-':>7}  {'-':6} {'-':>4}  {'-':>19}  {row.path}  ({row.error})\n"
+    box = ",".join(str(round(v)) for v in row.box) if row.box else "-"
+    # a flagged row: "!" after the label, and why at the end of the line
+    flag = "!" if row.warning else " "
+    note = f"  (warning: {row.warning})" if row.warning else ""
+    return f"{row.p_fake:7.3f}  {row.label:5}{flag} {row.face:>4}  {box:>19}  {row.path}{note}\n"
 
 
 class RowWriter:
@@ -104,11 +128,32 @@ class RowWriter:
             self.out.flush()
 
 
-def resume(path: str | os.PathLike, fmt: str) -> tuple[set[str], bool]:
+def check_overwritable(path: str | os.PathLike) -> None:
+    """Refuse to replace a file that holds something other than a fakespotter output."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = decode(f.read(4096))
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    if head.strip() and not _looks_like_output(head):
+        raise ValueError(f"{path} exists and is not a fakespotter output; will not overwrite "
+                         "it (remove it or choose another --output)")
+
+
+def _looks_like_output(head: str) -> bool:
+    if head.startswith((_CSV_HEADER, _OLD_CSV_HEADER, _TABLE_HEADER.split("box")[0])):
+        return True
+    text = head.lstrip("[ \n")
+    return text.startswith(_JSONL_START) or head.strip() == "[]"
+
+
+def resume(path: str | os.PathLike, fmt: str, model: str | None = None) -> tuple[set[str], bool]:
     """Prepare ``path`` for appending: cut an incomplete last record, return the paths it holds.
 
     Returns (paths already scored, whether the header must still be written). Refuses a file
-    that is not this program's ``fmt`` output, so resuming never appends to a stranger's file.
+    that is not this program's ``fmt`` output, and one whose rows were scored by another model
+    than ``model``, so resuming never appends to, or cuts, a stranger's file.
     """
     if fmt not in RESUMABLE:
         raise ValueError(f"--resume needs --format {' or '.join(RESUMABLE)}, not {fmt}")
@@ -118,30 +163,40 @@ def resume(path: str | os.PathLike, fmt: str) -> tuple[set[str], bool]:
     except FileNotFoundError:
         return set(), True
     text = decode(data)
+    refuse = f"{path} is not a fakespotter {fmt} output"
     if fmt == "csv":
-        if _CSV_HEADER.startswith(text):  # empty, or killed while writing the header
+        if text and _CSV_HEADER.startswith(text):  # killed while writing the header
             path.write_bytes(b"")
             return set(), True
+        if not text:
+            return set(), True
+        if text.startswith(_OLD_CSV_HEADER):
+            raise ValueError(f"{path} was written by an older fakespotter (without model and "
+                             "warning columns); will not resume into it (start a new file)")
         if not text.startswith(_CSV_HEADER):
-            raise ValueError(f"{path} is not a fakespotter csv (its first line is not the header); "
-                             "will not resume into it")
-        done, keep = _complete_csv(text[len(_CSV_HEADER):])
+            raise ValueError(f"{refuse} (its first line is not the header); will not resume into it")
+        records, keep = _complete_csv(text[len(_CSV_HEADER):], refuse)
         keep += len(_CSV_HEADER)
     else:
-        done, keep = _complete_jsonl(text)
+        records, keep = _complete_jsonl(text, refuse)
+    models = {r["model"] for r in records} - {None, ""}
+    if model is not None and models - {model}:
+        raise ValueError(f"{path} was begun with another model ({', '.join(sorted(models))}, "
+                         f"this one is {model}); resume with that model or write a new file")
     if keep < len(text):
         with open(path, "r+b") as f:
             f.truncate(len(encode(text[:keep])))
-    return done, fmt == "csv" and keep == 0
+    return {r["path"] for r in records}, False  # a csv here starts with its header
 
 
-def _complete_csv(text: str) -> tuple[set[str], int]:
-    """Paths of the complete records of csv ``text`` and where the complete part ends.
+def _complete_csv(text: str, refuse: str) -> tuple[list[dict], int]:
+    """The complete records of csv ``text`` (without the header) and where they end.
 
     A record is complete when it ends with a newline outside quotes: quotes are doubled
     inside quoted fields, so an even number of them so far means the newline is a record end.
+    Only an incomplete last record may be cut; a complete one that is not a row is refused.
     """
-    done: set[str] = set()
+    records: list[dict] = []
     keep = start = quotes = 0
     for line in _lines(text):
         quotes += line.count('"')
@@ -149,28 +204,33 @@ def _complete_csv(text: str) -> tuple[set[str], int]:
         if line.endswith("\n") and quotes % 2 == 0:
             record = next(csv.reader([text[keep:start_next]]), [])
             if len(record) != len(FIELDS):
-                break
-            done.add(record[0])
+                raise ValueError(f"{refuse} (record {len(records) + 1} has {len(record)} fields, "
+                                 f"not {len(FIELDS)}); will not resume into it")
+            records.append(dict(zip(FIELDS, record)))
             keep, quotes = start_next, 0
         start = start_next
-    return done, keep
+    return records, keep
 
 
-def _complete_jsonl(text: str) -> tuple[set[str], int]:
-    done: set[str] = set()
+def _complete_jsonl(text: str, refuse: str) -> tuple[list[dict], int]:
+    records: list[dict] = []
     keep = 0
     for line in _lines(text):
         if not line.endswith("\n"):
+            # killed mid-row: cut it, but only when it is the start of one of our rows
+            if not (line.startswith(_JSONL_START) or _JSONL_START.startswith(line)):
+                raise ValueError(f"{refuse} (its last line is not a row); will not resume into it")
             break
         try:
             record = json.loads(line)
         except ValueError:
-            break
-        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            break
-        done.add(record["path"])
+            record = None
+        if not isinstance(record, dict) or list(record) != FIELDS:
+            raise ValueError(f"{refuse} (line {len(records) + 1} is not a fakespotter row); "
+                             "will not resume into it")
+        records.append(record)
         keep += len(line)
-    return done, keep
+    return records, keep
 
 
 def _lines(text: str):

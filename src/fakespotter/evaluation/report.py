@@ -33,6 +33,9 @@ METRIC_LABELS = {
 
 # -- numbers -----------------------------------------------------------------------------------
 
+MATPLOTLIB_MISSING = "charts need matplotlib: pip install 'fakespotter[report]'"
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
     """95 % Wilson score interval of a proportion (sensible near 0 and 1, unlike +-1.96 SE)."""
     if n == 0:
@@ -215,7 +218,11 @@ def write_report(
         "meta": _plain(dict(meta or {})),
     }
 
-    plots = _write_plots(out, labels, p_fake, result, perturbations)
+    try:
+        plots = _write_plots(out, labels, p_fake, result, perturbations)
+    except ImportError:  # the numbers are worth having without the charts
+        plots = []
+        result["plots"] = f"not drawn: {MATPLOTLIB_MISSING}"
     result["files"] = ["metrics.json", "report.md", "report.html", *plots]
     result = _plain(result)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -50,7 +50,8 @@ def load_image(
                 width, height = im.size
                 if width * height > max_pixels:
                     raise ImageError(
-                        f"image too large: {width}x{height} pixels (limit {max_pixels:,})"
+                        f"image too large: {width}x{height} pixels (limit {max_pixels:,}; "
+                        "--max-pixels raises it)"
                     )
                 im.seek(0)  # first frame of an animation
                 im.load()
@@ -90,7 +91,8 @@ def _check_file(path: Path, max_bytes: int) -> None:
     if stat.st_size == 0:
         raise ImageError("empty file (0 bytes)")
     if stat.st_size > max_bytes:
-        raise ImageError(f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,})")
+        raise ImageError(f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,}; "
+                         "--max-bytes raises it)")
     if not os.access(path, os.R_OK):
         raise ImageError("permission denied")
 

@@ -284,6 +284,18 @@ class MTCNN:
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces
 
+    def face_probability(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """O-Net's face probability for given boxes (N x 4, squared first) of an RGB image.
+
+        A cheap "is this a face?" check for inputs that skip detection (aligned crops): one
+        48 x 48 O-Net pass per box instead of the whole cascade.
+        """
+        boxes = _squarify(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+        with torch.inference_mode():
+            pixels = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None]
+            probs, _, _ = self.onet(_normalize(_crop_patches(_integral_image(pixels), boxes, 48)))
+        return probs.numpy().astype(np.float64)
+
     # -- small-image and tight-crop handling ---------------------------------------------
 
     def _detect_rescaled(self, pixels: torch.Tensor):

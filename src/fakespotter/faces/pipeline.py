@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
 from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MTCNN
@@ -68,19 +69,53 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
+# What the detector was trained and measured on (benchmarks/face_limits.py, 300 images of
+# each folder of ../shared/faces, docs/face_limits.json). A face outside it still gets a
+# score, with a warning in its row: the score was never measured there.
+MIN_MEASURED_FACE_PX = 60  # largest-face box short side: 1st percentile 60-65 px on train/val
+MIN_DETECTION_SCORE = 0.9  # MTCNN confidence: every train/val face >= 0.886, 99% >= 0.97
+# An --aligned input is checked for being a face at all: O-Net's probability in the box MTCNN
+# puts around an FFHQ-aligned face (median box as fractions of the image). Aligned faces
+# scored >= 0.62 (99% >= 0.90); grey, noise and photo backgrounds <= 0.18.
+ALIGNED_FACE_BOX = np.array([0.2187, 0.176, 0.7663, 0.9167])
+MIN_ALIGNED_FACE_PROBABILITY = 0.5
+ALIGNED_CHECK_SIDE = 128  # the check runs on a copy this size: O-Net sees 48 px anyway
+
+
 @dataclass(frozen=True)
 class FaceCrop:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo, clipped to it
     score: float | None  # detector confidence; None for an aligned input
     landmarks: np.ndarray  # 5 x 2, photo coordinates
     crop: np.ndarray  # size x size x 3 uint8, aligned to the backbone's template
+    size: float = 0.0  # short side of the detected box in pixels, before clipping
+    rotation: int = 0  # degrees the photo was turned clockwise before this face was found
+    face_probability: float | None = None  # aligned inputs: O-Net's "is this a face" check
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why this face is outside what the detector was measured on (empty: it is not)."""
+        out = []
+        if self.face_probability is not None and self.face_probability < MIN_ALIGNED_FACE_PROBABILITY:
+            out.append(f"does not look like a face (face check {self.face_probability:.2f}, "
+                       f"aligned faces score >= {MIN_ALIGNED_FACE_PROBABILITY})")
+        if self.score is not None and self.score < MIN_DETECTION_SCORE:
+            out.append(f"low face-detection confidence ({self.score:.2f} < {MIN_DETECTION_SCORE})")
+        if self.score is not None and self.size < MIN_MEASURED_FACE_PX:
+            out.append(f"small face ({self.size:.0f} px; measured on faces of "
+                       f">= {MIN_MEASURED_FACE_PX} px)")
+        if self.rotation:
+            out.append(f"found only after turning the photo {self.rotation} degrees clockwise")
+        return out
 
 
 class FaceCropper:
     """Find every face in a photo and align it to a backbone's crop convention.
 
     ``aligned=True`` treats the whole image as one FFHQ-style aligned face and skips
-    detection.
+    detection (O-Net still checks that it is a face). When no face is found upright, the
+    photo is tried turned by 90, 180 and 270 degrees (a sideways photo without EXIF
+    orientation); such faces say so in their warnings.
     """
 
     def __init__(self, size: int, template: np.ndarray, *, aligned: bool = False,
@@ -88,17 +123,53 @@ class FaceCropper:
         self.size = int(size)
         self.template = np.asarray(template, dtype=np.float64)
         self.aligned = aligned
-        self.detector = None if aligned else (detector or load_detector(progress=progress))
+        self.detector = detector or load_detector(progress=progress)
 
     def __call__(self, image: np.ndarray) -> list[FaceCrop]:
         if self.aligned:
-            h, w = image.shape[:2]
-            points = FFHQ_LANDMARKS * np.array([w, h])
-            return [FaceCrop((0.0, 0.0, float(w), float(h)), None, points, self._warp(image, points))]
+            return [self._aligned_face(image)]
+        h, w = image.shape[:2]
+        for turns in range(4):  # counter-clockwise quarter turns; upright first
+            turned = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+            with _one_thread():
+                faces = self.detector.detect(turned)
+            if faces:
+                break
+        crops = []
+        for face in faces:
+            box = np.asarray(face.box, dtype=np.float64).reshape(2, 2)
+            corners = _unturn(box, turns, h, w)
+            x0, y0 = corners.min(axis=0)
+            x1, y1 = corners.max(axis=0)
+            clipped = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
+            crops.append(FaceCrop(clipped, face.score, _unturn(face.landmarks, turns, h, w),
+                                  self._warp(turned, face.landmarks), size=float(min(x1 - x0, y1 - y0)),
+                                  rotation=(360 - 90 * turns) % 360))
+        return crops
+
+    def _aligned_face(self, image: np.ndarray) -> FaceCrop:
+        h, w = image.shape[:2]
+        points = FFHQ_LANDMARKS * np.array([w, h])
+        scale = min(1.0, ALIGNED_CHECK_SIDE / max(1, min(h, w)))
+        small = image if scale == 1.0 else np.asarray(
+            Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                          Image.BILINEAR))
+        sh, sw = small.shape[:2]
         with _one_thread():
-            faces = self.detector.detect(image)
-        return [FaceCrop(face.box, face.score, face.landmarks, self._warp(image, face.landmarks))
-                for face in faces]
+            p = float(self.detector.face_probability(small, ALIGNED_FACE_BOX * [sw, sh, sw, sh])[0])
+        return FaceCrop((0.0, 0.0, float(w), float(h)), None, points, self._warp(image, points),
+                        size=float(min(h, w)), face_probability=p)
 
     def _warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return warp_face(image, landmarks, self.template, self.size)
+
+
+def _unturn(points: np.ndarray, turns: int, h: int, w: int) -> np.ndarray:
+    """Points (N x 2, x y) found in ``np.rot90(image, turns)`` back in ``image`` (h x w)."""
+    points = np.asarray(points, dtype=np.float64)
+    for j in range(turns, 0, -1):
+        # np.rot90 once: new[i, j] = old[j, W - 1 - i], so old x = W - new y, old y = new x,
+        # with W the width of the image before that turn
+        width_before = w if (j - 1) % 2 == 0 else h
+        points = np.stack([width_before - points[:, 1], points[:, 0]], axis=1)
+    return points

@@ -1,0 +1,57 @@
+"""The result row: one face (or one reason there is none), the same everywhere.
+
+``fakespotter detect`` (every output format), the web API and video tracks all produce these
+rows, so their fields and the rule that turns a probability into a label live here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Sequence
+
+FAKE_THRESHOLD = 0.5  # p_fake at or above this is labelled fake
+NO_FACE = "no face found"
+
+
+def label_for(p_fake: float, threshold: float = FAKE_THRESHOLD) -> str:
+    return "fake" if p_fake >= threshold else "real"
+
+
+@dataclass
+class Row:
+    path: str
+    face: int | None = None  # faces of one photo are numbered left to right from 0
+    box: list[float] | None = None  # x0, y0, x1, y1 in the photo's pixels, clipped to it
+    p_fake: float | None = None  # calibrated probability that the face is GAN-made
+    label: str | None = None  # "fake" or "real"
+    error: str | None = None  # why there is no score (unreadable file, no face found, ...)
+    detection_score: float | None = None  # the face detector's confidence (None: --aligned)
+    face_size: int | None = None  # short side of the face box in pixels
+    warning: str | None = None  # the face is outside what the detector was measured on
+    start: float | None = None  # videos: when the face track begins, in seconds
+    end: float | None = None  # videos: when it ends
+    model: str | None = None  # the scoring model's identity (sha256 prefix of its file)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELDS = [f.name for f in fields(Row)]
+
+
+def face_rows(path: str, faces: Sequence, p_fake: Sequence[float], *, model: str | None = None,
+              threshold: float = FAKE_THRESHOLD) -> list[Row]:
+    """Rows for the faces of one photo (``FaceCrop`` objects and their scores, same order),
+    numbered left to right; one ``no face found`` row when there is none."""
+    if not len(faces):
+        return [Row(path=path, error=NO_FACE, model=model)]
+    order = sorted(range(len(faces)), key=lambda i: (faces[i].box[0], faces[i].box[1]))
+    rows = []
+    for number, i in enumerate(order):
+        face, p = faces[i], float(p_fake[i])
+        rows.append(Row(path=path, face=number, box=[round(float(v), 1) for v in face.box],
+                        p_fake=p, label=label_for(p, threshold),
+                        detection_score=None if face.score is None else round(float(face.score), 4),
+                        face_size=int(round(face.size)), warning="; ".join(face.warnings) or None,
+                        model=model))
+    return rows
