@@ -264,6 +264,39 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         p_fake = 1.0 / (1.0 + np.exp(-(a * d + b)))
         return np.column_stack([1.0 - p_fake, p_fake])
 
+    def predict_proba_and_embed(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_proba(X)`` and the N x D L2-normalised face embeddings (the network's
+        final output), from one forward pass per batch; video tracking uses the embeddings
+        to tell whether two faces are the same person.
+
+        The coverage extractor here runs the whole network (``predict_proba``'s stops after
+        the deepest tap), so pruned taps still cost one pass, not a pruned pass plus a plain
+        one. Same counts: the taps see the same inputs either way.
+        """
+        check_is_fitted(self, "calibration_")
+        X = self._check_X(X)
+        if self.variant == "embedding":  # the features are the embedding
+            F = self.transform(X)
+            E = F.astype(np.float32)
+        else:
+            coverage = self._fitted_coverage()
+            cached = getattr(self, "_full_coverage_cache", None)
+            if cached is None or cached[0] is not coverage:  # rebuilt when the fitted one is
+                # building it names every feature: too slow to repeat per call
+                cached = (coverage, coverage.subset([t.name for t in coverage.taps],
+                                                     stop_after_last_tap=False))
+                self._full_coverage_cache = cached
+            features, outputs = [], []
+            for x in self._batches(X, "coverage"):
+                f, out = cached[1].transform(x, return_output=True)
+                features.append(f)
+                outputs.append(out.float().reshape(len(x), -1).cpu().numpy())
+            if not features:  # no crops: no rows
+                return np.zeros((0, 2)), np.zeros((0, 0), np.float32)
+            F, E = np.concatenate(features), np.concatenate(outputs)
+        norms = np.linalg.norm(E, axis=1, keepdims=True)
+        return self.predict_proba(features=F), E / np.maximum(norms, 1e-12)
+
     def predict(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
         return (self.predict_proba(X, features=features)[:, 1] >= 0.5).astype(int)
 

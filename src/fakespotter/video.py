@@ -1,16 +1,30 @@
 """Score the faces of a video, frame by frame, and follow each face through time.
 
 Frames are decoded with PyAV (the ``video`` extra) and sampled at ``fps``. Faces of
-consecutive sampled frames are linked into tracks by greedy box overlap (IoU), so a person
-who stays on screen gets one track with one score per sampled frame.
+consecutive sampled frames are linked into tracks, one per person:
+
+* by identity, when the detector also gives face embeddings (``predict_proba_and_embed``, as
+  a FakeSpotter does): a face joins a live track only when its embedding's cosine
+  similarity to one of the track's last few embeddings is at least the backbone's
+  ``TRACK_SIMILARITY``; pairs are taken best first by similarity plus box overlap (IoU).
+  So a new person in the same place starts a new track, and two people who swap places or
+  overlap keep their own tracks.
+* by box overlap alone (IoU), when the detector only has ``predict_proba``: then two
+  people shown one after another in the same place end up in one track.
 
 Summaries (``p`` is a face's calibrated probability of being GAN-made):
 
 * per track: ``mean`` and ``max`` of its scores, ``fraction_fake`` = share of its frames
-  with ``p >= 0.5``; its ``label`` is ``fake`` when the mean is at least 0.5.
+  with ``p >= 0.5``; its ``label`` is ``fake`` when the track is *confidently fake*: a mean
+  of at least 0.5 over at least ``MIN_FAKE_FRAMES`` (2) sampled frames, or, for a face
+  seen in a single sampled frame, a score of at least ``SINGLE_FRAME_FAKE`` (0.9). One
+  borderline frame (a face half turned away, a missed link) does not make a video fake.
 * per video: ``mean`` and ``max`` over every face in every sampled frame, ``fraction_fake`` =
   share of the sampled frames with a face whose highest score is at least 0.5; its
-  ``label`` is ``fake`` when any track is labelled fake (None when no face was seen).
+  ``label`` is ``fake`` when any track is labelled fake (None when no face was seen), and
+  ``fake_ranges`` lists where: ``[start, end]`` in seconds (first and last sampled frame)
+  of the fake tracks, merged where they overlap or follow each other with no sampled frame
+  between them.
 """
 
 from __future__ import annotations
@@ -24,6 +38,26 @@ import numpy as np
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"}
 MIN_IOU = 0.3  # below this, two boxes in consecutive sampled frames are different faces
 MAX_GAP = 1  # a track survives this many sampled frames without its face (a missed detection)
+RECENT = 3  # a face is compared with its track's last few embeddings: pose and light drift
+# Same person when the cosine similarity of L2-normalised embeddings is at least this, per
+# backbone. Measured by benchmarks/track_threshold.py on 300 photos of ../shared/faces/test
+# (150 FFHQ, 150 StyleGAN; one person each), each through MTCNN and alignment as in a video.
+# Different people: all 44850 pairs of photos. Same person: each photo against 9 changed
+# copies of itself (shifted, zoomed out, JPEG q30, darker, brighter, blurred, tilted 8 deg,
+# mirrored, several at once). The threshold is halfway between the different-person 99.9th
+# percentile and the same-person 0.5th percentile:
+#   sface   different 99.9% 0.477 (max 0.596), same 0.5% 0.769 -> 0.623
+#   facenet different 99.9% 0.687 (max 0.859), same 0.5% 0.782 -> 0.734
+#   dlib    different 99.9% 0.951 (max 0.972), same 0.5% 0.964 -> 0.957 (its raw output is far
+#           from zero-centred: different people median 0.854, so the margin is thin)
+# At these, 0.04-0.07% of same-person copies fall below and <= 0.05% of different-person
+# pairs reach them. A real video also changes pose and expression, which copies of one
+# photo do not: expect more splits of one person than measured here, above all with dlib.
+TRACK_SIMILARITY = {"sface": 0.623, "facenet": 0.734, "dlib": 0.957}
+# a detector that does not say its backbone (a wrapper): the shipped model's backbone
+DEFAULT_SIMILARITY = TRACK_SIMILARITY["sface"]
+MIN_FAKE_FRAMES = 2  # a track is confidently fake with a mean >= 0.5 over this many frames...
+SINGLE_FRAME_FAKE = 0.9  # ...or, seen in one sampled frame only, with a score this high
 
 
 class VideoError(ValueError):
@@ -83,23 +117,41 @@ def iou(a, b) -> float:
 
 
 def link_faces(boxes_per_frame: list[list], min_iou: float = MIN_IOU,
-               max_gap: int = MAX_GAP) -> list[list[int]]:
-    """Track id of every box: greedy IoU matching against each live track's last box.
+               max_gap: int = MAX_GAP, embeddings: list | None = None,
+               min_similarity: float = DEFAULT_SIMILARITY) -> list[list[int]]:
+    """Track id of every box, matched greedily against each live track.
 
-    Pairs are taken best-overlap first; a box that matches no track starts a new one. A
-    track is live while it was seen within the last ``max_gap + 1`` sampled frames.
+    Without ``embeddings``: a box and a track are a pair when the box overlaps the track's
+    last box by at least ``min_iou``, best overlap first. With ``embeddings`` (per frame, one
+    L2-normalised row per box): they are a pair when the box's embedding has a cosine
+    similarity of at least ``min_similarity`` to one of the track's last ``RECENT``
+    embeddings, wherever the box is (people who swap places), best similarity + overlap
+    first (of two similar faces, the one in the track's place wins).
+
+    A box that matches no track starts a new one. A track is live while it was seen within
+    the last ``max_gap + 1`` sampled frames.
     """
     last: dict[int, tuple[int, tuple]] = {}  # track id -> (frame index, last box)
+    recent: dict[int, list] = {}  # track id -> its last RECENT embeddings
     ids_per_frame, next_id = [], 0
     for f, boxes in enumerate(boxes_per_frame):
         live = [t for t, (seen, _) in last.items() if f - seen <= max_gap + 1]
-        pairs = sorted(((iou(last[t][1], box), t, j) for t in live for j, box in enumerate(boxes)),
-                       reverse=True)
+        pairs = []
+        for t in live:
+            for j, box in enumerate(boxes):
+                overlap = iou(last[t][1], box)
+                if embeddings is None:
+                    if overlap >= min_iou:
+                        pairs.append((overlap, t, j))
+                    continue
+                e = np.asarray(embeddings[f][j], dtype=np.float64)
+                similarity = max(float(e @ r) for r in recent[t])
+                if similarity >= min_similarity:  # the same person, by face
+                    pairs.append((similarity + overlap, t, j))
+        pairs.sort(reverse=True)
         ids: list[int | None] = [None] * len(boxes)
         used = set()
-        for overlap, t, j in pairs:
-            if overlap < min_iou:
-                break
+        for _, t, j in pairs:
             if t in used or ids[j] is not None:
                 continue
             ids[j] = t
@@ -108,8 +160,39 @@ def link_faces(boxes_per_frame: list[list], min_iou: float = MIN_IOU,
             if ids[j] is None:
                 ids[j], next_id = next_id, next_id + 1
             last[ids[j]] = (f, tuple(box))
+            if embeddings is not None:
+                seen = recent.get(ids[j], []) + [np.asarray(embeddings[f][j], np.float64)]
+                recent[ids[j]] = seen[-RECENT:]
         ids_per_frame.append(ids)
     return ids_per_frame
+
+
+def track_similarity(detector) -> float:
+    """The same-person threshold for ``detector``'s backbone (``DEFAULT_SIMILARITY`` when it
+    does not say which: a wrapper, a stand-in)."""
+    backbone = getattr(detector, "backbone", None)
+    name = getattr(backbone, "name", backbone)  # a loaded Backbone or a registered name
+    return TRACK_SIMILARITY.get(name, DEFAULT_SIMILARITY) if isinstance(name, str) else DEFAULT_SIMILARITY
+
+
+def confidently_fake(p) -> bool:
+    """A track's scores -> whether it counts as fake (see the module docstring)."""
+    p = np.asarray(p, dtype=np.float64)
+    if len(p) >= MIN_FAKE_FRAMES:
+        return bool(p.mean() >= 0.5)
+    return bool(len(p) == 1 and p[0] >= SINGLE_FRAME_FAKE)
+
+
+def merge_ranges(ranges: list, times: list[float]) -> list[list[float]]:
+    """[start, end] spans sorted and merged where they overlap or where no sampled time of
+    ``times`` lies between one's end and the next one's start (consecutive samples)."""
+    merged: list[list[float]] = []
+    for start, end in sorted([float(a), float(b)] for a, b in ranges):
+        if merged and not any(merged[-1][1] < t < start for t in times):
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
 
 
 def _summary(p: np.ndarray) -> dict:
@@ -118,11 +201,16 @@ def _summary(p: np.ndarray) -> dict:
 
 
 def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
-               max_frames: int | None = None, batch_size: int = 64) -> dict:
+               max_frames: int | None = None, batch_size: int = 64,
+               min_similarity: float | None = None) -> dict:
     """Sample, find, track and score the faces of one video; see the module docstring.
 
-    ``detector``: anything with ``predict_proba(crops)`` (a fitted FakeSpotter);
-    ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for its backbone.
+    ``detector``: anything with ``predict_proba(crops)`` (a fitted FakeSpotter); when it
+    also has ``predict_proba_and_embed(crops) -> (proba, embeddings)``, faces are tracked by
+    identity (result ``tracking``: ``"identity"``), otherwise by box overlap alone
+    (``"position"``). ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for
+    its backbone. ``min_similarity``: the same-person threshold; None for the detector's
+    backbone's ``TRACK_SIMILARITY``.
     """
     times, boxes_per_frame, crops = [], [], []
     for t, image in sample_frames(path, fps, max_frames):
@@ -130,12 +218,27 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
         times.append(t)
         boxes_per_frame.append([tuple(round(float(v), 1) for v in f.box) for f in faces])
         crops += [f.crop for f in faces]
-    p_all = np.zeros(0)
-    if crops:
-        p_all = np.concatenate([detector.predict_proba(np.stack(crops[i:i + batch_size]))[:, 1]
-                                for i in range(0, len(crops), batch_size)])
+    embed = getattr(detector, "predict_proba_and_embed", None)
+    p_parts, e_parts = [], []
+    for i in range(0, len(crops), batch_size):
+        batch = np.stack(crops[i:i + batch_size])
+        if embed is not None:
+            proba, e = embed(batch)  # one forward pass for both
+            e_parts.append(np.asarray(e, dtype=np.float64))
+        else:
+            proba = detector.predict_proba(batch)
+        p_parts.append(proba[:, 1])
+    p_all = np.concatenate(p_parts) if p_parts else np.zeros(0)
 
-    ids_per_frame = link_faces(boxes_per_frame)
+    embeddings_per_frame = None
+    if embed is not None:
+        e_all = np.concatenate(e_parts) if e_parts else np.zeros((0, 0))
+        offsets = np.cumsum([0] + [len(b) for b in boxes_per_frame])
+        embeddings_per_frame = [e_all[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    if min_similarity is None:
+        min_similarity = track_similarity(detector)
+    ids_per_frame = link_faces(boxes_per_frame, embeddings=embeddings_per_frame,
+                               min_similarity=min_similarity)
     tracks: dict[int, dict] = {}
     frame_max = np.full(len(times), np.nan)
     k = 0
@@ -152,36 +255,55 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
     track_list = []
     for track in tracks.values():
         p = np.array(track["p_fake"])
-        summary = _summary(p)
-        track.update(n_frames=len(p), start=track["times"][0], end=track["times"][-1], **summary,
-                     label="fake" if summary["mean"] >= 0.5 else "real")
+        track.update(n_frames=len(p), start=track["times"][0], end=track["times"][-1], **_summary(p),
+                     label="fake" if confidently_fake(p) else "real")
         track_list.append(track)
 
+    fake_ranges = merge_ranges([[t["start"], t["end"]] for t in track_list if t["label"] == "fake"],
+                               times)
     video = {"n_faces": int(len(p_all)), "n_tracks": len(track_list),
              "n_frames_with_faces": int(np.sum(~np.isnan(frame_max))),
-             "mean": None, "max": None, "fraction_fake": None, "label": None}
+             "mean": None, "max": None, "fraction_fake": None, "label": None,
+             "fake_ranges": fake_ranges}
     if len(p_all):
         seen = frame_max[~np.isnan(frame_max)]
         video.update(mean=float(p_all.mean()), max=float(p_all.max()),
                      fraction_fake=float((seen >= 0.5).mean()),
-                     label="fake" if any(t["label"] == "fake" for t in track_list) else "real")
+                     label="fake" if fake_ranges else "real")
     return {"path": str(path), "fps": float(fps), "n_frames": len(times), "times": times,
+            "tracking": "position" if embed is None else "identity",
             "tracks": track_list, "video": video}
 
 
-def plot_timeline(result: dict, png_path: str | os.PathLike) -> None:
-    """One line per track: its probability of being GAN-made over time, saved as a PNG."""
+def plot_timeline(result: dict, png_path: str | os.PathLike):
+    """One line per track: its probability of being GAN-made over time, with the video's
+    fake ranges shaded, saved as a PNG; returns the matplotlib Figure.
+
+    Lines are labelled ``track N``, N the track number the result (and the table's ``face``
+    column) uses.
+    """
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     fig = Figure(figsize=(8, 3.2), dpi=100)
     ax = fig.subplots()
+    step = 1.0 / result["fps"]
+    end = max(result["times"], default=0.0)
+    xmax = max(end, step)
+    fake_ranges = (result.get("video") or {}).get("fake_ranges")
+    if fake_ranges is None:  # a result from before fake_ranges: the fake tracks' spans
+        fake_ranges = merge_ranges([[t["start"], t["end"]] for t in result["tracks"]
+                                    if t.get("label") == "fake"], result["times"])
+    for i, (start, stop) in enumerate(fake_ranges):
+        # half a sampling step either side: the time each sample stands for, so a range of
+        # one sampled frame is still visible
+        ax.axvspan(max(start - step / 2, 0.0), min(stop + step / 2, xmax), color="tab:red",
+                   alpha=0.15, linewidth=0, label="fake" if i == 0 else None)
     for track in result["tracks"]:
         ax.plot(track["times"], track["p_fake"], marker="o", markersize=3,
-                label=f"face {track['track'] + 1} (mean {track['mean']:.2f})")
+                label=f"track {track['track']} (mean {track['mean']:.2f})")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
-    end = max(result["times"], default=0.0)
-    ax.set_xlim(0, max(end, 1.0 / result["fps"]))
+    ax.set_xlim(0, xmax)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("P(GAN-made)")
     ax.set_title(Path(result["path"]).name)
@@ -191,8 +313,17 @@ def plot_timeline(result: dict, png_path: str | os.PathLike) -> None:
         ax.text(0.5, 0.5, "no face found", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     fig.savefig(png_path)
+    return fig
 
 
 def _first_line(exc: BaseException) -> str:
+    """FFmpeg's reason in words: no "[Errno -1094995529]" and no repeat of the file name."""
+    import re
+
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    line = re.sub(r"\[Errno -?\d+\] ", "", line)
+    filename = getattr(exc, "filename", None)
+    if filename and line.endswith(f": {filename!r}"):
+        line = line[: -len(f": {filename!r}")]
+    return line or type(exc).__name__
