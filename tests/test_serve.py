@@ -1,10 +1,12 @@
-"""The web service: page, OpenAPI, scoring uploads (photos and videos), upload limits,
-concurrent requests."""
+"""The web service: page, OpenAPI, offline docs, health, scoring uploads (photos and videos),
+upload limits, one-line error bodies, concurrent requests, the serve command's options."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +21,13 @@ pytest.importorskip("multipart", reason="the 'serve' extra (python-multipart) is
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fakespotter.cli import main  # noqa: E402
+from fakespotter.rows import FIELDS  # noqa: E402
+from fakespotter.serve import app as app_module  # noqa: E402
 from fakespotter.serve.app import create_app  # noqa: E402
 from fakespotter.serve.cli import serve_command  # noqa: E402
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
-DETECT_FIELDS = {"path", "face", "box", "p_fake", "label", "error"}
+DETECT_FIELDS = set(FIELDS)  # the fields of `detect --format json`
 _shared: dict = {}  # one trained model and loaded detector for the whole file
 
 
@@ -90,10 +94,13 @@ def test_openapi_and_model_info(aligned_client, detector):
     assert len(info["real_mean"]) == len(info["fake_mean"]) == len(detector.taps_)
 
 
-def test_detect_matches_the_command_line(aligned_client, model_file, tmp_path):
+def test_detect_matches_the_command_line(detector, model_file, tmp_path):
+    from fakespotter.modelfile import model_id
+
+    client = TestClient(create_app(model_file, aligned=True, detector=detector))
     path = tmp_path / "blurred.png"
     noise_face(7, smooth=True).save(path)
-    r = post(aligned_client, path.read_bytes(), name="blurred.png")
+    r = post(client, path.read_bytes(), name="blurred.png")
     assert r.status_code == 200, r.text
     [row] = r.json()
     cli = CliRunner().invoke(main, ["detect", str(path), "--model", str(model_file), "--aligned",
@@ -103,7 +110,42 @@ def test_detect_matches_the_command_line(aligned_client, model_file, tmp_path):
     assert row["path"] == "blurred.png" and row["label"] == expected["label"] == "fake"
     assert row["box"] == expected["box"] == [0.0, 0.0, 96.0, 96.0]
     assert row["p_fake"] == pytest.approx(expected["p_fake"], abs=1e-9)
+    # every other field of the command line's row, the same: a noise "face" is flagged
+    for key in set(expected) - {"path", "p_fake"}:
+        assert row[key] == expected[key], key
+    assert row["model"] == model_id(model_file) and row["face_size"] == 96
+    assert row["warning"].startswith("does not look like a face")
     assert len(row["layer_counts"]) == 30 and all(c >= 0 for c in row["layer_counts"])
+
+
+def test_rows_are_numbered_left_to_right_with_their_own_layer_counts(detector, monkeypatch):
+    from fakespotter.faces.pipeline import FaceCrop
+    from fakespotter.serve.analysis import per_layer
+
+    client = TestClient(create_app(detector=detector, aligned=True))
+    scorer = client.app.state.scorer
+    size = scorer.cropper.size
+    crops = [np.asarray(noise_face(40 + i, smooth=bool(i % 2), size=size)) for i in range(3)]
+    # found right to left, the middle one small and barely detected
+    boxes = [(300.0, 10.0, 400.0, 110.0), (150.0, 20.0, 190.0, 60.0), (0.0, 0.0, 100.0, 100.0)]
+    faces = [FaceCrop(b, score, np.zeros((5, 2)), c, size=b[2] - b[0])
+             for b, score, c in zip(boxes, (0.99, 0.8, 0.98), crops)]
+    monkeypatch.setattr(scorer, "cropper", lambda image: faces)
+    r = post(client, png_bytes(noise_face(1, smooth=False)))
+    assert r.status_code == 200, r.text
+    rows = r.json()
+    assert [row["face"] for row in rows] == [0, 1, 2]
+    assert [row["box"][0] for row in rows] == [0.0, 150.0, 300.0]
+    assert [row["detection_score"] for row in rows] == [0.98, 0.8, 0.99]
+    assert [row["face_size"] for row in rows] == [100, 40, 100]
+    assert rows[0]["warning"] is None and rows[2]["warning"] is None
+    assert "low face-detection confidence" in rows[1]["warning"]
+    assert "small face (40 px" in rows[1]["warning"]
+    counts = per_layer(detector, detector.transform(np.stack(crops)))
+    p_fake = detector.predict_proba(np.stack(crops))[:, 1]
+    for row, i in zip(rows, (2, 1, 0)):  # each row carries its own face's counts and score
+        assert row["layer_counts"] == [float(v) for v in counts[i]]
+        assert row["p_fake"] == pytest.approx(p_fake[i], abs=1e-9)
 
 
 def test_detect_boxes_the_astronaut_and_reports_no_face(weight_file, detector):
@@ -120,10 +162,12 @@ def test_detect_boxes_the_astronaut_and_reports_no_face(weight_file, detector):
     neurons = client.get("/api/model").json()["neurons"]
     assert all(0 <= c <= n for c, n in zip(row["layer_counts"], neurons))
 
+    assert row["detection_score"] > 0.9 and row["face_size"] > 60 and row["warning"] is None
+
     grey = png_bytes(Image.new("RGB", (200, 200), (128, 128, 128)))
     [none] = post(client, grey, name="grey.png").json()
-    assert none == {"path": "grey.png", "face": None, "box": None, "p_fake": None, "label": None,
-                    "error": "no face found", "layer_counts": None}
+    assert none == {**dict.fromkeys(FIELDS), "path": "grey.png", "error": "no face found",
+                    "layer_counts": None}
 
 
 def test_upload_limits_answer_with_clear_4xx(detector):
@@ -132,10 +176,13 @@ def test_upload_limits_answer_with_clear_4xx(detector):
     noisy = png_bytes(noise_face(1, smooth=False, size=96))  # ~28 kB of incompressible noise
     r = post(client, noisy)
     assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert r.json()["detail"].endswith("start the server with --max-bytes to raise it)")
     r = post(client, png_bytes(noise_face(1, smooth=False, size=300)))  # refused before reading
     assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert "start the server with --max-bytes to raise it" in r.json()["detail"]
     r = post(client, png_bytes(Image.new("RGB", (200, 200))))  # small file, too many pixels
     assert r.status_code == 413 and "pixels" in r.json()["detail"]
+    assert "start the server with --max-pixels to raise it" in r.json()["detail"]
     r = post(client, b"just some text", name="notes.txt", ctype="text/plain")
     assert r.status_code == 415 and "not an image" in r.json()["detail"]
     r = post(client, b"just some text", name="fake.png")
@@ -145,7 +192,10 @@ def test_upload_limits_answer_with_clear_4xx(detector):
     assert r.status_code == 422 and "truncated" in r.json()["detail"]
     assert post(client, b"").status_code == 422
     assert post(client, small, ctype="application/octet-stream").status_code == 200
-    assert client.post("/api/detect").status_code == 422  # no file at all
+    r = client.post("/api/detect")  # no file at all
+    assert r.status_code == 422 and r.json() == {"detail": "missing form field 'image'"}
+    r = client.post("/api/detect", files={"photo": ("face.png", small, "image/png")})
+    assert r.status_code == 422 and r.json() == {"detail": "missing form field 'image'"}
 
 
 def test_concurrent_requests_give_the_same_answers(aligned_client):
@@ -232,7 +282,7 @@ def test_detect_video_scores_at_most_max_frames_under_the_lock(detector, pan_vid
     client = TestClient(create_app(detector=detector, aligned=True, max_video_frames=3))
     scorer = client.app.state.scorer
     held = []
-    crop_faces, predict_proba = scorer.cropper.__call__, detector.predict_proba
+    crop_faces, predict_and_embed = scorer.cropper.__call__, detector.predict_proba_and_embed
 
     class LockCheckingCropper:  # the torch work of a video takes the photos' lock
         aligned = True
@@ -241,16 +291,17 @@ def test_detect_video_scores_at_most_max_frames_under_the_lock(detector, pan_vid
             held.append(scorer._lock.locked())
             return crop_faces(image)
 
-    def checked_predict_proba(crops):
+    def checked_predict_and_embed(crops):
         held.append(scorer._lock.locked())
-        return predict_proba(crops)
+        return predict_and_embed(crops)
 
     monkeypatch.setattr(scorer, "cropper", LockCheckingCropper())
-    monkeypatch.setattr(detector, "predict_proba", checked_predict_proba)
+    monkeypatch.setattr(detector, "predict_proba_and_embed", checked_predict_and_embed)
     r = post_video(client, pan_video.read_bytes(), fps="2")
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["n_frames"] == 3 and answer["truncated"] is True and answer["max_frames"] == 3
+    assert answer["tracking"] == "identity"  # faces linked by their embeddings
     # aligned: every frame is one face, so one track spanning the three frames
     assert [t["n_frames"] for t in answer["tracks"]] == [3]
     assert held == [True] * 4  # three face searches, one scoring batch
@@ -262,9 +313,11 @@ def test_video_upload_limits_answer_with_clear_4xx(detector, pan_video):
     client = TestClient(create_app(detector=detector, aligned=True, max_video_bytes=len(data) - 1))
     r = post_video(client, data)  # within the multipart slack: counted while copying
     assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert "start the server with --max-video-bytes to raise it" in r.json()["detail"]
     small = TestClient(create_app(detector=detector, aligned=True, max_video_bytes=1000))
     r = post_video(small, data)  # refused on its Content-Length
     assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert "start the server with --max-video-bytes to raise it" in r.json()["detail"]
 
     client = TestClient(create_app(detector=detector, aligned=True))
     r = post_video(client, b"just some text", name="notes.txt", ctype="text/plain")
@@ -282,10 +335,302 @@ def test_video_upload_limits_answer_with_clear_4xx(detector, pan_video):
     for fps in ("0", "-1", "2.5", "nan", "often"):
         r = post_video(client, data, fps=fps)
         assert r.status_code == 422, fps
-    assert "at most 2" in post_video(client, data, fps="5").json()["detail"]
+    detail = post_video(client, data, fps="5").json()["detail"]
+    assert "at most 2" in detail and "start the server with --max-video-fps" in detail
+    assert "--max-video-fps" not in post_video(client, data, fps="0").json()["detail"]
+    assert post_video(client, data, fps="often").json() == {
+        "detail": "form field 'fps': input should be a valid number, unable to parse string as "
+                  "a number"}
     r = post_video(client, data, ctype="application/octet-stream", fps="0.5")
     assert r.status_code == 200 and r.json()["n_frames"] == 1
-    assert client.post("/api/detect-video").status_code == 422  # no file at all
+    r = client.post("/api/detect-video")  # no file at all
+    assert r.status_code == 422 and r.json() == {"detail": "missing form field 'video'"}
     # a photo still has the photo limit, not the video one
     photos = TestClient(create_app(detector=detector, aligned=True, max_bytes=20_000))
     assert post(photos, png_bytes(noise_face(1, smooth=False, size=300))).status_code == 413
+
+
+def test_video_summary_keeps_the_fake_ranges(detector, pan_video, monkeypatch):
+    import fakespotter.video
+
+    scan_video = fakespotter.video.scan_video
+
+    def with_ranges(*args, **kwargs):
+        result = scan_video(*args, **kwargs)
+        result["video"]["fake_ranges"] = [[0.0, 0.5], [1.0, 1.5]]
+        return result
+
+    client = TestClient(create_app(detector=detector, aligned=True))
+    monkeypatch.setattr(fakespotter.video, "scan_video", with_ranges)
+    r = post_video(client, pan_video.read_bytes(), fps="2")
+    assert r.status_code == 200, r.text
+    assert r.json()["video"]["fake_ranges"] == [[0.0, 0.5], [1.0, 1.5]]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["VideoSummary"]
+    assert "fake_ranges" in schema["properties"]
+
+
+# ---- health, error bodies, OpenAPI, offline docs ----
+
+def test_health_names_the_model(detector, model_file):
+    from fakespotter.modelfile import model_id
+
+    client = TestClient(create_app(model_file, aligned=True, detector=detector))
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "model": model_id(model_file), "backbone": "dlib"}
+    assert TestClient(create_app(detector=detector, aligned=True)).get("/health").json() == {
+        "status": "ok", "model": None, "backbone": "dlib"}
+
+
+def one_line_problem(r) -> str:
+    """The body every error has: {"detail": "<one line>"}."""
+    assert r.headers["content-type"] == "application/json", r.text
+    body = r.json()
+    assert list(body) == ["detail"] and isinstance(body["detail"], str), body
+    assert body["detail"] and "\n" not in body["detail"], body
+    return body["detail"]
+
+
+def test_every_error_answers_one_line_of_detail(detector, monkeypatch):
+    client = TestClient(create_app(detector=detector, aligned=True, max_bytes=1000),
+                        raise_server_exceptions=False)
+    face = png_bytes(noise_face(1, smooth=False))
+    assert one_line_problem(r := client.get("/nowhere")) == "Not Found" and r.status_code == 404
+    r = client.get("/api/detect")
+    assert r.status_code == 405 and one_line_problem(r) == "Method Not Allowed"
+    assert "POST" in r.headers["allow"]
+    r = post(client, face)  # the middleware's 413, before FastAPI reads the body
+    assert r.status_code == 413 and "--max-bytes" in one_line_problem(r)
+    r = client.post("/api/detect")  # FastAPI's own validation error, as one line
+    assert r.status_code == 422 and one_line_problem(r) == "missing form field 'image'"
+    r = post(client, b"text", name="notes.txt", ctype="text/plain")  # an HTTPException
+    assert r.status_code == 415 and one_line_problem(r).startswith("not an image")
+    r = client.post("/api/detect", content=b"--x\r\nbroken", headers={
+        "content-type": "multipart/form-data; boundary=x"})
+    assert 400 <= r.status_code < 500 and one_line_problem(r)
+
+    def broken(image, name):
+        raise RuntimeError("something deep\nwith a second line")
+
+    small = TestClient(create_app(detector=detector, aligned=True),
+                       raise_server_exceptions=False)
+    monkeypatch.setattr(small.app.state.scorer, "score", broken)
+    r = post(small, face)
+    assert r.status_code == 500
+    assert one_line_problem(r) == "internal server error (RuntimeError); see the server's log"
+
+
+def test_openapi_names_the_upload_fields_and_the_error_body(aligned_client):
+    spec = aligned_client.get("/openapi.json").json()
+    photo, video = spec["paths"]["/api/detect"]["post"], spec["paths"]["/api/detect-video"]["post"]
+    assert "multipart form field `image`" in photo["description"]
+    assert "multipart form field `video`" in video["description"]
+    assert "`fps`" in video["description"]
+    for op in (photo, video):
+        for status in ("413", "415", "422"):
+            schema = op["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Problem"}, (status, schema)
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas  # FastAPI's list-shaped 422 is not used
+    assert "one line" in schemas["Problem"]["description"]
+    assert set(schemas["FaceRow"]["properties"]) == DETECT_FIELDS | {"layer_counts"}
+    assert schemas["FaceRow"]["properties"]["label"]["anyOf"][0]["enum"] == ["real", "fake"]
+    assert "get" in spec["paths"]["/health"]
+    assert "/docs" not in spec["paths"] and "/docs-static" not in json.dumps(spec["paths"])
+
+
+def test_docs_pages_load_without_the_internet(aligned_client):
+    for page in ("/docs", "/redoc"):
+        r = aligned_client.get(page)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert not re.search(r"(https?:)?//[a-z]", r.text, re.IGNORECASE), page
+        assets = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", r.text)
+        assert any(a.endswith(".js") for a in assets), assets
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            got = aligned_client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+        assert "img-src 'self' data:" in r.headers["content-security-policy"]
+        if page == "/docs":
+            assert "/docs-static/swagger-ui-bundle.js" in assets
+            assert "/docs-static/swagger-ui.css" in assets
+
+
+def test_docs_say_so_in_one_line_when_their_package_is_missing(detector, monkeypatch):
+    monkeypatch.setattr(app_module, "_docs_assets", lambda: None)
+    client = TestClient(create_app(detector=detector, aligned=True))
+    for page in ("/docs", "/redoc"):
+        r = client.get(page)
+        assert r.status_code == 501 and "fastapi-offline" in one_line_problem(r)
+        assert "cdn" not in r.text.lower()
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 404
+
+
+# ---- the serve command ----
+
+def test_serve_limits_are_options_with_the_servers_defaults():
+    import fakespotter.serve.cli as serve_cli
+
+    text = CliRunner().invoke(serve_command, ["--help"], terminal_width=200).output
+    text = " ".join(text.split())
+    assert ("--max-bytes INTEGER RANGE Refuse files larger than this many bytes. "
+            f"[default: {app_module.MAX_UPLOAD_BYTES}; x>=1]") in text
+    assert ("--max-pixels INTEGER RANGE Refuse images with more pixels than this, before "
+            f"decoding. [default: {app_module.MAX_UPLOAD_PIXELS}; x>=1]") in text
+    for option, value in (("--max-video-bytes", app_module.MAX_VIDEO_BYTES),
+                          ("--max-video-frames", app_module.MAX_VIDEO_FRAMES),
+                          ("--max-video-fps", app_module.MAX_VIDEO_FPS)):
+        assert re.search(rf"{option} \S+( RANGE)? .*?\[default: {value};", text), option
+    for name in ("MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_FRAMES",
+                 "MAX_VIDEO_FPS"):
+        assert getattr(serve_cli, name) == getattr(app_module, name), name
+
+
+@pytest.fixture
+def started(monkeypatch, detector):
+    """Run `serve` without serving: what create_app, load_model and uvicorn.run were given."""
+    import torch
+    import uvicorn
+
+    import fakespotter.detector
+
+    seen: dict = {}
+
+    def load_model(path, backbone=None, device=None):
+        seen["device"] = device
+        return detector
+
+    monkeypatch.setattr(fakespotter.detector, "load_model", load_model)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(
+        app=app, threads=torch.get_num_threads(), **kw))
+    threads = torch.get_num_threads()
+    yield seen
+    torch.set_num_threads(threads)
+
+
+def test_serve_uses_the_global_device_threads_and_limits(started, model_file):
+    args = ["--model", str(model_file), "--aligned", "--port", "0", "--max-bytes", "1000",
+            "--max-pixels", "100", "--max-video-fps", "0.5", "--max-video-frames", "7"]
+    obj = {"device": "cpu", "threads": 1, "workers": None}  # as the group command stores them
+    result = CliRunner().invoke(serve_command, args, obj=obj)
+    assert result.exit_code == 0, result.output
+    assert started["device"] == "cpu" and started["threads"] == 1 and started["port"] == 0
+    client = TestClient(started["app"])
+    r = post(client, png_bytes(noise_face(1, smooth=False)))
+    assert r.status_code == 413 and "limit 0.0 MB" in r.json()["detail"]
+    face = png_bytes(noise_face(2, smooth=True, size=12))  # 144 pixels, a small file
+    r = post(client, face)
+    assert r.status_code == 413 and "--max-pixels" in r.json()["detail"]
+    r = client.post("/api/detect-video", files={"video": ("a.mp4", b"x", "video/mp4")},
+                    data={"fps": "1"})
+    assert r.status_code == 422 and "at most 0.5" in r.json()["detail"]
+
+
+def test_serve_runs_on_its_own_without_global_settings(started, model_file):
+    import torch
+
+    before = torch.get_num_threads()
+    result = CliRunner().invoke(serve_command, ["--model", str(model_file), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert started["device"] is None and started["threads"] == before  # load_model's default
+    result = CliRunner().invoke(main, ["--threads", "1", "serve", "--model", str(model_file),
+                                       "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert started["threads"] == 1
+
+
+# ---- in a browser (skipped without Debian's chromium and playwright) ----
+
+SHOTS = os.environ.get("FAKESPOTTER_SERVE_SHOTS")  # a folder for screenshots to look at
+
+@pytest.fixture
+def browser_page(detector):
+    """A headless Chromium page, and the aligned app served by uvicorn on 127.0.0.1: the
+    page may reach nothing else (what it tried is in `outside`, its errors in `problems`)."""
+    import socket
+    import threading
+    import time
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    uvicorn = pytest.importorskip("uvicorn", reason="the 'serve' extra (uvicorn) is not installed")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(detector=detector, aligned=True),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    outside, problems = [], []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu",
+                                               "--disable-background-networking",
+                                               "--disable-component-update", "--no-first-run"])
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+
+                def only_local(route):
+                    if route.request.url.startswith(url):
+                        route.continue_()
+                    else:
+                        outside.append(route.request.url)
+                        route.abort()
+
+                page.route("**/*", only_local)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.on("console",
+                        lambda m: problems.append(m.text) if m.type == "error" else None)
+                yield url, page, outside, problems
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_page_flags_a_face_with_a_warning(browser_page, tmp_path):
+    url, page, outside, problems = browser_page
+    path = tmp_path / "noise.png"
+    noise_face(3, smooth=False).save(path)  # aligned noise: "does not look like a face"
+    page.goto(url + "/")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#overlay rect.face-box", timeout=60_000)
+    assert page.locator("#overlay rect.face-box.flagged").count() == 1
+    assert page.locator("#overlay .flag-mark").count() == 1
+    card = page.text_content("#faces li.flagged")
+    assert "flagged: does not look like a face" in card
+    assert page.is_visible("#verdict-warning")
+    assert "does not look like a face" in page.text_content("#verdict-warning")
+    assert page.text_content("#status") == ("1 face found, 1 flagged (outside what the detector "
+                                            "was measured on: less certain).")
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/flagged.png", full_page=True)
+    assert outside == [] and problems == []
+
+
+def test_docs_page_renders_in_a_browser_without_the_internet(browser_page):
+    url, page, outside, problems = browser_page
+    page.goto(url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert "/api/detect" in paths and "/health" in paths
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/docs.png", full_page=True)
+    page.goto(url + "/redoc")
+    page.wait_for_selector("h1:has-text('fakespotter')", timeout=30_000)
+    page.wait_for_selector("h2:has-text('Detect Video')")
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/redoc.png")
+    # ReDoc's sidebar logo is on its CDN: the page's policy stops the browser asking for it
+    blocked = [p for p in problems if "violates the following Content Security Policy" in p]
+    assert all("cdn.redoc.ly" in p for p in blocked)
+    assert outside == [] and [p for p in problems if p not in blocked] == []

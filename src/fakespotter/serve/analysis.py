@@ -15,6 +15,7 @@ import numpy as np
 
 from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter train`
 from fakespotter.faces.pipeline import FaceCropper
+from fakespotter.rows import face_rows
 
 
 @dataclass(frozen=True)
@@ -68,30 +69,32 @@ class FaceScorer:
     after another is as fast as running them together.
     """
 
-    def __init__(self, detector, cropper: FaceCropper) -> None:
+    def __init__(self, detector, cropper: FaceCropper, model: str | None = None) -> None:
         self.detector = detector
         self.cropper = cropper
+        self.model = model  # the model file's identity, recorded in every row
         self.layers = layer_info(detector)
         self._lock = threading.Lock()
 
     def score(self, image: np.ndarray, name: str) -> list[dict]:
+        """Rows of :func:`fakespotter.rows.face_rows` (so exactly ``detect --format json``'s),
+        each with the face's per-layer counts added as ``layer_counts``."""
         with self._lock:
             faces = self.cropper(image)
             if not faces:
-                return [{"path": name, "face": None, "box": None, "p_fake": None, "label": None,
-                         "error": "no face found", "layer_counts": None}]
+                [row] = face_rows(name, faces, [], model=self.model)  # "no face found"
+                return [dict(row.as_dict(), layer_counts=None)]
             crops = np.stack([f.crop for f in faces])
             det = self.detector
             features = det.transform(crops)
             p_fake = det.predict_proba(features=features)[:, 1]
             counts = per_layer(det, features)
-        rows = []
-        for i, face in enumerate(faces):
-            p = float(p_fake[i])
-            rows.append({"path": name, "face": i, "box": [round(float(v), 1) for v in face.box],
-                         "p_fake": p, "label": "fake" if p >= 0.5 else "real", "error": None,
-                         "layer_counts": None if counts is None else [float(v) for v in counts[i]]})
-        return rows
+        rows = face_rows(name, faces, p_fake, model=self.model)
+        # face_rows numbers faces in its own order (left to right): scoring the faces by
+        # their index instead of their p_fake gives, row by row, which face each row is
+        order = [int(r.p_fake) for r in face_rows(name, faces, np.arange(len(faces)))]
+        return [dict(row.as_dict(), layer_counts=None if counts is None
+                     else [float(v) for v in counts[i]]) for row, i in zip(rows, order)]
 
     def scan_video(self, path, name: str, fps: float, max_frames: int) -> dict:
         """A video -> :func:`fakespotter.video.scan_video`'s result, reported under ``name``.
@@ -112,6 +115,7 @@ class _OneAtATime:
 
     def __init__(self, cropper: FaceCropper, detector, lock: threading.Lock) -> None:
         self._cropper, self._detector, self._lock = cropper, detector, lock
+        self.backbone = detector.backbone  # video.track_similarity picks its threshold by it
 
     def __call__(self, image: np.ndarray):
         with self._lock:
@@ -120,3 +124,7 @@ class _OneAtATime:
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         with self._lock:
             return self._detector.predict_proba(crops)
+
+    def predict_proba_and_embed(self, crops: np.ndarray):
+        with self._lock:
+            return self._detector.predict_proba_and_embed(crops)

@@ -1,7 +1,9 @@
 """The web service: one page (``GET /``) and a JSON API (``POST /api/detect`` for photos,
-``POST /api/detect-video`` for short videos, ``GET /api/model``).
+``POST /api/detect-video`` for short videos, ``GET /api/model``, ``GET /health``), with its
+API docs at ``/docs`` and ``/redoc`` served from the ``fastapi-offline`` package, no CDN.
 
-The model loads once, when the app is made. Requests are handled in FastAPI's worker threads;
+Every error answers ``{"detail": "<one line of text>"}`` (:class:`Problem`). The model loads
+once, when the app is made. Requests are handled in FastAPI's worker threads;
 :class:`~fakespotter.serve.analysis.FaceScorer` serialises the torch work behind one lock.
 """
 
@@ -18,9 +20,13 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fakespotter.faces import ImageError, load_image
 from fakespotter.serve.analysis import FaceScorer
@@ -40,18 +46,40 @@ VIDEO_PATH = "/api/detect-video"
 COPY_CHUNK = 1024 * 1024
 
 STATIC_DIR = Path(str(files("fakespotter.serve") / "static"))
+DOCS_STATIC = "/docs-static"  # Swagger UI and ReDoc files, from the fastapi-offline package
+# The docs pages may load nothing from elsewhere: ReDoc's sidebar shows a logo from its CDN.
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+               "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+               "worker-src 'self' blob:; connect-src 'self'")
+NO_DOCS = ("the API docs page needs the fastapi-offline package (pip install "
+           "'fakespotter[serve]'); the API itself is described at /openapi.json")
 
 
 class FaceRow(BaseModel):
-    """One face (or one reason there is none): the fields of ``fakespotter detect --format json``."""
+    """One face (or one reason there is none): the fields of ``fakespotter detect --format json``
+    (:class:`fakespotter.rows.Row`), plus the face's active neurons per layer."""
 
-    path: str
-    face: int | None
-    box: list[float] | None
-    p_fake: float | None
-    label: Literal["real", "fake"] | None
-    error: str | None
-    layer_counts: list[float] | None = None
+    path: str  # the uploaded file's name
+    face: int | None  # faces of one photo are numbered left to right from 0
+    box: list[float] | None  # x0, y0, x1, y1 in the photo's pixels, clipped to it
+    p_fake: float | None  # calibrated probability that the face is GAN-made
+    label: Literal["real", "fake"] | None  # fake when p_fake >= 0.5
+    error: str | None  # why there is no score ("no face found")
+    detection_score: float | None  # the face detector's confidence (None: aligned uploads)
+    face_size: int | None  # short side of the face box in pixels
+    warning: str | None  # the face is outside what the detector was measured on
+    start: float | None  # videos only (a track's first second): None for a photo
+    end: float | None  # videos only (a track's last second): None for a photo
+    model: str | None  # the scoring model's identity (sha256 prefix of its file)
+    layer_counts: list[float] | None = None  # active neurons per layer (web only)
+
+
+class Health(BaseModel):
+    """The server is up and has its model loaded."""
+
+    status: Literal["ok"]
+    model: str | None  # the model file's identity, as in every row (None: not loaded from a file)
+    backbone: str
 
 
 class ModelInfo(BaseModel):
@@ -93,6 +121,7 @@ class VideoSummary(BaseModel):
     max: float | None
     fraction_fake: float | None  # share of frames with a face whose highest p_fake >= 0.5
     label: Literal["real", "fake"] | None
+    fake_ranges: list[list[float]] = []  # [start, end] seconds in which a face is judged fake
 
 
 class VideoResult(BaseModel):
@@ -104,53 +133,76 @@ class VideoResult(BaseModel):
     times: list[float]
     tracks: list[VideoTrack]
     video: VideoSummary
+    tracking: Literal["identity", "position"] = "position"  # how faces were linked over frames
     max_frames: int
     truncated: bool  # the video goes on after the last sampled frame scored
     duration: float | None  # seconds, as the container declares it (None: unknown)
 
 
 class Problem(BaseModel):
+    """Every error's body (4xx and 5xx): one line of text saying what went wrong, e.g.
+    ``{"detail": "missing form field 'image'"}``."""
+
     detail: str
 
 
 def create_app(model_path: str | os.PathLike | None = None, aligned: bool = False, *,
                max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
                max_video_bytes: int = MAX_VIDEO_BYTES, max_video_fps: float = MAX_VIDEO_FPS,
-               max_video_frames: int = MAX_VIDEO_FRAMES, detector=None, cropper=None) -> FastAPI:
+               max_video_frames: int = MAX_VIDEO_FRAMES, device: str | None = None,
+               detector=None, cropper=None) -> FastAPI:
     """The app, with its model loaded.
 
     ``model_path``: a model file (default: the shipped model). ``aligned``: uploads are
     FFHQ-style aligned faces, no face detection. ``max_*``: upload limits (bytes, pixels of a
-    photo; bytes, sampling rate and sampled frames of a video). ``detector``/``cropper``:
-    already loaded objects to use instead (tests, or embedding the app in another program).
+    photo; bytes, sampling rate and sampled frames of a video). ``device``: where the
+    network runs (``load_model``'s; default CPU). ``detector``/``cropper``: already loaded
+    objects to use instead (tests, or embedding the app in another program); with
+    ``detector`` and ``model_path`` both given, ``model_path`` only names the model in rows.
     """
+    from fakespotter.modelfile import model_id
+
     if detector is None:
         from fakespotter.detector import default_model_path, load_model
 
-        detector = load_model(model_path if model_path is not None else default_model_path())
+        if model_path is None:
+            model_path = default_model_path()
+        detector = load_model(model_path, device=device)
     if cropper is None:
         cropper = detector.face_cropper(aligned)
-    scorer = FaceScorer(detector, cropper)
+    scorer = FaceScorer(detector, cropper, None if model_path is None else model_id(model_path))
     layers = scorer.layers.as_dict() if scorer.layers else dict.fromkeys(
         ("layers", "neurons", "real_mean", "fake_mean", "training_mean"))
-    model_info = ModelInfo(backbone=detector._backbone().name, variant=detector.variant,
+    backbone = detector._backbone().name
+    model_info = ModelInfo(backbone=backbone, variant=detector.variant,
                            neuron=detector.neuron, aligned=cropper.aligned,
                            cv_auc=float(detector.cv_auc_), **layers)
 
     app = FastAPI(title="fakespotter",
-                  summary="Is this face photo real or made by a GAN? (FakeSpotter neuron coverage)")
+                  summary="Is this face photo real or made by a GAN? (FakeSpotter neuron coverage)",
+                  description="Upload a photo to `POST /api/detect` as the multipart form field "
+                              "`image`, or a short video to `POST /api/detect-video` as the "
+                              "field `video` (and optionally `fps`). Every error answers "
+                              '`{"detail": "<one line of text>"}`.',
+                  docs_url=None, redoc_url=None)  # offline versions below
     app.state.scorer = scorer
+    _add_error_handlers(app)
+    _add_docs(app)
     errors = {413: {"model": Problem, "description": "file or image too large"},
               415: {"model": Problem, "description": "not an image"},
-              422: {"model": Problem, "description": "unreadable image"}}
+              422: {"model": Problem,
+                    "description": "unreadable image, or the form field `image` is missing"}}
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         # Refuse on the declared length, before the body is read and spooled to disk.
-        limit = max_video_bytes if request.url.path == VIDEO_PATH else max_bytes
+        video = request.url.path == VIDEO_PATH
+        limit = max_video_bytes if video else max_bytes
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit + MULTIPART_SLACK:
-            return JSONResponse({"detail": _too_large(int(length), limit)}, status_code=413)
+            option = "--max-video-bytes" if video else "--max-bytes"
+            return JSONResponse({"detail": _too_large(int(length), limit, option)},
+                                status_code=413)
         return await call_next(request)
 
     @app.get("/", include_in_schema=False)
@@ -159,6 +211,11 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        """Whether the server is up, and which model it scores with."""
+        return Health(status="ok", model=scorer.model, backbone=backbone)
+
     @app.get("/api/model", response_model=ModelInfo)
     def model() -> ModelInfo:
         """The loaded model: backbone, feature variant, its layers and their averages."""
@@ -166,34 +223,41 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
 
     @app.post("/api/detect", response_model=list[FaceRow], responses=errors)
     def detect(image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, ...)")):
-        """Score every face in one photo: one row per face, or one row saying why there is none."""
+        """Score every face in one photo, uploaded as the multipart form field `image`
+        (`curl -F image=@photo.jpg .../api/detect`): one row per face, numbered left to
+        right, or one row saying why there is none. The rows are `fakespotter detect
+        --format json`'s, plus `layer_counts`."""
         ctype = (image.content_type or "").split(";")[0].strip().lower()
         if ctype not in IMAGE_TYPES and ctype not in UNTYPED:
             raise HTTPException(415, f"not an image: content type {ctype!r}")
         data = image.file.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise HTTPException(413, _too_large(None, max_bytes))
+            raise HTTPException(413, _too_large(None, max_bytes, "--max-bytes"))
         name = Path(image.filename or "upload").name
         pixels = _decode(data, Path(name).suffix, max_pixels)
         return scorer.score(pixels, name)
 
     video_errors = {413: {"model": Problem, "description": "file too large"},
                     415: {"model": Problem, "description": "not a video"},
-                    422: {"model": Problem, "description": "unreadable video or bad fps"},
+                    422: {"model": Problem, "description": "unreadable video, bad fps, or the "
+                                                           "form field `video` is missing"},
                     501: {"model": Problem, "description": "video support is not installed"}}
 
     @app.post(VIDEO_PATH, response_model=VideoResult, responses=video_errors)
     def detect_video(video: UploadFile = File(..., description="a short video (MP4, WebM, ...)"),
                      fps: float = Form(1.0, description=f"frames sampled per second, at most "
                                                         f"{max_video_fps:g}")):
-        """Sample frames, find and follow each face across them, score it in every frame:
-        per-track and per-video summaries. At most ``max_frames`` frames are scored."""
+        """Score a short video, uploaded as the multipart form field `video`, with the
+        optional form field `fps` (`curl -F video=@clip.mp4 -F fps=1 .../api/detect-video`):
+        sample frames, find and follow each face across them, score it in every frame;
+        per-track and per-video summaries. At most `max_frames` frames are scored."""
         ctype = (video.content_type or "").split(";")[0].strip().lower()
         if not (ctype.startswith("video/") or ctype in VIDEO_TYPES or ctype in UNTYPED):
             raise HTTPException(415, f"not a video: content type {ctype!r}")
         if not (math.isfinite(fps) and 0 < fps <= max_video_fps):
+            hint = "; start the server with --max-video-fps to raise it" if fps > 0 else ""
             raise HTTPException(422, f"fps must be above 0 and at most {max_video_fps:g}, "
-                                     f"not {fps:g}")
+                                     f"not {fps:g}{hint}")
         if importlib.util.find_spec("av") is None:
             raise HTTPException(501, "reading video needs the 'video' extra: "
                                      "pip install 'fakespotter[video]'")
@@ -219,6 +283,105 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
     return app
 
 
+def _add_error_handlers(app: FastAPI) -> None:
+    """One body for every error: ``{"detail": "<one line>"}`` (FastAPI's own 422s are lists)."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = getattr(exc, "headers", None)
+        if not is_body_allowed_for_status_code(exc.status_code):
+            return Response(status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": _first_line(exc.detail)}, status_code=exc.status_code,
+                            headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_message(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):  # logged by the server too
+        return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); "
+                                       "see the server's log"}, status_code=500)
+
+
+def _docs_assets() -> Path | None:
+    """The folder of Swagger UI and ReDoc files that fastapi-offline ships (None: missing)."""
+    spec = importlib.util.find_spec("fastapi_offline")  # found, not imported
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / "static" / "swagger-ui-bundle.js").is_file():
+            return Path(folder) / "static"
+    return None
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from local files; one line when they are missing."""
+    assets = _docs_assets()
+    if assets is not None:
+        app.mount(DOCS_STATIC, StaticFiles(directory=assets), name="docs-static")
+
+    def missing() -> JSONResponse:
+        return JSONResponse({"detail": NO_DOCS}, status_code=501)
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> Response:
+        if assets is None:
+            return missing()
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(openapi_url=root + app.openapi_url,
+                                   title=f"{app.title} API",
+                                   swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+                                   oauth2_redirect_url=None,
+                                   # no spec validation badge: it loads from swagger.io
+                                   swagger_ui_parameters={"validatorUrl": None})
+        page.headers["content-security-policy"] = DOCS_POLICY
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> Response:
+        if assets is None or not (assets / "redoc.standalone.js").is_file():
+            return missing()
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} API",
+                              redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+                              with_google_fonts=False)
+        page.headers["content-security-policy"] = DOCS_POLICY
+        return page
+
+
+_PLACES = {"body": "form field", "query": "query parameter", "path": "path parameter",
+           "header": "header", "cookie": "cookie"}
+
+
+def _validation_message(errors) -> str:
+    """FastAPI's list of validation errors as one line, e.g. ``missing form field 'image'``."""
+    parts = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        place = _PLACES.get(loc[0], loc[0]) if loc else "request"
+        name = ".".join(loc[1:])
+        msg = str(error.get("msg", "invalid"))
+        msg = msg[:1].lower() + msg[1:]
+        if error.get("type") == "missing" and name:
+            parts.append(f"missing {place} {name!r}")
+        elif name:
+            parts.append(f"{place} {name!r}: {msg}")
+        else:
+            parts.append(f"request {place}: {msg}")
+    return _first_line("; ".join(parts)) if parts else "invalid request"
+
+
+def _first_line(text) -> str:
+    """The first non-blank line of an error's text (a non-text detail is written as text)."""
+    text = text if isinstance(text, str) else str(text)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return "error"
+
+
 @contextlib.contextmanager
 def _saved_upload(upload: UploadFile, suffix: str, limit: int):
     """The upload copied to a temporary file (PyAV reads files), deleted afterwards."""
@@ -229,7 +392,7 @@ def _saved_upload(upload: UploadFile, suffix: str, limit: int):
             while chunk := upload.file.read(COPY_CHUNK):
                 size += len(chunk)
                 if size > limit:  # no or a false Content-Length: counted while copying
-                    raise HTTPException(413, _too_large(None, limit))
+                    raise HTTPException(413, _too_large(None, limit, "--max-video-bytes"))
                 f.write(chunk)
         if size == 0:
             raise HTTPException(422, "empty file")
@@ -266,13 +429,16 @@ def _decode(data: bytes, suffix: str, max_pixels: int):
     except ImageError as e:
         if e.reason.startswith("not an image"):
             raise HTTPException(415, e.reason) from None
-        if e.reason.startswith("image too large"):
-            raise HTTPException(413, e.reason) from None
+        if e.reason.startswith("image too large"):  # the command line's hint, the server's way
+            reason = e.reason.replace("--max-pixels raises it",
+                                      "start the server with --max-pixels to raise it")
+            raise HTTPException(413, reason) from None
         raise HTTPException(422, e.reason) from None
     finally:
         os.unlink(tmp)
 
 
-def _too_large(size: int | None, limit: int) -> str:
+def _too_large(size: int | None, limit: int, option: str) -> str:
     got = "" if size is None else f"{size / 1e6:.1f} MB, "
-    return f"file too large ({got}limit {limit / 1e6:.1f} MB)"
+    return (f"file too large ({got}limit {limit / 1e6:.1f} MB; start the server with {option} "
+            "to raise it)")

@@ -6,18 +6,51 @@ import click
 
 from fakespotter.cli import SafePath
 
+# The server's own limits (fakespotter.serve.app's MAX_*), repeated here so `serve --help`
+# works without the 'serve' extra; tests check that they agree.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MAX_VIDEO_FRAMES = 120
+MAX_VIDEO_FPS = 2.0
+
+
+def _settings() -> dict:
+    """The group's global options (``--device``, ``--threads``, ``--workers``): the root
+    context's object, or none when this command runs on its own."""
+    ctx = click.get_current_context()
+    return ctx.find_root().obj or {}
+
 
 @click.command(name="serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 exposes it to the network).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
 @click.option("--model", "model_path", type=SafePath(dir_okay=False),
               help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True,
               help="Uploads are already aligned face crops (FFHQ style): skip face detection.")
-def serve_command(host: str, port: int, model_path: str | None, aligned: bool) -> None:
+@click.option("--max-bytes", type=click.IntRange(min=1), default=MAX_UPLOAD_BYTES,
+              show_default=True, help="Refuse files larger than this many bytes.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_UPLOAD_PIXELS,
+              show_default=True, help="Refuse images with more pixels than this, before decoding.")
+@click.option("--max-video-bytes", type=click.IntRange(min=1), default=MAX_VIDEO_BYTES,
+              show_default=True, help="Refuse videos larger than this many bytes.")
+@click.option("--max-video-frames", type=click.IntRange(min=1), default=MAX_VIDEO_FRAMES,
+              show_default=True,
+              help="Score at most this many sampled frames of a video; the rest is not seen.")
+@click.option("--max-video-fps", type=click.FloatRange(min=0, min_open=True),
+              default=MAX_VIDEO_FPS, show_default=True,
+              help="Refuse video requests that sample more frames per second than this.")
+def serve_command(host: str, port: int, model_path: str | None, aligned: bool, max_bytes: int,
+                  max_pixels: int, max_video_bytes: int, max_video_frames: int,
+                  max_video_fps: float) -> None:
     """Serve a web page and a JSON API (POST /api/detect, /api/detect-video) that score
-    uploaded photos and short videos."""
+    uploaded photos and short videos.
+
+    The global options apply: `fakespotter --device cuda --threads 4 serve`."""
+    settings = _settings()
     try:
         import uvicorn
 
@@ -25,8 +58,14 @@ def serve_command(host: str, port: int, model_path: str | None, aligned: bool) -
     except ImportError as e:
         raise click.ClickException(f"serving needs the 'serve' extra: pip install "
                                    f"'fakespotter[serve]' ({e.name} is missing)") from None
+    if settings.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(settings["threads"]))
     try:
-        app = create_app(model_path, aligned)
+        app = create_app(model_path, aligned, max_bytes=max_bytes, max_pixels=max_pixels,
+                         max_video_bytes=max_video_bytes, max_video_fps=max_video_fps,
+                         max_video_frames=max_video_frames, device=settings.get("device"))
     except (ValueError, OSError) as e:  # bad model file, missing weights: one line
         raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
     click.echo(f"fakespotter: open http://{host}:{port}/ (API docs at /docs)", err=True)

@@ -1,6 +1,8 @@
 // fakespotter page: upload a photo, draw a box and score on each face, a verdict, and the
-// chosen face's active neurons per layer against the model's averages. Or upload a short
-// video: a verdict, one line per face track and a timeline of its scores. No libraries.
+// chosen face's active neurons per layer against the model's averages. A face whose row has
+// a warning (outside what the detector was measured on) is flagged on its box and in its
+// card. Or upload a short video: a verdict, one line per face track and a timeline of its
+// scores. No libraries.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -82,10 +84,14 @@ async function detect(file) {
   if (!rows.length) {
     setStatus(answer[0] && answer[0].error ? `No score: ${answer[0].error}.` : "No face found.");
     drawOverlay(-1); $("faces").replaceChildren(); $("verdict").textContent = "";
+    $("verdict-warning").hidden = true;
     $("chart-figure").hidden = true;
     return;
   }
-  setStatus(`${rows.length} face${rows.length > 1 ? "s" : ""} found.`);
+  const flagged = rows.filter((row) => row.warning).length;
+  setStatus(`${rows.length} face${rows.length > 1 ? "s" : ""} found` + (flagged
+    ? `, ${flagged} flagged (outside what the detector was measured on: less certain).`
+    : "."));
   const worst = rows.reduce((a, b, i) => (b.p_fake > rows[a].p_fake ? i : a), 0);
   select(worst);
 }
@@ -96,6 +102,9 @@ function select(i) {
   const row = rows[i];
   $("verdict").textContent = `Face ${i + 1}: ${verdictWords(row.p_fake)} — ` +
     `${percent(row.p_fake)} probability of being GAN-made (calibrated).`;
+  $("verdict-warning").hidden = !row.warning;
+  $("verdict-warning").textContent =
+    row.warning ? `\u26a0 Flagged, less certain: ${row.warning}.` : "";
   drawChart(row, i);
 }
 
@@ -109,8 +118,10 @@ function drawOverlay(selected) {
     const [x0, y0, x1, y1] = row.box;
     const g = svg("g", { "data-face": i }, overlay);
     const rect = svg("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0,
-      class: `face-box ${row.label}${i === selected ? " selected" : ""}` }, g);
-    svg("title", {}, rect).textContent = `face ${i + 1}: p_fake ${row.p_fake.toFixed(3)}`;
+      class: `face-box ${row.label}${i === selected ? " selected" : ""}` +
+        (row.warning ? " flagged" : "") }, g);
+    svg("title", {}, rect).textContent = `face ${i + 1}: p_fake ${row.p_fake.toFixed(3)}` +
+      (row.warning ? ` (flagged: ${row.warning})` : "");
     const label = `${i + 1}: ${row.label} ${percent(row.p_fake)}`;
     const ty = y0 > font * 1.4 ? y0 - font * 0.35 : y1 + font * 1.1;
     svg("rect", { x: x0, y: ty - font, width: label.length * font * 0.62, height: font * 1.3,
@@ -118,6 +129,14 @@ function drawOverlay(selected) {
     const text = svg("text", { x: x0 + font * 0.2, y: ty, class: "face-score",
       "font-size": font }, g);
     text.textContent = label;
+    if (row.warning) {  // a "!" badge on the box's top right corner
+      const r = font * 0.7, cx = Math.max(x0 + r, x1 - r), cy = y0 + r;
+      const mark = svg("g", { class: "flag-mark" }, g);
+      svg("circle", { cx, cy, r }, mark);
+      svg("text", { x: cx, y: cy + font * 0.35, "text-anchor": "middle", "font-size": font },
+        mark).textContent = "!";
+      svg("title", {}, mark).textContent = `flagged: ${row.warning}`;
+    }
     g.addEventListener("click", () => select(i));
   });
 }
@@ -127,9 +146,18 @@ function drawList(selected) {
   list.replaceChildren();
   rows.forEach((row, i) => {
     const li = document.createElement("li");
-    li.className = "face-row" + (i === selected ? " selected" : "");
+    li.className = "face-row" + (i === selected ? " selected" : "") +
+      (row.warning ? " flagged" : "");
     li.textContent = `${row.label}, p_fake ${row.p_fake.toFixed(3)} — box ` +
-      row.box.map((v) => Math.round(v)).join(", ");
+      row.box.map((v) => Math.round(v)).join(", ") +
+      (row.face_size != null ? `, ${row.face_size} px` : "") +
+      (row.detection_score != null ? `, detection ${row.detection_score.toFixed(2)}` : "");
+    if (row.warning) {
+      const note = document.createElement("span");
+      note.className = "face-warning";
+      note.textContent = `\u26a0 flagged: ${row.warning}`;
+      li.appendChild(note);
+    }
     li.addEventListener("click", () => select(i));
     list.appendChild(li);
   });
