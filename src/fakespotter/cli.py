@@ -349,14 +349,20 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
 
 def _check_optional_packages(*, video: bool = False, report: bool = False) -> None:
     """Refuse before any work when an optional package the command will need is missing."""
-    import importlib.util
-
-    if video and importlib.util.find_spec("av") is None:
+    if video and not _installed("av"):
         raise click.ClickException("reading video needs the 'video' extra: "
                                    "pip install 'fakespotter[video]'")
-    if report and importlib.util.find_spec("matplotlib") is None:
+    if report and not _installed("matplotlib"):
         raise click.ClickException("--report draws charts with matplotlib, the 'report' extra: "
                                    "pip install 'fakespotter[report]'")
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    if name in sys.modules:  # imported already, or blocked (None)
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
 
 
 class _Summary:
@@ -439,29 +445,29 @@ def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
         writer.close()
 
 
-def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None):
+def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None,
+                        name_no_face: bool = False):
     """Crops of the largest face of each image under ``folder``, plus what had none.
 
-    Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable count).
-    ``augment_seed``: crop a randomly perturbed copy of each image instead (training-time
-    augmentation, ``perturb.random_perturbation``).
+    Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable paths).
+    Each unreadable image (and with ``name_no_face`` each image without a face) is named on
+    stderr once the progress bar is gone. ``augment_seed``: crop a randomly perturbed copy of
+    each image instead (training-time augmentation, ``perturb.random_perturbation``).
     """
     import numpy as np
-
-    from tqdm import tqdm
 
     from fakespotter.scan import NO_FACE, find_faces, iter_files
 
     files = list(iter_files([folder]))
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
-    crops, paths, no_face, errors = [], [], [], 0
+    crops, paths, no_face, errors = [], [], [], []
     alter_of = None
     if augment_seed is not None:
         from fakespotter.evaluation.perturb import RandomAugmentation
 
         alter_of = functools.partial(RandomAugmentation, augment_seed)
-    for item in find_faces(cropper, files, progress=True, total=len(files), desc=label,
+    for item in find_faces(cropper, files, progress=_progress(), total=len(files), desc=label,
                            workers=_workers(len(files)), alter_of=alter_of, **limits):
         if item.faces:
             crops.append(item.faces[0].crop)
@@ -469,11 +475,17 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_
         elif item.error == NO_FACE:
             no_face.append(item.path)
         else:
-            errors += 1
-            tqdm.write(f"skipped {item.path}: {item.error}", file=sys.stderr)  # above the bar
+            errors.append((item.path, item.error))
+    for path, reason in errors + ([(p, NO_FACE) for p in no_face] if name_no_face else []):
+        click.echo(f"skipped {path}: {reason}", err=True)
     size = cropper.size
     stack = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     return stack, paths, no_face, errors
+
+
+# train warns when the model it wrote is unlikely to be of use
+FEW_FACES_PER_CLASS = 100
+WEAK_CV_AUC = 0.6
 
 
 @main.command()
@@ -482,12 +494,15 @@ def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_
 @click.option("--fake", "fake_dir", required=True, type=SafePath(exists=True, file_okay=False),
               help="Folder of GAN-made face photos.")
 @click.option("--backbone", default="sface", show_default=True,
-              type=click.Choice(["facenet", "dlib", "sface"]))
+              type=click.Choice(["facenet", "dlib", "sface"]),
+              help="The face-recognition network whose neurons are counted.")
 @click.option("--variant", default="channel", show_default=True,
               type=click.Choice(["layer", "channel", "embedding"]),
               help="layer: the paper's per-layer counts; channel: per-channel counts; "
                    "embedding: the final embedding (baseline).")
-@click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]))
+@click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]),
+              help="raw: count a layer's own outputs; activation: the outputs of the "
+                   "nonlinearity after it.")
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option("--taps", type=click.IntRange(min=1), default=None,
               help="Count only the first N layers; the network stops after the N-th, so "
@@ -511,8 +526,10 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
                       taps=taps, device=_settings()["device"])
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real, real_paths, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits)
-    fake, fake_paths, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits)
+    real, real_paths, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits,
+                                                                name_no_face=True)
+    fake, fake_paths, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits,
+                                                                name_no_face=True)
     if len(real) < 5 or len(fake) < 5:
         raise click.ClickException(f"need at least 5 faces of each class, found {len(real)} real "
                                    f"and {len(fake)} fake")
@@ -538,7 +555,7 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
         det.fit_features(features, y)
     training = {
         "n_real": len(real), "n_fake": len(fake), "n_no_face": len(real_none) + len(fake_none),
-        "n_unreadable": real_err + fake_err, "real": str(real_dir), "fake": str(fake_dir),
+        "n_unreadable": len(real_err) + len(fake_err), "real": str(real_dir), "fake": str(fake_dir),
         "aligned": aligned, "augment": augment, "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -547,15 +564,30 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
     save_model(det, output, training)
     click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, "
                f"cross-validated AUC {det.cv_auc_:.3f} on {len(real)} real + {len(fake)} fake faces")
+    dropped = len(real_none) + len(fake_none) + len(real_err) + len(fake_err)
+    if dropped:
+        click.echo(f"{dropped} images were left out (named above): {len(real_none) + len(fake_none)} "
+                   f"without a face, {len(real_err) + len(fake_err)} unreadable", err=True)
+    if min(len(real), len(fake)) < FEW_FACES_PER_CLASS:
+        click.echo(f"warning: only {min(len(real), len(fake))} faces in the smaller class; with "
+                   f"fewer than {FEW_FACES_PER_CLASS} of each the model is unlikely to generalize",
+                   err=True)
+    if det.cv_auc_ < WEAK_CV_AUC:
+        click.echo(f"warning: cross-validated AUC {det.cv_auc_:.3f} is near chance (0.5): this "
+                   "model cannot tell these real and fake photos apart; check the folders",
+                   err=True)
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False))
-@click.option("--fake", "fake_dir", type=SafePath(exists=True, file_okay=False))
-@click.option("--model", "model_path", type=SafePath(dir_okay=False))
+@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False),
+              help="Folder of real face photos.")
+@click.option("--fake", "fake_dir", type=SafePath(exists=True, file_okay=False),
+              help="Folder of GAN-made face photos (without it: how many real photos pass).")
+@click.option("--model", "model_path", type=SafePath(dir_okay=False),
+              help="Model file from `fakespotter train` (default: the shipped model).")
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+              show_default=True, help="How to print the metrics on standard output.")
 @click.option("--report", "report_dir", type=SafePath(file_okay=False),
               help="Write report.md/.html, metrics.json and plots into this folder.")
 @click.option("--manifest", type=SafePath(exists=True, dir_okay=False),
@@ -567,13 +599,18 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
 @_one_line_errors
 def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest, perturb,
              max_pixels, max_bytes) -> None:
-    """Measure a detector on labelled folders (--real alone: how many real photos pass)."""
+    """Measure a detector on labelled folders (--real alone: how many real photos pass).
+
+    Each image is scored by its largest face; an image without a face counts as predicted
+    real. With --perturb, each perturbation's metrics are shown too.
+    """
     import json
 
     import numpy as np
 
     from fakespotter.metrics import evaluate_scores
 
+    _check_optional_packages(report=bool(report_dir))
     perturbations = []
     if perturb:
         from fakespotter.evaluation import parse_perturbations
@@ -591,7 +628,7 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
         paths += p
         labels += [label] * len(p)
         no_face += [(path, label) for path in none]
-        errors += err
+        errors += len(err)
     crops = np.concatenate(crops)
     features = det.transform(crops) if len(crops) else None
     scores = list(det.predict_proba(features=features)[:, 1]) if len(crops) else []
@@ -601,28 +638,40 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
     all_scores = scores + [0.0] * len(no_face)
     result = evaluate_scores(all_labels, all_scores)
     result.update(n_no_face=len(no_face), n_unreadable=errors)
+    perturbed = {}
+    if perturbations:
+        from fakespotter.evaluation import perturbed_scores
+
+        perturbed = perturbed_scores(det, cropper, all_paths, perturbations, progress=_progress())
+        result["perturbations"] = {
+            name: {**evaluate_scores(all_labels, q["p_fake"]), "n_no_face": q["n_no_face"]}
+            for name, q in perturbed.items()}
     if report_dir:
-        _write_report(report_dir, det, cropper, all_paths, all_labels, all_scores, features,
-                      manifest, perturbations, model_path)
+        _write_report(report_dir, det, all_paths, all_labels, all_scores, features, manifest,
+                      perturbed, model_path)
         result["report"] = str(report_dir)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            if value is not None:
-                click.echo(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+        return
+    for key, value in result.items():
+        if key == "perturbations":
+            continue
+        if value is not None:
+            click.echo(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+    if perturbed:
+        columns = ("accuracy", "real_accuracy", "fake_accuracy", "auc", "n_no_face")
+        click.echo(f"\n{'perturbation':14s} " + " ".join(f"{c:>13s}" for c in columns))
+        for name, m in [("none", result), *result["perturbations"].items()]:
+            cells = ["-" if m.get(c) is None else (f"{m[c]:.4f}" if isinstance(m[c], float)
+                                                    else str(m[c])) for c in columns]
+            click.echo(f"{name:14s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
-def _write_report(report_dir, det, cropper, paths, labels, scores, features, manifest,
-                  perturbations, model_path) -> None:
+def _write_report(report_dir, det, paths, labels, scores, features, manifest, perturbed,
+                  model_path) -> None:
     """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
-
-    import numpy as np
-    from tqdm import tqdm
-
     from fakespotter.evaluation import (classifier_weight_per_layer, groups_from_manifest,
-                                        groups_from_prefix, image_rng, write_report)
-    from fakespotter.faces import ImageError, load_image
+                                        groups_from_prefix, write_report)
 
     groups = groups_from_manifest(paths, manifest) if manifest else groups_from_prefix(paths)
     layer_kw = {}
@@ -631,26 +680,10 @@ def _write_report(report_dir, det, cropper, paths, labels, scores, features, man
         layer_kw = dict(layer_counts=det.layer_counts(features),
                         layer_names=det.taps_, layer_weights=weights, layer_weight_label=label,
                         layer_labels=labels[:len(features)])
-    perturbed = {}
-    for q in perturbations:  # applied to the photo before detection, as a re-shared photo is
-        crops, kept = [], []
-        bar = tqdm(paths, desc=q.name, unit="img", file=sys.stderr, delay=1.0, leave=False)
-        for i, path in enumerate(bar):
-            try:
-                faces = cropper(q(load_image(path), image_rng(0, i)))
-            except ImageError:
-                faces = []
-            if faces:
-                crops.append(faces[0].crop)
-                kept.append(i)
-        p_fake = np.zeros(len(paths))  # a face lost to the perturbation counts as real
-        if crops:
-            p_fake[kept] = det.predict_proba(np.stack(crops))[:, 1]
-        perturbed[q.name] = {"p_fake": p_fake.tolist(), "labels": labels,
-                             "n_no_face": len(paths) - len(kept)}
+    perturbations = {name: {**q, "labels": labels} for name, q in perturbed.items()}
     meta = {"model": str(model_path or "default"), "command": _command_line()}
     write_report(report_dir, labels=labels, p_fake=scores, groups=groups,
-                 perturbations=perturbed or None, meta=meta, **layer_kw)
+                 perturbations=perturbations or None, meta=meta, **layer_kw)
     click.echo(f"wrote the report to {report_dir}", err=True)
 
 

@@ -229,7 +229,10 @@ def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,
         report_dir.mkdir(parents=True, exist_ok=True)
         stem = output_stem(video)
         (report_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-        plot_timeline(result, report_dir / f"{stem}.png")
+        try:
+            plot_timeline(result, report_dir / f"{stem}.png")
+        except ImportError:  # no matplotlib: the JSON above and the rows are still written
+            pass
     if on_verdict is not None:
         on_verdict(str(video), result["video"])
     if not result["tracks"]:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 __all__ = ["KINDS", "Perturbation", "RandomAugmentation", "image_rng", "parse_perturbations",
-           "random_perturbation"]
+           "perturbed_scores", "random_perturbation"]
 
 # kind -> what its value means (shown in error messages)
 KINDS = {
@@ -129,3 +129,37 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
     if repeated:
         raise ValueError(f"perturbation {repeated[0]} is listed twice")
     return found
+
+
+def perturbed_scores(detector, cropper, paths, perturbations, *, progress: bool = False) -> dict:
+    """Score each perturbation's copy of every photo in ``paths``, by its largest face.
+
+    Each perturbation is applied to the decoded photo before face finding, as a re-shared
+    photo reaches the detector. A photo whose face is lost to the perturbation (or that can
+    no longer be read) counts as predicted real (p_fake 0). Returns name ->
+    ``{"p_fake": [...], "n_no_face": k}``, scores in the order of ``paths``.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from fakespotter.faces import ImageError, load_image
+
+    out = {}
+    for q in perturbations:
+        crops, kept = [], []
+        bar = tqdm(paths, desc=q.name, unit="img", file=sys.stderr, delay=1.0, leave=False,
+                   disable=not progress)
+        for i, path in enumerate(bar):
+            try:
+                faces = cropper(q(load_image(path), image_rng(0, i)))
+            except ImageError:
+                faces = []
+            if faces:
+                crops.append(faces[0].crop)
+                kept.append(i)
+        p_fake = np.zeros(len(paths))
+        if crops:
+            p_fake[kept] = detector.predict_proba(np.stack(crops))[:, 1]
+        out[q.name] = {"p_fake": p_fake.tolist(), "n_no_face": len(paths) - len(kept)}
+    return out
