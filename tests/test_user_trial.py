@@ -343,3 +343,44 @@ def test_video_errors_have_no_errno_numbers(tmp_path, tiny_model):
                                "--format", "json").stdout)[:1]
     assert row["error"].startswith("cannot open video") and "Errno" not in row["error"]
     assert row["error"].count(str(bad)) == 1
+
+
+def test_two_videos_with_one_name_get_their_own_report_files(tmp_path, tiny_model):
+    pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
+    pytest.importorskip("matplotlib", reason="the 'report' extra (matplotlib) is not installed")
+    from test_video import write_panning_video
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_panning_video(tmp_path / folder / "clip.mp4")
+    report = tmp_path / "report"
+    result = detect(tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", "--model", tiny_model,
+                    "--aligned", "--report", report, "--format", "json")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in report.iterdir())
+    assert len(names) == 4 and all(n.startswith("clip-") for n in names)  # 2 json + 2 png
+    rows = json.loads(result.stdout)
+    assert all(r["start"] is not None and r["end"] >= r["start"] for r in rows)
+    assert result.stderr.count("video ") == 2  # a verdict line per video
+
+
+def test_an_error_line_is_never_glued_to_a_progress_bar():
+    from io import StringIO
+
+    from tqdm import tqdm
+
+    from fakespotter.cli import _one_line_errors
+
+    stream = StringIO()
+
+    @_one_line_errors
+    def fails_mid_way():
+        bar = tqdm(range(10), file=stream)
+        for i in bar:
+            if i == 3:
+                raise ValueError("the folder vanished")
+
+    with pytest.raises(click.ClickException, match="the folder vanished"):
+        fails_mid_way()
+    assert not list(tqdm._instances)  # the bar was closed (and its line ended) before the error
+    assert stream.getvalue().endswith("\n")

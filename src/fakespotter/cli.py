@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
+from fakespotter.cli_types import SafePath
 
 
 # Exit codes of every command (README, "Exit codes").
@@ -46,16 +47,6 @@ def _one_line_errors(func):
             sys.exit(130)
 
     return wrapper
-
-
-class SafePath(click.Path):
-    """click.Path that turns an unusable name (a NUL byte in it) into a usage error; plain
-    click.Path lets os.stat's ValueError escape as a traceback."""
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and "\x00" in value:
-            self.fail(f"{value!r} contains a NUL byte, which no file name can", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 GLOBAL_OPTIONS = ("--threads", "--device", "--workers")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fakespotter.cli import SafePath
+from fakespotter.cli_types import SafePath
 
 # The server's own limits (fakespotter.serve.app's MAX_*), repeated here so `serve --help`
 # works without the 'serve' extra; tests check that they agree.
