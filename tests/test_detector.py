@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
 import struct
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 import pytest
@@ -21,16 +24,17 @@ from fakespotter.modelfile import ModelFileError
 SIZE = 16
 
 
+def _tiny_preprocess(crops: np.ndarray) -> torch.Tensor:
+    # module level, not a closure: a detector holding this backbone can be pickled
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
 def tiny_backbone() -> Backbone:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2),
                           nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 8))
     model.eval()
-
-    def preprocess(crops: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-    return Backbone(name="tiny", model=model, input_size=SIZE, preprocess=preprocess,
+    return Backbone(name="tiny", model=model, input_size=SIZE, preprocess=_tiny_preprocess,
                     alignment_template=np.zeros((5, 2)), activations={"0": "1", "2": "3"},
                     weights_sha256="0" * 64)
 
@@ -186,3 +190,63 @@ def test_modelfile_writes_atomically(tmp_path):
 def test_no_crops_give_no_rows(fitted):
     assert fitted.predict_proba([]).shape == (0, 2)
     assert fitted.predict(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0,)
+
+
+def test_fitted_detector_pickles_without_its_caches(fitted):
+    X, _ = toy_faces(30, seed=4)
+    before_proba, before_features = fitted.predict_proba(X), fitted.transform(X)
+    fitted.predict_proba_and_embed(X)  # fill every cache, _full_coverage_cache included
+    assert {"_coverage_cache", "_full_coverage_cache"} <= set(vars(fitted))
+    copy = pickle.loads(pickle.dumps(fitted))
+    assert not set(FakeSpotter._CACHES) & set(vars(copy))
+    assert isinstance(copy.backbone, type(fitted.backbone))  # a Backbone object is a parameter
+    np.testing.assert_array_equal(copy.predict_proba(X), before_proba)
+    np.testing.assert_array_equal(copy.transform(X), before_features)
+    proba, embeddings = copy.predict_proba_and_embed(X)
+    expected = fitted.predict_proba_and_embed(X)
+    np.testing.assert_array_equal(proba, expected[0])
+    np.testing.assert_array_equal(embeddings, expected[1])
+    # the original keeps working on its own caches
+    np.testing.assert_array_equal(fitted.predict_proba(X), before_proba)
+
+
+def test_pickle_drops_a_network_loaded_by_name():
+    det = FakeSpotter(backbone="sface", device="cpu")
+    det._loaded_backbone, det._moved = tiny_backbone(), (0, "cpu")  # as if loaded
+    state = pickle.loads(pickle.dumps(det)).__dict__
+    assert "_loaded_backbone" not in state and "_moved" not in state
+    assert state["backbone"] == "sface" and state["device"] == "cpu"
+
+
+def test_clone_gives_an_unfitted_detector_with_the_same_params(fitted):
+    copy = clone(fitted)
+    assert not [k for k in vars(copy) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        copy.predict_proba(toy_faces(4)[0])
+    params, expected = copy.get_params(), fitted.get_params()
+    assert params.keys() == expected.keys()
+    assert {k: v for k, v in params.items() if k != "backbone"} == \
+        {k: v for k, v in expected.items() if k != "backbone"}
+    assert params["backbone"].name == "tiny"
+    unfitted = FakeSpotter(backbone="dlib", variant="layer", taps=2, Cs=(0.1,))
+    assert clone(unfitted).get_params() == unfitted.get_params()
+
+
+def test_n_features_in_is_the_feature_count(fitted, tmp_path):
+    X, _ = toy_faces(10, seed=5)
+    assert fitted.n_features_in_ == fitted.transform(X).shape[1] == len(fitted.coef_) == 18
+    F, y = np.random.default_rng(0).normal(size=(40, 7)), np.arange(40) % 2
+    assert FakeSpotter(cv=3).fit_features(F, y).n_features_in_ == 7
+    save_model(fitted, tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors", backbone=tiny_backbone()).n_features_in_ == 18
+
+
+def _predict_proba_in_worker(detector: FakeSpotter, X: np.ndarray) -> np.ndarray:
+    return detector.predict_proba(X)
+
+
+def test_fitted_detector_runs_in_a_spawned_worker(fitted):
+    X, _ = toy_faces(20, seed=6)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        proba = pool.submit(_predict_proba_in_worker, fitted, X).result(timeout=120)
+    np.testing.assert_array_equal(proba, fitted.predict_proba(X))

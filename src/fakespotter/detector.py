@@ -55,7 +55,22 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             "keep only the valuable neurons").
         device: torch device of the network (``"cpu"``, ``"cuda"``, ...); ``None`` leaves
             the network where it is (CPU when loaded by name).
+
+    Attributes (after ``fit``, ``fit_features`` or ``load_model``):
+        n_features_in_: number of feature columns the classifier sees (``transform``'s
+            output width, ``len(coef_)``), not the pixels of a crop.
+
+    Pickling (and so ``ProcessPoolExecutor`` workers, ``copy.deepcopy``) keeps parameters
+    and fitted attributes and drops the caches, which are rebuilt on first use: the
+    coverage extractors, and a network loaded from a registered ``backbone`` name (reloaded
+    from the weights cache, so the pickle stays small). A :class:`Backbone` object passed as
+    ``backbone`` is a parameter and travels with the detector; its ``preprocess`` must then
+    be picklable (a module-level function, not a closure).
     """
+
+    # Rebuilt lazily by _backbone / _fitted_coverage / predict_proba_and_embed, so dropped
+    # from pickles: NeuronCoverage holds a threading.local, and a loaded network is big.
+    _CACHES = ("_coverage_cache", "_full_coverage_cache", "_moved", "_loaded_backbone")
 
     def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
                  cv=5, batch_size=None, progress=False, taps=None, device=None):
@@ -68,6 +83,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.taps = taps
         self.device = device
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in self._CACHES}
 
     # -- the network ---------------------------------------------------------------------
 
@@ -219,6 +238,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """
         y = _check_y(y, len(F))
         self.classes_ = np.array([0, 1])
+        self.n_features_in_ = int(F.shape[1])
         self.scaler_mean_ = F.mean(0).astype(np.float64)
         scale = F.std(0).astype(np.float64)
         self.scaler_scale_ = np.where(scale > 0, scale, 1.0)  # constant features stay at 0
@@ -444,5 +464,6 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
     det.C_ = float(meta["C"])
     det.cv_auc_ = float(meta["cv_auc"])
     det.classes_ = np.array([0, 1])
+    det.n_features_in_ = int(len(det.coef_))
     det.training_ = meta["training"]
     return det
