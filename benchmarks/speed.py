@@ -42,13 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakespotter.backbones import get_backbone
+from fakespotter.backbones import BACKBONES as REGISTERED, get_backbone
 from fakespotter.detector import FakeSpotter
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = ROOT.parent / "shared" / "faces"
 ASTRONAUT = ROOT / "tests" / "data" / "astronaut.jpg"
-BACKBONES = ("facenet", "dlib", "sface")
+BACKBONES = tuple(REGISTERED)  # every registered backbone, in registration order
 VARIANTS = ("channel", "layer")
 PLAIN_STEPS = (4, 8, 16)  # plain forward passes over a batch in chunks of these sizes too
 

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from fakespotter.backbones import get_backbone
+from fakespotter.backbones import BACKBONES, get_backbone
 from fakespotter.coverage import NeuronCoverage, forward_hooks
 from fakespotter.detector import FakeSpotter
 
-BACKBONES = ("facenet", "dlib", "sface")
 
-
-@pytest.fixture(scope="module", params=BACKBONES)
+# every registered backbone (collected at import: the built-ins)
+@pytest.fixture(scope="module", params=list(BACKBONES))
 def backbone(request):
     torch.manual_seed(0)
     return get_backbone(request.param).untrained()

@@ -60,3 +60,45 @@ def test_alignment_template_is_a_plausible_face(name):
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
         get_backbone("vgg")
+
+
+def test_listing_backbones_imports_no_network_code():
+    """--help and `weights list` read the registry without torch or any network module."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from fakespotter.cli import main\n"
+            "for args in (['train', '--help'], ['weights', 'list']):\n"
+            "    r = CliRunner().invoke(main, args); assert r.exit_code == 0, r.output\n"
+            "heavy = [m for m in ('torch', 'fakespotter.backbones.sface', 'fakespotter.faces.mtcnn')"
+            " if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_network_with_weights_is_in_the_weights_commands():
+    from fakespotter.backbones import DETECTORS
+    from fakespotter.cli import _all_weight_files
+
+    files = _all_weight_files()
+    assert list(files) == [*BACKBONES, *DETECTORS] == ["facenet", "dlib", "sface", "mtcnn"]
+    assert [w.filename for w in files["mtcnn"]] == ["pnet.pt", "rnet.pt", "onet.pt"]
+
+
+def test_register_refuses_a_taken_name_unless_replacing():
+    from fakespotter.backbones import register_backbone
+
+    spec = get_backbone("sface")
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone(spec)
+    assert register_backbone(spec, replace=True) is spec and BACKBONES["sface"] is spec
+
+
+def test_builtin_spec_fields_come_from_their_module():
+    from fakespotter.backbones import sface
+
+    spec = get_backbone("sface")
+    assert spec.input_size == sface.INPUT_SIZE and spec.batch_size == sface.BATCH_SIZE
+    assert spec.preprocess is sface.preprocess and spec.from_files is sface.load_model
+    assert spec.weights_sha256 == spec.weight_files[0].sha256 == spec.weights.sha256

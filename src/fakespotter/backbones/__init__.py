@@ -1,5 +1,20 @@
 """Face-recognition networks whose neurons fakespotter reads."""
 
-from fakespotter.backbones.registry import BACKBONES, Backbone, BackboneSpec, get_backbone
+from fakespotter.backbones.registry import (
+    BACKBONES,
+    DETECTORS,
+    Backbone,
+    BackboneSpec,
+    DetectorSpec,
+    Lazy,
+    get_backbone,
+    get_detector,
+    register_backbone,
+    register_detector,
+    unregister_backbone,
+    unregister_detector,
+)
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "get_backbone"]
+__all__ = ["BACKBONES", "DETECTORS", "Backbone", "BackboneSpec", "DetectorSpec", "Lazy",
+           "get_backbone", "get_detector", "register_backbone", "register_detector",
+           "unregister_backbone", "unregister_detector"]

