@@ -6,11 +6,17 @@ One extraction pass then gives, per image and per channel of every tap:
 
 * ``multi``: counts of outputs above m_l + z * s_l for z in LEVELS, a count-form of
   DeepGauge's k-multisection coverage (several thresholds per layer instead of one);
-  z = 0 is the ``channel`` variant;
+  z = 0 is the ``channel`` variant. This is the package's ``kmultisection`` criterion
+  (fakespotter.criteria.KMultisection) counted per channel: its statistics, thresholds and
+  counts come from there; summed per layer they are ``FakeSpotter(variant="kmultisection")``;
 * ``neuron``: counts of outputs above their own neuron's training mean (per-neuron
   thresholds instead of one per layer);
 * ``topk``: counts of outputs among the image's top TOP_FRACTION of that layer (DeepGauge's
   top-k neuron coverage, counted per channel).
+
+``neuron`` and ``topk`` stay study-only here: a package criterion keeps the same number of
+fitted parameters for every tap (one model-file array), and per-neuron means are a tap-sized
+array each; top-k fits nothing. All three share this module's one hooked pass.
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ import torch
 from tqdm import tqdm
 
 from fakespotter.coverage import eval_mode, forward_hooks
+from fakespotter.criteria import KMultisection
 
-LEVELS = (-1.0, 0.0, 1.0, 2.0)
+MULTI = KMultisection(per_channel=True)
+LEVELS = MULTI.levels
 TOP_FRACTION = 0.05
+
+
+def _fresh_buffer(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The criterion's scratch buffer; a new one each time is fine for this study."""
+    return torch.empty_like(like, dtype=dtype)
 
 
 def _modules(model, taps):
@@ -44,17 +57,16 @@ def _count(compare, x: torch.Tensor, t) -> torch.Tensor:
 
 
 def fit(model, taps, batches) -> dict:
-    """Per tap: layer mean and std, and every neuron's mean, over all training images."""
-    sums = [0.0] * len(taps)
-    squares = [0.0] * len(taps)
+    """Per tap: the k-multisection thresholds (from the layer mean and std), and every
+    neuron's mean, over all training images."""
+    stats = [0.0] * len(taps)
     neuron_sums = [None] * len(taps)
     count = 0
 
     def hook_for(i, tap):
         def hook(module, inputs, out):
+            stats[i] = stats[i] + MULTI.batch_stats(tap, out).numpy()
             x = _nchw(out, tap)
-            sums[i] += float(x.sum(dtype=torch.float64))
-            squares[i] += float(x.square().sum(dtype=torch.float64))
             s = x.sum(0, dtype=torch.float64)
             neuron_sums[i] = s if neuron_sums[i] is None else neuron_sums[i] + s
         return hook
@@ -64,10 +76,8 @@ def fit(model, taps, batches) -> dict:
         for x in batches:
             model(x)
             count += len(x)
-    numel = np.array([count * t.neurons for t in taps], float)
-    mean = np.array(sums) / numel
-    std = np.sqrt(np.maximum(np.array(squares) / numel - mean ** 2, 0.0))
-    return {"mean": mean, "std": std, "neuron_means": [(s / count).float() for s in neuron_sums]}
+    levels = np.stack([MULTI.fit_params(t, s, count * t.neurons) for t, s in zip(taps, stats)])
+    return {"levels": levels, "neuron_means": [(s / count).float() for s in neuron_sums]}
 
 
 def extract(model, taps, stats: dict, batches, n_batches: int) -> dict[str, np.ndarray]:
@@ -76,12 +86,9 @@ def extract(model, taps, stats: dict, batches, n_batches: int) -> dict[str, np.n
     current: dict[str, list] = {}
 
     def hook_for(i, tap):
-        levels = torch.tensor([stats["mean"][i] + z * stats["std"][i] for z in LEVELS])
-
         def hook(module, inputs, out):
+            current["multi"].append(MULTI.features(tap, out, stats["levels"][i], _fresh_buffer))
             x = _nchw(out, tap)
-            multi = torch.stack([_count(torch.gt, x, float(t)) for t in levels], dim=2)  # N x C x levels
-            current["multi"].append(multi.reshape(len(x), -1))
             current["neuron"].append(_count(torch.gt, x, stats["neuron_means"][i]))
             flat = x.reshape(len(x), -1)
             k = max(1, round(TOP_FRACTION * flat.shape[1]))

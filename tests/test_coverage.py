@@ -74,7 +74,7 @@ def test_find_taps_on_hand_net() -> None:
 )
 def test_hand_computed_thresholds_and_counts(variant, neuron, thresholds, expected) -> None:
     # fc has no entry in `activations`, so it falls back to its raw output.
-    cov = hand_coverage(variant=variant, neuron=neuron, activations={"conv": "relu"})
+    cov = hand_coverage(criterion=variant, neuron=neuron, activations={"conv": "relu"})
     # Fit on the two images in separate batches: the mean is over all of them.
     cov.fit([HAND_X[:1], HAND_X[1:]])
     assert cov.thresholds_.dtype == np.float64
@@ -86,10 +86,10 @@ def test_hand_computed_thresholds_and_counts(variant, neuron, thresholds, expect
 
 
 def test_feature_names_and_slices() -> None:
-    layer = hand_coverage(variant="layer")
+    layer = hand_coverage(criterion="layer")
     assert layer.feature_names == ["conv", "fc"]
     assert layer.feature_slices == {"conv": slice(0, 1), "fc": slice(1, 2)}
-    channel = hand_coverage(variant="channel")
+    channel = hand_coverage(criterion="channel")
     assert channel.feature_names == ["conv:c0", "conv:c1", "fc:c0", "fc:c1"]
     assert channel.feature_slices == {"conv": slice(0, 2), "fc": slice(2, 4)}
     assert channel.n_features == 4
@@ -289,8 +289,81 @@ def test_bad_arguments() -> None:
     net = small_net()
     taps = find_taps(net, (3, 9, 9))
     with pytest.raises(ValueError):
-        NeuronCoverage(net, taps, variant="neuron")
+        NeuronCoverage(net, taps, criterion="neuron")
     with pytest.raises(KeyError, match="nope"):
         NeuronCoverage(net, taps, neuron="activation", activations={"conv1": "nope"})
     with pytest.raises(ValueError, match="thresholds"):
         NeuronCoverage(net, taps, thresholds=[0.0])
+
+
+# -- criteria beyond the paper's ---------------------------------------------
+
+
+def test_kmultisection_thresholds_and_counts() -> None:
+    from fakespotter.coverage import counts_per_layer
+    from fakespotter.criteria import KMultisection
+
+    net = small_net()
+    taps = find_taps(net, (3, 9, 9))
+    images = random_images(7)
+    multi = NeuronCoverage(net, taps, "kmultisection").fit([images[:3], images[3:]])
+    layer = NeuronCoverage(net, taps, "layer").fit([images[:3], images[3:]])
+    assert multi.thresholds_.shape == (3, 4)
+    np.testing.assert_array_equal(multi.thresholds_[:, 1], layer.thresholds_)  # z = 0: same m_l
+
+    kept: dict[str, torch.Tensor] = {}
+    handles = [getattr(net, t.name).register_forward_hook(
+        lambda m, i, o, name=t.name: kept.__setitem__(name, o.double().clone())) for t in taps]
+    net.eval()
+    with torch.no_grad():
+        net(images)
+    for h in handles:
+        h.remove()
+    for tap, t in zip(taps, multi.thresholds_):
+        out = kept[tap.name]
+        want = [out.mean() + z * out.std(unbiased=False) for z in KMultisection.levels]
+        np.testing.assert_allclose(t, want, rtol=1e-5, atol=1e-6)
+
+    got = multi.transform(images)
+    want = np.stack([np.stack([(kept[tap.name] > t).flatten(1).sum(1).numpy() for t in ts], 1)
+                     for tap, ts in zip(taps, multi.thresholds_)], 1).reshape(7, -1)
+    np.testing.assert_array_equal(got, want)
+    assert multi.feature_names[:4] == ["conv1:z-1", "conv1:z+0", "conv1:z+1", "conv1:z+2"]
+    # its per-layer view is the paper's count, not the sum of the four levels
+    np.testing.assert_array_equal(counts_per_layer(got, multi.feature_slices, "kmultisection"),
+                                  layer.transform(images))
+
+    per_channel = NeuronCoverage(net, taps, KMultisection(per_channel=True), thresholds=multi.thresholds_)
+    columns = per_channel.transform(images)
+    assert columns.shape == (7, 4 * (4 + 8 + 5))
+    for tap in taps:  # channel-major columns add up to the per-layer ones
+        c = columns[:, per_channel.feature_slices[tap.name]].reshape(7, tap.channels, 4).sum(1)
+        np.testing.assert_array_equal(c, got[:, multi.feature_slices[tap.name]])
+    with pytest.raises(ValueError, match="shape"):
+        NeuronCoverage(net, taps, "kmultisection", thresholds=layer.thresholds_)
+
+
+def test_a_criterion_object_need_not_be_registered() -> None:
+    from fakespotter.criteria import CRITERIA, LayerMNC
+
+    class Renamed(LayerMNC):
+        name = "not-registered"
+
+    net = small_net()
+    cov = NeuronCoverage(net, find_taps(net, (3, 9, 9)), Renamed()).fit([random_images(4)])
+    assert "not-registered" not in CRITERIA and cov.variant == "not-registered"
+    ref = NeuronCoverage(net, cov.taps, "layer", thresholds=cov.thresholds_)
+    np.testing.assert_array_equal(cov.transform(random_images(3)), ref.transform(random_images(3)))
+
+
+def test_a_criterion_with_the_wrong_width_is_a_clear_error() -> None:
+    from fakespotter.criteria import LayerMNC
+
+    class TooWide(LayerMNC):
+        def features(self, tap, out, params, scratch):
+            return super().features(tap, out, params, scratch).repeat(1, 2)
+
+    net = small_net()
+    cov = NeuronCoverage(net, find_taps(net, (3, 9, 9)), TooWide(), thresholds=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="expected"):
+        cov.transform(random_images(2))

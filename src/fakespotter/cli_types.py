@@ -14,3 +14,22 @@ class SafePath(click.Path):
         if isinstance(value, str) and "\x00" in value:
             self.fail(f"{value!r} contains a NUL byte, which no file name can", param, ctx)
         return super().convert(value, param, ctx)
+
+
+class VariantChoice(click.Choice):
+    """--variant's choices, read from the coverage-criterion registry whenever click asks
+    (parsing, --help), plus ``embedding``: a criterion registered after import is accepted.
+    fakespotter.criteria imports no torch, so --help stays fast."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from fakespotter.criteria import variants
+
+        return variants()
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass  # click.Choice.__init__ sets it; the registry is the list

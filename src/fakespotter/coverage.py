@@ -15,11 +15,18 @@ keeps one count per channel (summed over positions) instead of one per layer.
 Everything here works on a plain ``nn.Module`` plus tap names: forward hooks
 reduce each tapped output to a few numbers right away, so activations are never
 stored, and results reach the host once per batch.
+
+The rule that turns a tap's output into features is a coverage criterion
+(``fakespotter.criteria``: ``layer``, ``channel``, ``kmultisection``, or one
+registered later; its docstring says how to add one).  This module runs it: one
+hooked forward pass per batch, with the tensor helpers criteria use
+(:func:`above`, :func:`layer_sum`, :func:`output_sum`, :func:`positions_by_channel`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +37,19 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
+from fakespotter.criteria import CRITERIA, Criterion, get_criterion, register_criterion
+
 __all__ = [
+    "CRITERIA",
+    "Criterion",
     "NeuronCoverage",
+    "above",
     "counts_per_layer",
+    "get_criterion",
+    "layer_sum",
+    "output_sum",
+    "positions_by_channel",
+    "register_criterion",
     "NotFittedError",
     "Tap",
     "eval_mode",
@@ -40,7 +57,6 @@ __all__ = [
     "forward_hooks",
 ]
 
-Variant = Literal["layer", "channel"]
 NeuronKind = Literal["raw", "activation"]
 ForwardHook = Callable[[nn.Module, Any, Any], Any]
 
@@ -137,6 +153,7 @@ class _StopForward(Exception):
     """Raised by the last needed hook to skip the rest of the forward pass."""
 
 
+@functools.lru_cache(maxsize=4096)  # the same few thresholds come back every batch
 def _largest_at_most(value: float, dtype: torch.dtype) -> float:
     """Largest number representable in ``dtype`` that is <= ``value``.
 
@@ -152,22 +169,56 @@ def _largest_at_most(value: float, dtype: torch.dtype) -> float:
     return t.item()
 
 
+# -- tensor helpers for criteria (fakespotter.criteria) ---------------------------------
+
+Scratch = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
+
+
+def above(out: torch.Tensor, threshold: float, scratch: Scratch) -> torch.Tensor:
+    """0/1 floats shaped like ``out``: ``out > threshold`` exactly (a float64 threshold
+    against float32/half outputs, see _largest_at_most), in a scratch buffer.
+
+    Floats, not bools: summing floats is several times faster than summing bools (int64)
+    on CPU, and 0/1 sums are exact in float32 below 2**24 neurons per image.
+    """
+    hits = scratch(out, torch.float32 if out[0].numel() < 2**24 else torch.float64)
+    return torch.gt(out, _largest_at_most(float(threshold), out.dtype), out=hits)
+
+
+def layer_sum(t: torch.Tensor) -> torch.Tensor:
+    """N sums over everything but the batch axis (no reshape: a strided buffer stays put)."""
+    return t.sum(tuple(range(1, t.dim())))
+
+
+def output_sum(out: torch.Tensor, tap: Tap) -> torch.Tensor:
+    """Sum of all of a batch's outputs as a float64 scalar tensor, no host sync.
+
+    Per-channel sums in the output's dtype (cascade summation: ~1e-7 relative), the rest in
+    float64. One float64 reduction over the whole output measured 25x slower on CPU, which
+    made fitting slower than an extraction pass.
+    """
+    positions, axis = positions_by_channel(out, tap.channel_dim)
+    return positions.sum((0, axis)).to(torch.float64).sum()
+
+
 class NeuronCoverage:
-    """MNC neuron-coverage features of ``model`` at ``taps``.
+    """Neuron-coverage features of ``model`` at ``taps``, by one :class:`Criterion`.
 
     Args:
         model: any module; it is run in eval mode (flags restored afterwards).
         taps: layers to count, usually a subset of :func:`find_taps`; features
             come in this order.
-        variant: ``"layer"`` gives one count per tap; ``"channel"`` one count
-            per channel of each tap (summed over positions).
+        criterion: a name in :data:`CRITERIA` (``"layer"``: one count per tap;
+            ``"channel"``: one count per channel of each tap, summed over
+            positions; ...) or a :class:`Criterion` instance.
         neuron: ``"raw"`` uses the tap's own output; ``"activation"`` uses the
             output of ``activations[tap.name]`` (e.g. the ReLU after a conv).
             Taps missing from ``activations`` fall back to raw.  A name may end
             in ``@k`` to use the k-th call (0-based) of a module that runs
             several times per forward, e.g. a shared ReLU; default is call 0.
-        thresholds: known per-tap thresholds (e.g. loaded from disk); skips
-            :meth:`fit`.
+        thresholds: known fitted parameters, ``len(taps) x *criterion.param_shape``
+            (one threshold per tap for ``layer`` and ``channel``; e.g. loaded from
+            disk); skips :meth:`fit`.
         stop_after_last_tap: end each forward pass as soon as every tap has
             been seen, skipping the layers after the deepest tap.  Then the
             model's output is not available.
@@ -177,15 +228,14 @@ class NeuronCoverage:
         self,
         model: nn.Module,
         taps: Sequence[Tap],
-        variant: Variant = "layer",
+        criterion: str | Criterion = "layer",
         neuron: NeuronKind = "raw",
         activations: Mapping[str, str] | None = None,
         *,
         thresholds: Sequence[float] | np.ndarray | None = None,
         stop_after_last_tap: bool = False,
     ) -> None:
-        if variant not in ("layer", "channel"):
-            raise ValueError(f"variant must be 'layer' or 'channel', not {variant!r}")
+        criterion = get_criterion(criterion)
         if neuron not in ("raw", "activation"):
             raise ValueError(f"neuron must be 'raw' or 'activation', not {neuron!r}")
         if not taps:
@@ -195,7 +245,7 @@ class NeuronCoverage:
             raise ValueError(f"duplicate tap names in {names}")
         self.model = model
         self.taps = list(taps)
-        self.variant = variant
+        self.criterion = criterion
         self.neuron = neuron
         self.activations = dict(activations or {})
         self.stop_after_last_tap = stop_after_last_tap
@@ -219,13 +269,18 @@ class NeuronCoverage:
         # Feature layout, in tap order.
         self.feature_names: list[str] = []
         self.feature_slices: dict[str, slice] = {}
-        for tap in self.taps:
+        self._widths = [criterion.n_features(tap) for tap in self.taps]
+        for tap, width in zip(self.taps, self._widths):
             start = len(self.feature_names)
-            if variant == "layer":
-                self.feature_names.append(tap.name)
-            else:
-                self.feature_names += [f"{tap.name}:c{c}" for c in range(tap.channels)]
+            self.feature_names += criterion.feature_names(tap)
             self.feature_slices[tap.name] = slice(start, len(self.feature_names))
+            if len(self.feature_names) - start != width:
+                raise ValueError(f"criterion {criterion.name!r}: feature_names and n_features disagree")
+
+    @property
+    def variant(self) -> str:
+        """The criterion's name (the detector's ``variant``)."""
+        return self.criterion.name
 
     @property
     def n_features(self) -> int:
@@ -245,7 +300,7 @@ class NeuronCoverage:
         return NeuronCoverage(
             self.model,
             [self.taps[i] for i in keep],
-            self.variant,
+            self.criterion,
             self.neuron,
             self.activations,
             thresholds=thresholds,
@@ -255,33 +310,36 @@ class NeuronCoverage:
     # -- fitting ---------------------------------------------------------
 
     def fit(self, batches: Iterable[torch.Tensor]) -> NeuronCoverage:
-        """Eq. 1: per-tap mean of all neuron outputs over all images, in one streaming pass."""
-        sums = np.zeros(len(self.taps), dtype=np.float64)
+        """The criterion's parameters (for MNC, Eq. 1: per-tap mean of all neuron outputs
+        over all images), in one streaming pass: statistics are summed over batches."""
+        criterion = self.criterion
+        sums: np.ndarray | None = None  # every tap's statistics, end to end
         counts = np.zeros(len(self.taps), dtype=np.int64)
 
         def reduce(i: int, out: torch.Tensor) -> torch.Tensor:
-            # Per-channel sums in the output's dtype (cascade summation: ~1e-7 relative), the
-            # rest in float64. One float64 reduction over the whole output measured 25x
-            # slower on CPU, which made this pass slower than an extraction pass. No host
-            # sync here.
-            positions, axis = _positions_by_channel(out, self.taps[i].channel_dim)
-            return positions.sum((0, axis)).to(torch.float64).sum()
+            return criterion.batch_stats(self.taps[i], out)
 
         for x in batches:
             if len(x) == 0:
                 continue
-            batch_sums, numels = self._run(x, reduce)[:2]
-            sums += torch.stack(batch_sums).cpu().numpy()  # one transfer per batch
+            batch_stats, numels = self._run(x, reduce)[:2]
+            lengths = [len(b) for b in batch_stats]
+            flat = torch.cat(batch_stats).cpu().numpy()  # one transfer per batch
+            sums = flat.astype(np.float64) if sums is None else sums + flat
             counts += numels
         if not counts.any():
             raise ValueError("fit() got no images")
-        self.thresholds_ = sums / counts
+        bounds = np.cumsum([0, *lengths])
+        self.thresholds_ = self._checked_thresholds(
+            [criterion.fit_params(tap, sums[a:b], int(n))
+             for tap, a, b, n in zip(self.taps, bounds[:-1], bounds[1:], counts)])
         return self
 
     # -- features --------------------------------------------------------
 
     def transform(self, x: torch.Tensor, return_output: bool = False) -> np.ndarray | tuple[np.ndarray, Any]:
-        """Eq. 2: N x n_features float32 counts of neurons above their tap's threshold.
+        """N x n_features float32 features by the criterion (for MNC, Eq. 2: counts of
+        neurons above their tap's threshold).
 
         With ``return_output=True`` also returns the model's output from the same
         forward pass (e.g. the embedding), as ``(features, output)``.
@@ -290,27 +348,19 @@ class NeuronCoverage:
             raise NotFittedError("NeuronCoverage is not fitted: call fit() or pass thresholds=")
         if return_output and self.stop_after_last_tap:
             raise ValueError("return_output needs the full forward pass; set stop_after_last_tap=False")
-        thresholds: dict[tuple[int, torch.dtype], float] = {}
+        criterion, params = self.criterion, self.thresholds_
 
         def reduce(i: int, out: torch.Tensor) -> torch.Tensor:
-            key = (i, out.dtype)
-            if key not in thresholds:
-                thresholds[key] = _largest_at_most(float(self.thresholds_[i]), out.dtype)
-            # Write the comparison straight into a float buffer: summing floats is
-            # several times faster than summing bools (int64) on CPU. 0/1 sums are
-            # exact in float32 below 2**24 neurons per image.
-            count_dtype = torch.float32 if out[0].numel() < 2**24 else torch.float64
-            above = self._scratch_like(out, count_dtype)
-            torch.gt(out, thresholds[key], out=above)
             tap = self.taps[i]
             if out.shape[tap.channel_dim] != tap.channels:
                 raise ValueError(
                     f"tap {tap.name!r}: output has {out.shape[tap.channel_dim]} channels, expected {tap.channels}"
                 )
-            above, positions = _positions_by_channel(above, tap.channel_dim)
-            if self.variant == "layer":
-                return above.sum((1, 2)).unsqueeze(1)  # N x 1
-            return above.sum(positions)  # N x C
+            columns = criterion.features(tap, out, params[i], self._scratch_like)
+            if columns.shape != (len(out), self._widths[i]):  # a criterion's bug, said plainly
+                raise ValueError(f"criterion {criterion.name!r} gave {tuple(columns.shape)} features "
+                                 f"for tap {tap.name!r}, expected {(len(out), self._widths[i])}")
+            return columns
 
         n = len(x)
         if n == 0:
@@ -398,12 +448,14 @@ class NeuronCoverage:
 
     def _checked_thresholds(self, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
         values = np.asarray(thresholds, dtype=np.float64)
-        if values.shape != (len(self.taps),):
-            raise ValueError(f"need {len(self.taps)} thresholds, got shape {values.shape}")
+        shape = (len(self.taps), *self.criterion.param_shape)
+        if values.shape != shape:
+            raise ValueError(f"need thresholds of shape {shape} ({self.criterion.name!r} "
+                             f"parameters per tap), got shape {values.shape}")
         return values
 
 
-def _positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, int]:
+def positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, int]:
     """A view of a batched output as N x C x positions or N x positions x C (no copy for
     contiguous or channels-last tensors), and the positions axis.
 
@@ -418,8 +470,10 @@ def _positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tens
     return t.movedim(channel_dim, -1).reshape(n, -1, t.shape[channel_dim]), 1
 
 
-def counts_per_layer(features: np.ndarray, feature_slices: Mapping[str, slice]) -> np.ndarray:
-    """N x L activated-neuron counts from N x F coverage features (layer or channel variant).
+def counts_per_layer(features: np.ndarray, feature_slices: Mapping[str, slice],
+                     criterion: str | Criterion | None = None) -> np.ndarray:
+    """N x L activated-neuron counts from N x F coverage features, by the criterion's
+    ``layer_count`` (default: each layer's columns summed).
 
     A channel feature counts one channel's neurons above the *layer* threshold, so the sum
     over a layer's channels is that layer's count, the same number the layer variant gives.
@@ -427,7 +481,8 @@ def counts_per_layer(features: np.ndarray, feature_slices: Mapping[str, slice]) 
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ValueError(f"features must be N x F, got shape {features.shape}")
-    columns = [features[:, s].sum(axis=1) for s in feature_slices.values()]
+    layer_count = (Criterion() if criterion is None else get_criterion(criterion)).layer_count
+    columns = [layer_count(features[:, s]) for s in feature_slices.values()]
     if not columns:
         return np.zeros((len(features), 0))
     return np.stack(columns, axis=1)
