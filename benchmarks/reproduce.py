@@ -1,10 +1,12 @@
 """Reproduce the paper's experiment on ../shared/faces, go beyond it, write docs/results.md.
 
-    python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full/
+    python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full-<key>/
     python benchmarks/reproduce.py --limit 30      # a quick smoke run on 30 images per split/class
 
-Stages (each cached under out/reproduce/<run>/, so a rerun only does what is missing; delete a
-file to redo its stage):
+Stages (each cached under out/reproduce/<run>-<key>/, so a rerun only does what is missing;
+<key> is a hash of the data manifest, the stage parameters, fakespotter's version and the
+code of the package and of benchmarks/, so changed code or inputs start a fresh cache; delete
+a file to redo its stage):
 1. landmarks.npz: MTCNN on every image of train/val/test/wild; the largest face's 5 landmarks.
 2. features_<backbone>.npz: crops aligned to the backbone's template from those landmarks;
    per-layer thresholds from the train split only (paper Eq. 1); one hooked forward pass per
@@ -35,12 +37,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fakespotter.backbones import get_backbone
+from fakespotter.backbones import BACKBONES as REGISTERED, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.detector import FakeSpotter
 from fakespotter.faces import load_image, warp_face
 from fakespotter.faces.pipeline import FaceCropper
-from fakespotter.evaluation.perturb import Perturbation, image_rng, parse_perturbations, random_perturbation
+from fakespotter.evaluation.perturb import Perturbation, RandomAugmentation, image_rng, parse_perturbations
+from fakespotter.training import copies_of, fit_with_copies, scores_with_missing
 from fakespotter.metrics import evaluate_scores
 from safetensors.torch import load_file, save_file
 
@@ -51,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
 OUT = ROOT / "out" / "reproduce"
 SPLITS = ("train", "val", "test", "wild")
-BACKBONES = ("facenet", "dlib", "sface")
+BACKBONES = tuple(REGISTERED)  # every registered backbone, in registration order
 VARIANTS = ("layer", "channel", "embedding")
 # The paper's Table 4 (accuracy, %): FakeSpotter with each backbone on its own data.
 PAPER = {"facenet": 84.78, "openface": 80.25, "vgg-face": 78.59}
@@ -59,6 +62,24 @@ PERTURBATIONS = "jpeg:90,jpeg:75,jpeg:50,blur:1,blur:2,noise:2,noise:5,resize:0.
 PERTURB_SEED = 0  # noise of image i under a perturbation: image_rng(PERTURB_SEED, i)
 AUGMENT_SEED = 1
 LOGO_TRAIN = ("StyleGAN1", "StyleGAN2:TPDNE")
+
+
+def cache_key(args) -> str:
+    """What the cached stages depend on: the data (the manifest), the parameters that shape
+    the stages, fakespotter's version and its code and this folder's. Any change gives a new
+    cache folder, so a stage never reuses results made by other code or inputs."""
+    import hashlib
+
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    params = {k: getattr(args, k) for k in ("limit", "backbones", "neuron_study", "perturb",
+                                           "augment", "cnn_minutes")}
+    digest.update(json.dumps([version("fakespotter"), params], sort_keys=True).encode())
+    sources = sorted((ROOT / "src" / "fakespotter").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    for path in [FACES / "manifest.csv", *sources]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def read_manifest(limit: int | None) -> list[dict]:
@@ -216,11 +237,7 @@ def perturbed_image_of(rows, p: Perturbation):
 
 
 def augmented_image_of(rows):
-    def image_of(i):
-        p, rng = random_perturbation(AUGMENT_SEED, i)
-        image = load_image(FACES / rows[i]["file"])
-        return image if p is None else p(image, rng)
-    return image_of
+    return lambda i: RandomAugmentation(AUGMENT_SEED, i)(load_image(FACES / rows[i]["file"]))
 
 
 def stage_richer(rows, landmarks, out: Path, name: str = "sface") -> dict:
@@ -261,29 +278,27 @@ class Study:
         the training data when its row does.
         """
         rows = (self.split == "train") & (True if train is None else train)
-        F_fit, y_fit = F[rows & have], self.y[rows & have]
+        photos = np.flatnonzero(rows & have)
+        det = FakeSpotter(backbone=name, variant=variant)
         if aug is None:
-            return FakeSpotter(backbone=name, variant=variant).fit_features(F_fit, y_fit)
+            return fit_with_copies(det, F[photos], self.y[photos])
         F_aug, idx, have_aug = aug
-        keep = have_aug & rows[idx]
-        groups = np.concatenate([np.flatnonzero(rows & have), idx[keep]])  # a copy folds with its photo
-        return FakeSpotter(backbone=name, variant=variant).fit_features(
-            np.concatenate([F_fit, F_aug[keep]]), np.concatenate([y_fit, self.y[idx][keep]]), groups=groups)
+        keep, copy_of = copies_of(list(photos), list(idx[have_aug]))  # a copy folds with its photo
+        copies = np.flatnonzero(have_aug)[keep]
+        return fit_with_copies(det, F[photos], self.y[photos], F_aug[copies], self.y[idx][copies], copy_of)
 
     @staticmethod
     def scores(det, F, have) -> np.ndarray:
         """P(fake); an image with no face found counts as predicted real (0)."""
-        p = np.zeros(len(F))
-        if have.any():
-            p[have] = det.predict_proba(features=F[have])[:, 1]
-        return p
+        p_found = det.predict_proba(features=F[have])[:, 1] if have.any() else np.zeros(0)
+        return scores_with_missing(p_found, have)
 
     def measure(self, det, F, have) -> dict:
         return self.measure_scores(self.scores(det, F, have), have)
 
     def measure_scores(self, p_fake, have) -> dict:
         """Metrics per split from per-image P(fake); no face found counts as real (0)."""
-        p = np.where(have, p_fake, 0.0)
+        p = scores_with_missing(np.asarray(p_fake)[have], have)
         return {s: evaluate_scores(self.y[self.split == s], p[self.split == s])
                 | {"n_no_face": int((~have[self.split == s]).sum())} for s in ("val", "test", "wild")}
 
@@ -416,7 +431,8 @@ def main() -> None:
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
     torch.manual_seed(0)
-    out = args.out / (f"limit{args.limit}" if args.limit else "full")
+    out = args.out / f"{'limit%d' % args.limit if args.limit else 'full'}-{cache_key(args)}"
+    print(f"stages cached under {out}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(args.limit)
     study = Study(rows)
@@ -484,6 +500,8 @@ def main() -> None:
                             capture_output=True, text=True).stdout.strip()
     meta = {"command": "python benchmarks/reproduce.py" + (f" --limit {args.limit}" if args.limit else ""),
             "commit": commit, "n_images": len(rows), "perturbations": [p.name for p in perturbations],
+            "n_per_split": {s: int((study.split == s).sum()) for s in SPLITS},
+            "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
             "mtcnn_seconds": float(np.load(out / "landmarks.npz")["seconds"])}
     report = {"meta": meta, "results": results, "generalization": generalization,
               "pruning": pruning, "beyond_paper": ideas}
@@ -659,15 +677,16 @@ def markdown(report: dict) -> str:
                       f"{_pct(1 - r['wild']['real_accuracy'])} |")
     cnn = next(r for r in results if r["variant"] == "pixel_cnn")
     log = cnn["training"]
+    n = meta["n_per_split"]
     return f"""# Results
 
 Produced by `{meta['command']}` at commit `{meta['commit']}` on this repository's code; every
-number below comes from that run (`out/reproduce/full/results.json`; the stages it caches
-under `out/reproduce/full/` are listed in the script's docstring).
+number below comes from that run (`{meta['out']}/results.json`; the stages it caches there
+are listed in the script's docstring).
 
 Data: `../shared/faces` (FFHQ real vs StyleGAN 1 / StyleGAN 2 (thispersondoesnotexist) /
-an unknown StyleGAN model, 128 to 1024 px; see its README). Train on `train` (5,961 images),
-choose on `val`, report on `test` (1,406) and on `wild/real` (1,500 UTKFace photos from another
+an unknown StyleGAN model, 128 to 1024 px; see its README). Train on `train` ({n['train']:,} images),
+choose on `val` ({n['val']:,}), report on `test` ({n['test']:,}) and on `wild/real` ({n['wild']:,} UTKFace photos from another
 source, never trained on and never used to choose anything). Every image goes through the same
 MTCNN detection + 5-point alignment that a photo in the wild takes (MTCNN over all
 {meta['n_images']} images: {meta['mtcnn_seconds']:.0f} s); an image with no face found counts as

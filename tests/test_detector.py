@@ -16,7 +16,6 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
-from fakespotter import modelfile
 from fakespotter.backbones import Backbone
 from fakespotter.detector import FakeSpotter, load_model, save_model
 from fakespotter.modelfile import ModelFileError
@@ -179,12 +178,6 @@ def test_model_for_other_weights_is_refused(fitted, tmp_path):
                    meta_edit=lambda m: m.update(backbone="facenet", weights_sha256="f" * 64))
     with pytest.raises(ModelFileError, match="other facenet weights"):
         load_model(bad)
-
-
-def test_modelfile_writes_atomically(tmp_path):
-    path = tmp_path / "x.safetensors"
-    modelfile.save(path, {"a": "b"}, {"t": np.zeros(2)})
-    assert path.exists() and not list(tmp_path.glob("*.partial"))
 
 
 def test_no_crops_give_no_rows(fitted):

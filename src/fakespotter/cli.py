@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.cli_types import SafePath
+from fakespotter.cli_types import SafePath, VariantChoice
 
 
 # Exit codes of every command (README, "Exit codes").
@@ -137,12 +137,11 @@ def _workers(n_files: int) -> int:
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
-    from fakespotter.backbones import BACKBONES
-    from fakespotter.faces.pipeline import DETECTOR_WEIGHTS
+    # the registry, read now: a backbone registered after import is listed too
+    from fakespotter.backbones import BACKBONES, DETECTORS
 
-    files = {name: [spec.weights] for name, spec in BACKBONES.items()}
-    files["mtcnn"] = list(DETECTOR_WEIGHTS)
-    return files
+    specs = [*BACKBONES.values(), *DETECTORS.values()]
+    return {spec.name: list(spec.weight_files) for spec in specs if spec.weight_files}
 
 
 @main.group(name="weights")
@@ -169,7 +168,7 @@ def weights_list() -> None:
 @click.option("--all", "fetch_all", is_flag=True, help="Fetch every network's weights.")
 @_one_line_errors
 def weights_fetch(names: tuple[str, ...], fetch_all: bool) -> None:
-    """Download, verify and cache the weights of NAMES (facenet, dlib, sface, mtcnn)."""
+    """Download, verify and cache the weights of NAMES (as `fakespotter weights list` shows)."""
     files = _all_weight_files()
     if fetch_all:
         names = tuple(files)
@@ -185,6 +184,25 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool) -> None:
 
 
 # -- detect / train / evaluate -------------------------------------------------------------
+
+
+class _BackboneChoice(click.Choice):
+    """--backbone's choices, read from the backbone registry whenever click asks (parsing,
+    --help), so a backbone registered after this module was imported is accepted."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from fakespotter.backbones import BACKBONES
+
+        return tuple(BACKBONES)
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass  # click.Choice.__init__ sets it; the registry is the list
+
 
 def _load_detector(model_path: str | None):
     from fakespotter.detector import load_model
@@ -436,42 +454,22 @@ def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
         writer.close()
 
 
-def _largest_face_crops(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None,
-                        name_no_face: bool = False):
-    """Crops of the largest face of each image under ``folder``, plus what had none.
-
-    Returns (crops N x S x S x 3, their paths, paths with no face found, unreadable paths).
-    Each unreadable image (and with ``name_no_face`` each image without a face) is named on
-    stderr once the progress bar is gone. ``augment_seed``: crop a randomly perturbed copy of
-    each image instead (training-time augmentation, ``perturb.random_perturbation``).
-    """
-    import numpy as np
-
-    from fakespotter.scan import NO_FACE, find_faces, iter_files
+def _largest_faces(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None,
+                   name_no_face: bool = False):
+    """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
+    with ``name_no_face`` each one without a face) is named on stderr after the progress bar."""
+    from fakespotter.rows import NO_FACE
+    from fakespotter.scan import iter_files
+    from fakespotter.training import largest_faces
 
     files = list(iter_files([folder]))
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
-    crops, paths, no_face, errors = [], [], [], []
-    alter_of = None
-    if augment_seed is not None:
-        from fakespotter.evaluation.perturb import RandomAugmentation
-
-        alter_of = functools.partial(RandomAugmentation, augment_seed)
-    for item in find_faces(cropper, files, progress=_progress(), total=len(files), desc=label,
-                           workers=_workers(len(files)), alter_of=alter_of, **limits):
-        if item.faces:
-            crops.append(item.faces[0].crop)
-            paths.append(item.path)
-        elif item.error == NO_FACE:
-            no_face.append(item.path)
-        else:
-            errors.append((item.path, item.error))
-    for path, reason in errors + ([(p, NO_FACE) for p in no_face] if name_no_face else []):
+    found = largest_faces(cropper, files, progress=_progress(), desc=label,
+                          workers=_workers(len(files)), augment_seed=augment_seed, **limits)
+    for path, reason in found.unreadable + ([(p, NO_FACE) for p in found.no_face] if name_no_face else []):
         click.echo(f"skipped {path}: {reason}", err=True)
-    size = cropper.size
-    stack = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return stack, paths, no_face, errors
+    return found
 
 
 # train warns when the model it wrote is unlikely to be of use
@@ -484,13 +482,12 @@ WEAK_CV_AUC = 0.6
               help="Folder of real face photos.")
 @click.option("--fake", "fake_dir", required=True, type=SafePath(exists=True, file_okay=False),
               help="Folder of GAN-made face photos.")
-@click.option("--backbone", default="sface", show_default=True,
-              type=click.Choice(["facenet", "dlib", "sface"]),
+@click.option("--backbone", default="sface", show_default=True, type=_BackboneChoice(),
               help="The face-recognition network whose neurons are counted.")
-@click.option("--variant", default="channel", show_default=True,
-              type=click.Choice(["layer", "channel", "embedding"]),
+@click.option("--variant", default="channel", show_default=True, type=VariantChoice(),
               help="layer: the paper's per-layer counts; channel: per-channel counts; "
-                   "embedding: the final embedding (baseline).")
+                   "kmultisection: per-layer counts at 4 thresholds; embedding: the final "
+                   "embedding (baseline); or a registered coverage criterion.")
 @click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]),
               help="raw: count a layer's own outputs; activation: the outputs of the "
                    "nonlinearity after it.")
@@ -512,55 +509,47 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
     import numpy as np
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
+    from fakespotter.training import copies_of, fit_with_copies
 
     det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=_progress(),
                       taps=taps, device=_settings()["device"])
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real, real_paths, real_none, real_err = _largest_face_crops(cropper, real_dir, "real", limits,
-                                                                name_no_face=True)
-    fake, fake_paths, fake_none, fake_err = _largest_face_crops(cropper, fake_dir, "fake", limits,
-                                                                name_no_face=True)
-    if len(real) < 5 or len(fake) < 5:
-        raise click.ClickException(f"need at least 5 faces of each class, found {len(real)} real "
-                                   f"and {len(fake)} fake")
-    X = np.concatenate([real, fake])
-    y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
-    det.cv = min(5, len(real), len(fake))
+    real = _largest_faces(cropper, real_dir, "real", limits, name_no_face=True)
+    fake = _largest_faces(cropper, fake_dir, "fake", limits, name_no_face=True)
+    if len(real.crops) < 5 or len(fake.crops) < 5:
+        raise click.ClickException(f"need at least 5 faces of each class, found {len(real.crops)} "
+                                   f"real and {len(fake.crops)} fake")
+    X = np.concatenate([real.crops, fake.crops])
+    y = np.r_[np.zeros(len(real.crops), int), np.ones(len(fake.crops), int)]
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
+    copies = None
     if augment:
-        # One randomly perturbed copy of every photo joins the training set (thresholds stay
-        # those of the photos themselves); a copy stays in its photo's cross-validation fold.
-        groups = {p: i for i, p in enumerate(real_paths + fake_paths)}
-        copies, copy_y, copy_groups = [], [], []
-        for label, folder in ((0, real_dir), (1, fake_dir)):
-            crops, paths, _, _ = _largest_face_crops(cropper, folder, f"{('real', 'fake')[label]}, augmented",
-                                                     limits, augment_seed=AUGMENT_SEED + label)
-            keep = [i for i, p in enumerate(paths) if p in groups]
-            copies.append(crops[keep])
-            copy_y += [label] * len(keep)
-            copy_groups += [groups[paths[i]] for i in keep]
-        all_features = np.concatenate([features, det.transform(np.concatenate(copies))])
-        det.fit_features(all_features, np.r_[y, copy_y], groups=np.r_[np.arange(len(y)), copy_groups])
+        copies = [_largest_faces(cropper, folder, f"{name}, augmented", limits, augment_seed=AUGMENT_SEED + label)
+                  for label, name, folder in ((0, "real", real_dir), (1, "fake", fake_dir))]
+        keep, copy_of = copies_of(real.paths + fake.paths, copies[0].paths + copies[1].paths)
+        copy_crops = np.concatenate([c.crops for c in copies])[keep]
+        copy_y = np.r_[np.zeros(len(copies[0].paths), int), np.ones(len(copies[1].paths), int)][keep]
+        fit_with_copies(det, features, y, det.transform(copy_crops), copy_y, copy_of)
     else:
-        det.fit_features(features, y)
+        fit_with_copies(det, features, y)
+    n_no_face, n_unreadable = len(real.no_face) + len(fake.no_face), len(real.unreadable) + len(fake.unreadable)
     training = {
-        "n_real": len(real), "n_fake": len(fake), "n_no_face": len(real_none) + len(fake_none),
-        "n_unreadable": len(real_err) + len(fake_err), "real": str(real_dir), "fake": str(fake_dir),
+        "n_real": len(real.crops), "n_fake": len(fake.crops), "n_no_face": n_no_face,
+        "n_unreadable": n_unreadable, "real": str(real_dir), "fake": str(fake_dir),
         "aligned": aligned, "augment": augment, "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if variant != "embedding":  # the web page draws a face against these averages
         training[LAYER_MEANS_KEY] = det.layer_means(features, y)
     save_model(det, output, training)
-    click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, "
-               f"cross-validated AUC {det.cv_auc_:.3f} on {len(real)} real + {len(fake)} fake faces")
-    dropped = len(real_none) + len(fake_none) + len(real_err) + len(fake_err)
-    if dropped:
-        click.echo(f"{dropped} images were left out (named above): {len(real_none) + len(fake_none)} "
-                   f"without a face, {len(real_err) + len(fake_err)} unreadable", err=True)
-    if min(len(real), len(fake)) < FEW_FACES_PER_CLASS:
-        click.echo(f"warning: only {min(len(real), len(fake))} faces in the smaller class; with "
+    click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "
+               f"{det.cv_auc_:.3f} on {len(real.crops)} real + {len(fake.crops)} fake faces")
+    if n_no_face + n_unreadable:
+        click.echo(f"{n_no_face + n_unreadable} images were left out (named above): {n_no_face} "
+                   f"without a face, {n_unreadable} unreadable", err=True)
+    if min(len(real.crops), len(fake.crops)) < FEW_FACES_PER_CLASS:
+        click.echo(f"warning: only {min(len(real.crops), len(fake.crops))} faces in the smaller class; with "
                    f"fewer than {FEW_FACES_PER_CLASS} of each the model is unlikely to generalize",
                    err=True)
     if det.cv_auc_ < WEAK_CV_AUC:
@@ -600,6 +589,7 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
     import numpy as np
 
     from fakespotter.metrics import evaluate_scores
+    from fakespotter.training import score_labelled
 
     _check_optional_packages(report=bool(report_dir))
     perturbations = []
@@ -609,26 +599,15 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
         perturbations = parse_perturbations(perturb)  # bad specs fail before any work
     det = _load_detector(model_path)
     cropper = det.face_cropper(aligned)
-    crops, paths, labels, no_face, errors = [], [], [], [], 0
-    for folder, label in ((real_dir, 0), (fake_dir, 1)):
-        if folder is None:
-            continue
-        c, p, none, err = _largest_face_crops(cropper, folder, "real" if label == 0 else "fake",
-                                              _limits(max_pixels, max_bytes))
-        crops.append(c)
-        paths += p
-        labels += [label] * len(p)
-        no_face += [(path, label) for path in none]
-        errors += len(err)
-    crops = np.concatenate(crops)
-    features = det.transform(crops) if len(crops) else None
-    scores = list(det.predict_proba(features=features)[:, 1]) if len(crops) else []
-    # no face found counts as predicted real (score 0): a detector that misses is no help
-    all_paths = paths + [p for p, _ in no_face]
-    all_labels = labels + [lab for _, lab in no_face]
-    all_scores = scores + [0.0] * len(no_face)
+    limits = _limits(max_pixels, max_bytes)
+    sets = [(_largest_faces(cropper, folder, name, limits), label)
+            for folder, name, label in ((real_dir, "real", 0), (fake_dir, "fake", 1)) if folder]
+    scored = score_labelled(det, sets)
+    all_paths, all_labels, all_scores, features = (scored["paths"], scored["labels"],
+                                                   list(scored["p_fake"]), scored["features"])
     result = evaluate_scores(all_labels, all_scores)
-    result.update(n_no_face=len(no_face), n_unreadable=errors)
+    result.update(n_no_face=sum(len(s.no_face) for s, _ in sets),
+                  n_unreadable=sum(len(s.unreadable) for s, _ in sets))
     perturbed = {}
     if perturbations:
         from fakespotter.evaluation import perturbed_scores

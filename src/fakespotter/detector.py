@@ -4,11 +4,15 @@ Platt calibration, as a scikit-learn style estimator on aligned face crops.
 ``X`` is always a uint8 array of aligned face crops, N x S x S x 3 RGB, S the backbone's input
 size (``fakespotter.faces`` makes them from photos); ``y`` is 1 for fake, 0 for real.
 
-Feature variants:
+Feature variants (``variant``): the name of a coverage criterion in
+``fakespotter.criteria.CRITERIA``, or ``embedding``:
 
 * ``layer``: the paper's MNC feature, one count per tapped layer (Wang et al., Eq. 1-2).
 * ``channel``: one count per output channel of each tapped layer, same per-layer thresholds.
-* ``embedding``: the network's final embedding (the paper's Fig. 2 baseline).
+* ``kmultisection``: per tapped layer, counts above ``m_l + z s_l`` for z = -1, 0, 1, 2.
+* any criterion registered later (``fakespotter.criteria.register_criterion``).
+* ``embedding``: not a coverage criterion but the other feature source, the network's final
+  output (the paper's Fig. 2 baseline); it has no taps and no thresholds.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from tqdm import tqdm
 
 from fakespotter.backbones import Backbone, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
+from fakespotter.criteria import CRITERIA, EMBEDDING, variants
 
-VARIANTS = ("layer", "channel", "embedding")
 NEURONS = ("raw", "activation")
 LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
 DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -40,7 +44,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     Args:
         backbone: a registered backbone name (``facenet``, ``dlib``, ``sface``) or a loaded
             :class:`~fakespotter.backbones.Backbone`.
-        variant: ``layer`` (the paper), ``channel`` or ``embedding`` (see module docstring).
+        variant: a coverage criterion (``layer``: the paper; ``channel``; ``kmultisection``;
+            any registered one) or ``embedding`` (see module docstring).
         neuron: ``raw`` counts a tap's own output; ``activation`` the output of the
             nonlinearity that follows it.
         Cs: SVM regularization strengths tried; the best by cross-validated ROC AUC on the
@@ -55,6 +60,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             "keep only the valuable neurons").
         device: torch device of the network (``"cpu"``, ``"cuda"``, ...); ``None`` leaves
             the network where it is (CPU when loaded by name).
+        random_state: seed of the cross-validation folds' shuffle.
 
     Attributes (after ``fit``, ``fit_features`` or ``load_model``):
         n_features_in_: number of feature columns the classifier sees (``transform``'s
@@ -73,7 +79,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     _CACHES = ("_coverage_cache", "_full_coverage_cache", "_moved", "_loaded_backbone")
 
     def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
-                 cv=5, batch_size=None, progress=False, taps=None, device=None):
+                 cv=5, batch_size=None, progress=False, taps=None, device=None, random_state=0):
         self.backbone = backbone
         self.variant = variant
         self.neuron = neuron
@@ -83,6 +89,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.taps = taps
         self.device = device
+        self.random_state = random_state
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -112,8 +119,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
                            progress=self.progress)
 
     def _check_params(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        if self.variant not in variants():
+            raise ValueError(f"variant must be one of {', '.join(variants())}, not {self.variant!r}")
         if self.neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {', '.join(NEURONS)}, not {self.neuron!r}")
 
@@ -167,7 +174,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """Eq. 1: per-layer mean neuron output over ``X`` (real and fake together)."""
         self._check_params()
         X = self._check_X(X)
-        if self.variant == "embedding":
+        if self.variant == EMBEDDING:
             self.taps_, self.thresholds_ = [], np.zeros(0)
             return self
         coverage = self._coverage(self._selected_taps()).fit(self._batches(X, "thresholds"))
@@ -191,7 +198,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """Feature vectors (float32, one row per crop) for fitted thresholds."""
         check_is_fitted(self, "thresholds_")
         X = self._check_X(X)
-        if self.variant == "embedding":
+        if self.variant == EMBEDDING:
             model = self._backbone().model
             device = next(model.parameters()).device
             with torch.inference_mode():
@@ -205,15 +212,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         return np.zeros((0, n_features), np.float32)
 
     def feature_slices(self) -> dict[str, slice]:
-        """Tap name -> its columns in ``transform``'s output (layer and channel variants)."""
+        """Tap name -> its columns in ``transform``'s output (coverage variants)."""
         check_is_fitted(self, "taps_")
-        if self.variant == "embedding":
+        if self.variant == EMBEDDING:
             raise ValueError("an embedding model has no per-layer coverage")
         return dict(self._fitted_coverage().feature_slices)
 
     def layer_counts(self, features: np.ndarray) -> np.ndarray:
         """N x L activated neurons per tapped layer (the paper's Fig. 3 quantity)."""
-        return counts_per_layer(features, self.feature_slices())
+        coverage = self._fitted_coverage()  # the criterion says how its columns make a count
+        return counts_per_layer(features, self.feature_slices(), coverage.criterion)
 
     def layer_means(self, features: np.ndarray, y) -> dict:
         """Mean per-layer counts of the real (y = 0) and fake (y = 1) rows of ``features``;
@@ -224,11 +232,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
 
     # -- classifier ----------------------------------------------------------------------
 
-    def fit(self, X, y) -> "FakeSpotter":
-        """Thresholds, features, then the classifier, all from the training data alone."""
+    def fit(self, X, y, groups=None) -> "FakeSpotter":
+        """Thresholds, features, then the classifier, all from the training data alone;
+        ``groups`` as in ``fit_features``."""
         y = _check_y(y, len(X))
         self.fit_thresholds(X)
-        return self.fit_features(self.transform(X), y)
+        return self.fit_features(self.transform(X), y, groups=groups)
 
     def fit_features(self, F: np.ndarray, y, groups=None) -> "FakeSpotter":
         """Fit scaler, SVM and calibration on precomputed features (thresholds already fit).
@@ -247,10 +256,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         # features and fewer images this is far faster than the primal, and every C and
         # fold reuses the one matrix product.
         K = _gram(Z)
+        # no more folds than the smaller class has photos (a small training set), without
+        # changing the cv parameter itself
+        n_splits = max(2, min(self.cv, *np.bincount(y if groups is None else _group_labels(y, groups),
+                                                    minlength=2)))
         if groups is None:
-            splits = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=0).split(Z, y))
+            splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True,
+                                          random_state=self.random_state).split(Z, y))
         else:
-            splits = list(StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=0).split(Z, y, groups))
+            splits = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                               random_state=self.random_state).split(Z, y, groups))
         best = None
         for C in sorted(self.Cs):
             scores = np.zeros(len(y))
@@ -295,7 +310,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "calibration_")
         X = self._check_X(X)
-        if self.variant == "embedding":  # the features are the embedding
+        if self.variant == EMBEDDING:  # the features are the embedding
             F = self.transform(X)
             E = F.astype(np.float32)
         else:
@@ -324,6 +339,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False  # X is a stack of images, not a table
         return tags
+
+
+def _group_labels(y: np.ndarray, groups) -> np.ndarray:
+    """The label of each group (a photo and its copies share one)."""
+    _, first = np.unique(np.asarray(groups), return_index=True)
+    return y[first]
 
 
 def _check_y(y, n: int) -> np.ndarray:
@@ -425,13 +446,22 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         n, k = meta["n_features"], len(meta["taps"])
         if not 0 < n <= 10_000_000 or k > 100_000:
             raise ModelFileError("model file declares an implausible number of features")
-        return {"thresholds": (k,), "scaler_mean": (n,), "scaler_scale": (n,), "coef": (n,),
+        # the criterion's parameters per tap: (k,) for layer and channel, as in every model
+        # file written before criteria were pluggable, so those still load unchanged
+        if meta["variant"] == EMBEDDING:
+            per_tap = ()
+        elif meta["variant"] in CRITERIA:
+            per_tap = CRITERIA[meta["variant"]].param_shape
+        else:
+            raise ModelFileError(f"model file has an unknown variant {meta['variant']!r:.40} (this "
+                                 f"fakespotter has {', '.join(variants())})")
+        return {"thresholds": (k, *per_tap), "scaler_mean": (n,), "scaler_scale": (n,), "coef": (n,),
                 "intercept": (1,)}
 
     meta, arrays = modelfile.load(path, _SCHEMA, shapes)
-    if meta["variant"] not in VARIANTS or meta["neuron"] not in NEURONS:
-        raise ModelFileError(f"model file has an unknown variant {meta['variant']!r}")
-    if (meta["variant"] == "embedding") != (len(meta["taps"]) == 0):
+    if meta["neuron"] not in NEURONS:  # the variant was checked by shapes()
+        raise ModelFileError(f"model file has an unknown neuron kind {meta['neuron']!r:.40}")
+    if (meta["variant"] == EMBEDDING) != (len(meta["taps"]) == 0):
         raise ModelFileError("model file taps do not match its variant")
     if not all(isinstance(t, str) for t in meta["taps"]):
         raise ModelFileError("model file tap names must be strings")
@@ -443,7 +473,7 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         if spec is None:
             raise ModelFileError(f"model file needs backbone {meta['backbone']!r}, which this "
                                  f"fakespotter does not have")
-        if spec.weights.sha256 != meta["weights_sha256"]:
+        if spec.weights_sha256 != meta["weights_sha256"]:  # '' for a backbone with no files
             raise ModelFileError(f"model file was made with other {meta['backbone']} weights "
                                  f"(sha256 {meta['weights_sha256'][:12]}…)")
     elif backbone.name != meta["backbone"]:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from fakespotter.rows import FAKE_THRESHOLD
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -20,7 +22,7 @@ class Metrics:
     eer: float | None
 
 
-def metrics(y: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> Metrics:
+def metrics(y: np.ndarray, p_fake: np.ndarray, threshold: float = FAKE_THRESHOLD) -> Metrics:
     """Accuracy split by class, ROC AUC, average precision and equal error rate."""
     y = np.asarray(y).astype(int)
     pred = (np.asarray(p_fake) >= threshold).astype(int)
@@ -39,6 +41,6 @@ def metrics(y: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> Metric
     return Metrics(n_real, n_fake, acc, real_acc, fake_acc, auc, ap, eer)
 
 
-def evaluate_scores(labels, p_fake, threshold: float = 0.5) -> dict:
+def evaluate_scores(labels, p_fake, threshold: float = FAKE_THRESHOLD) -> dict:
     """The evaluation report's numbers as a plain dict (JSON keys of ``fakespotter evaluate``)."""
     return asdict(metrics(np.asarray(labels, int), np.asarray(p_fake, float), threshold))

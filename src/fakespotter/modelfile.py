@@ -49,11 +49,15 @@ def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarra
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    save_file(arrays, str(tmp), metadata={"fakespotter": text})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a model file is meant to be shared
-    tmp.replace(path)  # never leave a half-written model under the real name
+    try:
+        save_file(arrays, str(tmp), metadata={"fakespotter": text})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a model file is meant to be shared
+        tmp.replace(path)  # never leave a half-written model under the real name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves no half file behind
+        raise
 
 
 def load(path: str | Path, schema: dict[str, type | tuple[type, ...]],

@@ -35,6 +35,8 @@ from typing import Iterator
 
 import numpy as np
 
+from fakespotter.rows import FAKE_THRESHOLD
+
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"}
 MIN_IOU = 0.3  # below this, two boxes in consecutive sampled frames are different faces
 MAX_GAP = 1  # a track survives this many sampled frames without its face (a missed detection)
@@ -179,7 +181,7 @@ def confidently_fake(p) -> bool:
     """A track's scores -> whether it counts as fake (see the module docstring)."""
     p = np.asarray(p, dtype=np.float64)
     if len(p) >= MIN_FAKE_FRAMES:
-        return bool(p.mean() >= 0.5)
+        return bool(p.mean() >= FAKE_THRESHOLD)
     return bool(len(p) == 1 and p[0] >= SINGLE_FRAME_FAKE)
 
 
@@ -197,7 +199,7 @@ def merge_ranges(ranges: list, times: list[float]) -> list[list[float]]:
 
 def _summary(p: np.ndarray) -> dict:
     return {"mean": float(p.mean()), "max": float(p.max()),
-            "fraction_fake": float((p >= 0.5).mean())}
+            "fraction_fake": float((p >= FAKE_THRESHOLD).mean())}
 
 
 def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
@@ -268,7 +270,7 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
     if len(p_all):
         seen = frame_max[~np.isnan(frame_max)]
         video.update(mean=float(p_all.mean()), max=float(p_all.max()),
-                     fraction_fake=float((seen >= 0.5).mean()),
+                     fraction_fake=float((seen >= FAKE_THRESHOLD).mean()),
                      label="fake" if fake_ranges else "real")
     return {"path": str(path), "fps": float(fps), "n_frames": len(times), "times": times,
             "tracking": "position" if embed is None else "identity",
@@ -301,7 +303,7 @@ def plot_timeline(result: dict, png_path: str | os.PathLike):
     for track in result["tracks"]:
         ax.plot(track["times"], track["p_fake"], marker="o", markersize=3,
                 label=f"track {track['track']} (mean {track['mean']:.2f})")
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(FAKE_THRESHOLD, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, xmax)
     ax.set_xlabel("time (s)")

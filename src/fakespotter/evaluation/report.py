@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from fakespotter.metrics import evaluate_scores
+from fakespotter.rows import FAKE_THRESHOLD
 
 __all__ = ["THRESHOLD", "group_metrics", "wilson_interval", "auc_interval", "write_report"]
 
-THRESHOLD = 0.5
+THRESHOLD = FAKE_THRESHOLD  # the label rule's cut-off (rows.py)
 REAL_COLOR, FAKE_COLOR = "#1f77b4", "#d62728"
 METRIC_LABELS = {
     "n_real": "real faces", "n_fake": "fake faces", "accuracy": "accuracy",
@@ -376,11 +377,9 @@ def _write_plots(out: Path, labels: np.ndarray, p_fake: np.ndarray, result: dict
                  perturbations: Mapping | None) -> list[str]:
     import matplotlib
 
-    matplotlib.use("Agg", force=True)  # files only; never open a window
-    import matplotlib.pyplot as plt
-
+    plt = _Figures()  # no pyplot: no process-wide backend or figure registry, no window
     written = []
-    with plt.rc_context({"font.size": 11, "axes.titlesize": 13, "axes.grid": True,
+    with matplotlib.rc_context({"font.size": 11, "axes.titlesize": 13, "axes.grid": True,
                          "grid.alpha": 0.3, "figure.dpi": 100}):
         if result["overall"]["auc"] is not None:
             _plot_roc(plt, out / "roc.png", labels, p_fake, result, perturbations)
@@ -394,6 +393,21 @@ def _write_plots(out: Path, labels: np.ndarray, p_fake: np.ndarray, result: dict
             _plot_perturbations(plt, out / "perturbations.png", result["perturbations"])
             written.append("perturbations.png")
     return written
+
+
+class _Figures:
+    """The two pyplot calls the charts make, on plain Figures (files only)."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig) -> None:
+        fig.clear()
 
 
 def _save(plt, fig, path: Path) -> None:
