@@ -370,6 +370,7 @@ def test_an_error_line_is_never_glued_to_a_progress_bar():
     from tqdm import tqdm
 
     from fakespotter.cli import _one_line_errors
+    from fakespotter.errors import UserError
 
     stream = StringIO()
 
@@ -378,9 +379,27 @@ def test_an_error_line_is_never_glued_to_a_progress_bar():
         bar = tqdm(range(10), file=stream)
         for i in bar:
             if i == 3:
-                raise ValueError("the folder vanished")
+                raise UserError("the folder vanished")
 
     with pytest.raises(click.ClickException, match="the folder vanished"):
         fails_mid_way()
     assert not list(tqdm._instances)  # the bar was closed (and its line ended) before the error
     assert stream.getvalue().endswith("\n")
+
+
+def test_user_errors_are_one_line_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    from fakespotter import cli
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    result = detect(ASTRONAUT, "--model", bad)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Error:" in result.output
+    debug = CliRunner().invoke(main, ["--debug", "detect", str(ASTRONAUT), "--model", str(bad)])
+    assert debug.exit_code == 1 and debug.exc_info[0].__name__ == "ModelFileError"  # the traceback
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug in fakespotter")
+
+    monkeypatch.setattr(cli, "_load_detector", bug)
+    result = detect(ASTRONAUT)
+    assert isinstance(result.exception, ValueError) and "Error:" not in result.output

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
+from fakespotter.errors import UserError, first_line
 from fakespotter.cli_types import SafePath, VariantChoice
 
 
@@ -29,15 +30,18 @@ def _close_progress_bars() -> None:
 
 
 def _one_line_errors(func):
-    """Turn the errors a user can cause (bad file, no network, no room) into one clean line."""
+    """Turn the errors a user can cause (bad file, no network, no room) into one clean line
+    (``--debug``: the traceback instead)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (weights.WeightsError, ValueError, OSError) as e:
+        except (UserError, OSError) as e:  # anything else is a bug: its traceback is kept
             _close_progress_bars()
-            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            if _settings().get("debug"):
+                raise
+            raise click.ClickException(first_line(e))
         except click.ClickException:
             _close_progress_bars()
             raise
@@ -49,7 +53,7 @@ def _one_line_errors(func):
     return wrapper
 
 
-GLOBAL_OPTIONS = ("--threads", "--device", "--workers")
+GLOBAL_OPTIONS = ("--threads", "--device", "--workers", "--debug")
 
 
 class _Command(click.Command):
@@ -83,8 +87,11 @@ class _Group(click.Group):
               help="Processes that decode, detect and align photos while the network runs "
                    "[default: one per core beyond the first (at most 4) for 64 photos or more; "
                    "0: none].")
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of an error instead of its one-line reason.")
 @click.pass_context
-def main(ctx: click.Context, threads: int | None, device: str, workers: int | None) -> None:
+def main(ctx: click.Context, threads: int | None, device: str, workers: int | None,
+         debug: bool) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
     if threads:
         import torch
@@ -92,7 +99,7 @@ def main(ctx: click.Context, threads: int | None, device: str, workers: int | No
         torch.set_num_threads(threads)
     # The group's options, for its commands (serve reads them too).
     ctx.obj = {"device": device if device == "cpu" else _checked_device(device),
-               "threads": threads, "workers": workers}
+               "threads": threads, "workers": workers, "debug": debug}
 
 
 def _settings() -> dict:

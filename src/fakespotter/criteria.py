@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from fakespotter.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -242,7 +244,7 @@ def get_criterion(criterion: str | Criterion) -> Criterion:
         return criterion
     if isinstance(criterion, str) and criterion in CRITERIA:
         return CRITERIA[criterion]
-    raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
+    raise UserError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
 
 
 def variants() -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from fakespotter.backbones import Backbone, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.criteria import CRITERIA, EMBEDDING, variants
+from fakespotter.errors import UserError
 
 NEURONS = ("raw", "activation")
 LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
@@ -120,9 +121,9 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         if self.variant not in variants():
-            raise ValueError(f"variant must be one of {', '.join(variants())}, not {self.variant!r}")
+            raise UserError(f"variant must be one of {', '.join(variants())}, not {self.variant!r}")
         if self.neuron not in NEURONS:
-            raise ValueError(f"neuron must be one of {', '.join(NEURONS)}, not {self.neuron!r}")
+            raise UserError(f"neuron must be one of {', '.join(NEURONS)}, not {self.neuron!r}")
 
     def _batches(self, X: np.ndarray, desc: str) -> Iterator[torch.Tensor]:
         bb = self._backbone()
@@ -139,13 +140,13 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             return names
         if isinstance(self.taps, (int, np.integer)) and not isinstance(self.taps, bool):
             if not 1 <= self.taps <= len(names):
-                raise ValueError(f"taps must be between 1 and {len(names)}, not {self.taps}")
+                raise UserError(f"taps must be between 1 and {len(names)}, not {self.taps}")
             return names[:self.taps]
         wanted = [self.taps] if isinstance(self.taps, str) else list(self.taps)
         unknown = [n for n in wanted if n not in names]
         if unknown or not wanted:
-            raise ValueError(f"backbone {self._backbone().name} has no layer {unknown[0]!r}"
-                             if unknown else "taps must name at least one layer")
+            raise UserError(f"backbone {self._backbone().name} has no layer {unknown[0]!r}"
+                            if unknown else "taps must name at least one layer")
         return [n for n in names if n in set(wanted)]
 
     def _coverage(self, taps) -> NeuronCoverage:
@@ -154,7 +155,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         by_name = {t.name: t for t in bb.taps()}
         unknown = [n for n in taps if n not in by_name]
         if unknown:
-            raise ValueError(f"backbone {bb.name} has no layer {unknown[0]!r}")
+            raise UserError(f"backbone {bb.name} has no layer {unknown[0]!r}")
         return NeuronCoverage(bb.model, [by_name[n] for n in taps], self.variant, self.neuron,
                               bb.activations, stop_after_last_tap=True)
 
@@ -215,7 +216,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """Tap name -> its columns in ``transform``'s output (coverage variants)."""
         check_is_fitted(self, "taps_")
         if self.variant == EMBEDDING:
-            raise ValueError("an embedding model has no per-layer coverage")
+            raise UserError("an embedding model has no per-layer coverage")
         return dict(self._fitted_coverage().feature_slices)
 
     def layer_counts(self, features: np.ndarray) -> np.ndarray:

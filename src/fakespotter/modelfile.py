@@ -21,13 +21,15 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
+from fakespotter.errors import UserError
+
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 _DTYPES = {"F64": np.float64, "F32": np.float32, "I64": np.int64}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError):
     """The file is not a model this version of fakespotter can load (one-line reason)."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from fakespotter.rows import FIELDS, Row
+from fakespotter.errors import UserError
 
 FORMATS = ("table", "json", "csv", "jsonl")
 RESUMABLE = ("csv", "jsonl")
@@ -86,7 +87,7 @@ class RowWriter:
 
     def __init__(self, out: BinaryIO, fmt: str, *, header: bool = True, fsync_every: int = 0):
         if fmt not in FORMATS:
-            raise ValueError(f"unknown output format {fmt!r}")
+            raise UserError(f"unknown output format {fmt!r}")
         self.out, self.fmt, self.fsync_every = out, fmt, fsync_every
         self.n_rows = 0
         self._unsynced = 0
@@ -137,7 +138,7 @@ def check_overwritable(path: str | os.PathLike) -> None:
     except (FileNotFoundError, IsADirectoryError):
         return
     if head.strip() and not _looks_like_output(head):
-        raise ValueError(f"{path} exists and is not a fakespotter output; will not overwrite "
+        raise UserError(f"{path} exists and is not a fakespotter output; will not overwrite "
                          "it (remove it or choose another --output)")
 
 
@@ -156,7 +157,7 @@ def resume(path: str | os.PathLike, fmt: str, model: str | None = None) -> tuple
     than ``model``, so resuming never appends to, or cuts, a stranger's file.
     """
     if fmt not in RESUMABLE:
-        raise ValueError(f"--resume needs --format {' or '.join(RESUMABLE)}, not {fmt}")
+        raise UserError(f"--resume needs --format {' or '.join(RESUMABLE)}, not {fmt}")
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -171,17 +172,17 @@ def resume(path: str | os.PathLike, fmt: str, model: str | None = None) -> tuple
         if not text:
             return set(), True
         if text.startswith(_OLD_CSV_HEADER):
-            raise ValueError(f"{path} was written by an older fakespotter (without model and "
+            raise UserError(f"{path} was written by an older fakespotter (without model and "
                              "warning columns); will not resume into it (start a new file)")
         if not text.startswith(_CSV_HEADER):
-            raise ValueError(f"{refuse} (its first line is not the header); will not resume into it")
+            raise UserError(f"{refuse} (its first line is not the header); will not resume into it")
         records, keep = _complete_csv(text[len(_CSV_HEADER):], refuse)
         keep += len(_CSV_HEADER)
     else:
         records, keep = _complete_jsonl(text, refuse)
     models = {r["model"] for r in records} - {None, ""}
     if model is not None and models - {model}:
-        raise ValueError(f"{path} was begun with another model ({', '.join(sorted(models))}, "
+        raise UserError(f"{path} was begun with another model ({', '.join(sorted(models))}, "
                          f"this one is {model}); resume with that model or write a new file")
     if keep < len(text):
         with open(path, "r+b") as f:
@@ -204,7 +205,7 @@ def _complete_csv(text: str, refuse: str) -> tuple[list[dict], int]:
         if line.endswith("\n") and quotes % 2 == 0:
             record = next(csv.reader([text[keep:start_next]]), [])
             if len(record) != len(FIELDS):
-                raise ValueError(f"{refuse} (record {len(records) + 1} has {len(record)} fields, "
+                raise UserError(f"{refuse} (record {len(records) + 1} has {len(record)} fields, "
                                  f"not {len(FIELDS)}); will not resume into it")
             records.append(dict(zip(FIELDS, record)))
             keep, quotes = start_next, 0
@@ -219,14 +220,14 @@ def _complete_jsonl(text: str, refuse: str) -> tuple[list[dict], int]:
         if not line.endswith("\n"):
             # killed mid-row: cut it, but only when it is the start of one of our rows
             if not (line.startswith(_JSONL_START) or _JSONL_START.startswith(line)):
-                raise ValueError(f"{refuse} (its last line is not a row); will not resume into it")
+                raise UserError(f"{refuse} (its last line is not a row); will not resume into it")
             break
         try:
             record = json.loads(line)
         except ValueError:
             record = None
         if not isinstance(record, dict) or list(record) != FIELDS:
-            raise ValueError(f"{refuse} (line {len(records) + 1} is not a fakespotter row); "
+            raise UserError(f"{refuse} (line {len(records) + 1} is not a fakespotter row); "
                              "will not resume into it")
         records.append(record)
         keep += len(line)

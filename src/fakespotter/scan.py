@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from fakespotter.errors import first_line
 from fakespotter.faces import ImageError, load_image
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
@@ -84,7 +85,7 @@ def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS
     except (ValueError, RuntimeError, IndexError, ArithmeticError) as e:
         # an image the face finder cannot handle (odd shape, degenerate landmarks) must not
         # end the scan of all the others
-        return Faces(path, [], f"face detection failed ({_first_line(e)})")
+        return Faces(path, [], f"face detection failed ({first_line(e)})")
     return Faces(path, faces, None if faces else NO_FACE)
 
 
@@ -204,11 +205,6 @@ def _folder_reason(path: Path) -> str | None:
     except OSError as e:
         return f"folder could not be listed ({e.strerror or type(e).__name__})"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,

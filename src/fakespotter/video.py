@@ -35,6 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
+from fakespotter.errors import UserError, first_line
 from fakespotter.rows import FAKE_THRESHOLD
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -62,7 +63,7 @@ MIN_FAKE_FRAMES = 2  # a track is confidently fake with a mean >= 0.5 over this 
 SINGLE_FRAME_FAKE = 0.9  # ...or, seen in one sampled frame only, with a score this high
 
 
-class VideoError(ValueError):
+class VideoError(UserError):
     """A video could not be opened or decoded (one-line reason)."""
 
 
@@ -83,7 +84,7 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0,
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"cannot open video {path}: {_first_line(e)}") from None
+        raise VideoError(f"cannot open video {path}: {_reason(e)}") from None
     with container:
         if not container.streams.video:
             raise VideoError(f"{path} has no video stream")
@@ -104,7 +105,7 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0,
                 while next_time <= t + 1e-6:
                     next_time += step
         except av.FFmpegError as e:
-            raise VideoError(f"cannot decode video {path}: {_first_line(e)}") from None
+            raise VideoError(f"cannot decode video {path}: {_reason(e)}") from None
 
 
 def iou(a, b) -> float:
@@ -318,13 +319,9 @@ def plot_timeline(result: dict, png_path: str | os.PathLike):
     return fig
 
 
-def _first_line(exc: BaseException) -> str:
-    """FFmpeg's reason in words: no "[Errno -1094995529]" and no repeat of the file name."""
-    import re
-
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    line = re.sub(r"\[Errno -?\d+\] ", "", line)
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's reason in words, without repeating the file name."""
+    line = first_line(exc)
     filename = getattr(exc, "filename", None)
     if filename and line.endswith(f": {filename!r}"):
         line = line[: -len(f": {filename!r}")]

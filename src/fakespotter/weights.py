@@ -41,11 +41,13 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
+from fakespotter.errors import UserError
+
 CACHE_ENV = "FAKESPOTTER_CACHE"
 _CHUNK = 1 << 20
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """A weight file could not be provided; the message is one line for the user."""
 
     def __init__(self, message: str) -> None:

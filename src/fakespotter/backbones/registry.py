@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from fakespotter.weights import DistributionSource, UrlSource, WeightFile, fetch
+from fakespotter.errors import UserError, first_line
+from fakespotter.weights import DistributionSource, UrlSource, WeightFile, WeightsError, fetch
 
 if TYPE_CHECKING:  # torch is imported on first use only: listing backbones stays instant
     import torch
@@ -113,7 +114,11 @@ class BackboneSpec(_Resolving):
              progress: bool = True) -> "Backbone":
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
         paths = _fetch_all(self.weight_files, path, progress)
-        return self._wrap(self.from_files(*paths))
+        try:
+            model = self.from_files(*paths)
+        except ValueError as e:  # the readers' word for a file that is not these weights
+            raise WeightsError(f"{self.name} weights: {first_line(e)}") from e
+        return self._wrap(model)
 
     def untrained(self) -> "Backbone":
         """The same network with random weights: for tests and shape checks, no file needed."""
@@ -211,7 +216,7 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+        raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
 
 
 def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
@@ -226,7 +231,7 @@ def get_detector(name: str) -> DetectorSpec:
     try:
         return DETECTORS[name]
     except KeyError:
-        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
+        raise UserError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
 
 
 # -- the built-in networks -------------------------------------------------------------------

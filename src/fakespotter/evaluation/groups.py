@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 
+from fakespotter.errors import UserError
+
 __all__ = ["UNKNOWN", "groups_from_manifest", "groups_from_prefix"]
 
 UNKNOWN = "unknown"
@@ -31,7 +33,7 @@ def groups_from_manifest(paths: Iterable[str | os.PathLike], manifest_csv: str |
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "file" not in fields or column not in fields:
-            raise ValueError(f"{manifest_csv}: manifest needs columns 'file' and {column!r}, "
+            raise UserError(f"{manifest_csv}: manifest needs columns 'file' and {column!r}, "
                              f"has {', '.join(fields) or 'none'}")
         by_name: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for row in reader:
@@ -53,7 +55,7 @@ def groups_from_manifest(paths: Iterable[str | os.PathLike], manifest_csv: str |
             elif shared == best and shared:
                 best_groups.add(group)
         if len(best_groups) > 1:
-            raise ValueError(f"{path}: matches manifest rows of several groups "
+            raise UserError(f"{path}: matches manifest rows of several groups "
                              f"({', '.join(sorted(best_groups))})")
         out.append(best_groups.pop() if best_groups else UNKNOWN)
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+from fakespotter.errors import UserError
 
 __all__ = ["KINDS", "Perturbation", "RandomAugmentation", "image_rng", "parse_perturbations",
            "perturbed_scores", "random_perturbation"]
@@ -97,22 +98,22 @@ def _parse_one(spec: str) -> Perturbation:
     kind, sep, text = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise ValueError(f"unknown perturbation {kind!r} in {spec!r} "
+        raise UserError(f"unknown perturbation {kind!r} in {spec!r} "
                          f"(known: {', '.join(KINDS)})")
     if not sep or not text.strip():
-        raise ValueError(f"perturbation {spec!r} needs a value: {kind}:N ({KINDS[kind]})")
+        raise UserError(f"perturbation {spec!r} needs a value: {kind}:N ({KINDS[kind]})")
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"perturbation {spec!r}: {text.strip()!r} is not a number") from None
+        raise UserError(f"perturbation {spec!r}: {text.strip()!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"perturbation {spec!r}: value must be finite")
+        raise UserError(f"perturbation {spec!r}: value must be finite")
     if kind == "jpeg" and not (value == int(value) and 1 <= value <= 100):
-        raise ValueError(f"perturbation {spec!r}: JPEG quality must be an integer 1-100")
+        raise UserError(f"perturbation {spec!r}: JPEG quality must be an integer 1-100")
     if kind in ("blur", "noise") and value <= 0:
-        raise ValueError(f"perturbation {spec!r}: sigma must be > 0")
+        raise UserError(f"perturbation {spec!r}: sigma must be > 0")
     if kind == "resize" and not 0 < value < 1:
-        raise ValueError(f"perturbation {spec!r}: resize factor must be between 0 and 1")
+        raise UserError(f"perturbation {spec!r}: resize factor must be between 0 and 1")
     return Perturbation(kind, value)
 
 
@@ -122,12 +123,12 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
     if not spec.strip():
         return []
     if any(not part for part in parts):
-        raise ValueError(f"empty item in perturbation list {spec!r}")
+        raise UserError(f"empty item in perturbation list {spec!r}")
     found = [_parse_one(part) for part in parts]
     names = [p.name for p in found]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"perturbation {repeated[0]} is listed twice")
+        raise UserError(f"perturbation {repeated[0]} is listed twice")
     return found
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fakespotter.errors import UserError
 from fakespotter.metrics import evaluate_scores
 from fakespotter.rows import FAKE_THRESHOLD
 
@@ -196,7 +197,7 @@ def write_report(
         raise ValueError(f"labels and p_fake must be equal-length vectors, got "
                          f"{labels.shape} and {p_fake.shape}")
     if len(labels) == 0:
-        raise ValueError("nothing to report: no scored samples")
+        raise UserError("nothing to report: no scored samples")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (real) or 1 (fake)")
     if groups is not None and len(groups) != len(labels):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fakespotter.errors import UserError, first_line
+
 MAX_PIXELS = 50_000_000
 """Default limit on width * height, checked from the header before decoding."""
 
@@ -26,7 +28,7 @@ MAX_BYTES = 100 * 1024 * 1024
 """Default limit on the file size (100 MiB)."""
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image could not be loaded; ``reason`` is a short human sentence."""
 
     def __init__(self, reason: str) -> None:
@@ -72,7 +74,7 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated", "broken
         # data stream"), and some plugins as SyntaxError/ValueError/EOFError.
-        raise ImageError(f"corrupt or truncated image ({_first_line(exc)})") from None
+        raise ImageError(f"corrupt or truncated image ({first_line(exc)})") from None
 
 
 def _check_file(path: Path, max_bytes: int) -> None:
@@ -83,7 +85,7 @@ def _check_file(path: Path, max_bytes: int) -> None:
     except PermissionError:
         raise ImageError("permission denied") from None
     except OSError as exc:
-        raise ImageError(f"cannot access file ({exc.strerror or _first_line(exc)})") from None
+        raise ImageError(f"cannot access file ({exc.strerror or first_line(exc)})") from None
     if path.is_dir():
         raise ImageError("is a directory, not an image file")
     if not path.is_file():
@@ -145,6 +147,3 @@ def _float_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -28,6 +28,7 @@ from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fakespotter.errors import first_line
 from fakespotter.faces import ImageError, load_image
 from fakespotter.serve.analysis import FaceScorer
 
@@ -291,7 +292,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if not is_body_allowed_for_status_code(exc.status_code):
             return Response(status_code=exc.status_code, headers=headers)
-        return JSONResponse({"detail": _first_line(exc.detail)}, status_code=exc.status_code,
+        return JSONResponse({"detail": first_line(exc.detail)}, status_code=exc.status_code,
                             headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -370,16 +371,9 @@ def _validation_message(errors) -> str:
             parts.append(f"{place} {name!r}: {msg}")
         else:
             parts.append(f"request {place}: {msg}")
-    return _first_line("; ".join(parts)) if parts else "invalid request"
+    return first_line("; ".join(parts)) if parts else "invalid request"
 
 
-def _first_line(text) -> str:
-    """The first non-blank line of an error's text (a non-text detail is written as text)."""
-    text = text if isinstance(text, str) else str(text)
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return "error"
 
 
 @contextlib.contextmanager

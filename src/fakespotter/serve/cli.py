@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fakespotter.cli_types import SafePath
+from fakespotter.errors import UserError, first_line
 
 # The server's own limits (fakespotter.serve.app's MAX_*), repeated here so `serve --help`
 # works without the 'serve' extra; tests check that they agree.
@@ -66,7 +67,7 @@ def serve_command(host: str, port: int, model_path: str | None, aligned: bool, m
         app = create_app(model_path, aligned, max_bytes=max_bytes, max_pixels=max_pixels,
                          max_video_bytes=max_video_bytes, max_video_fps=max_video_fps,
                          max_video_frames=max_video_frames, device=settings.get("device"))
-    except (ValueError, OSError) as e:  # bad model file, missing weights: one line
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except (UserError, OSError) as e:  # bad model file, missing weights: one line
+        raise click.ClickException(first_line(e))
     click.echo(f"fakespotter: open http://{host}:{port}/ (API docs at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
