@@ -19,12 +19,27 @@ IGNORED_KEYS = {"commit", "command", "out", "training", "mtcnn_seconds"}
 
 def rows_of(report: dict) -> dict:
     """Each table's rows keyed by what names them, the pixel CNN left out."""
-    def key(row):
-        return tuple(str(row.get(k)) for k in ("backbone", "variant", "neuron", "idea", "taps",
-                                               "train_generator", "test_generator", "kept"))
 
-    return {table: {key(r): r for r in rows if r.get("variant") != "pixel_cnn"}
-            for table, rows in report.items() if isinstance(rows, list)}
+    def key(row):
+        return tuple(
+            str(row.get(k))
+            for k in (
+                "backbone",
+                "variant",
+                "neuron",
+                "idea",
+                "taps",
+                "train_generator",
+                "test_generator",
+                "kept",
+            )
+        )
+
+    return {
+        table: {key(r): r for r in rows if r.get("variant") != "pixel_cnn"}
+        for table, rows in report.items()
+        if isinstance(rows, list)
+    }
 
 
 def differences(old, new, path: str, tol: float):
@@ -37,10 +52,16 @@ def differences(old, new, path: str, tol: float):
                 continue
             yield from differences(old[k], new[k], f"{path}/{k}", tol)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
+        for i, (a, b) in enumerate(zip(old, new, strict=False)):
             yield from differences(a, b, f"{path}[{i}]", tol)
-    elif isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
-        if not (math.isclose(old, new, rel_tol=0, abs_tol=tol) or (math.isnan(old) and math.isnan(new))):
+    elif (
+        isinstance(old, (int, float))
+        and isinstance(new, (int, float))
+        and not isinstance(old, bool)
+    ):
+        if not (
+            math.isclose(old, new, rel_tol=0, abs_tol=tol) or (math.isnan(old) and math.isnan(new))
+        ):
             yield f"{path}: {old} -> {new}"
     elif old != new:
         yield f"{path}: {old!r} -> {new!r}"

@@ -31,7 +31,9 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x if self.down is None else self.down(x)
@@ -45,7 +47,9 @@ class SmallResNet(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), embedding: int = 128) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         )
         blocks, cin = [], widths[0]
         for i, w in enumerate(widths):
@@ -73,7 +77,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch default)"
+    )
     parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
     args = parser.parse_args()
     if args.threads:
@@ -87,7 +93,9 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     variants = {
         "layer/raw": NeuronCoverage(model, taps, "layer", "raw"),
-        "channel/activation": NeuronCoverage(model, taps, "channel", "activation", activation_map(model)),
+        "channel/activation": NeuronCoverage(
+            model, taps, "channel", "activation", activation_map(model)
+        ),
     }
     for cov in variants.values():
         cov.fit([x])
@@ -97,7 +105,10 @@ def main() -> None:
             model(x)
 
     runs: dict[str, Callable[[], object]] = {"plain forward": plain}
-    runs |= {name: (lambda cov=cov: cov.transform(x, return_output=True)) for name, cov in variants.items()}
+    runs |= {
+        name: (lambda cov=cov: cov.transform(x, return_output=True))
+        for name, cov in variants.items()
+    }
     for run in runs.values():  # warm-up
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -109,7 +120,9 @@ def main() -> None:
             sync()  # transform syncs anyway (features go to numpy); the plain forward must too
             times[name].append((time.perf_counter() - start) * 1000 / args.batch)
 
-    print(f"{len(taps)} taps, batch {args.batch}, {args.size}px, {device}, {torch.get_num_threads()} threads, median of {args.reps}")
+    print(
+        f"{len(taps)} taps, batch {args.batch}, {args.size}px, {device}, {torch.get_num_threads()} threads, median of {args.reps}"
+    )
     base = statistics.median(times["plain forward"])
     for name, ms in times.items():
         med = statistics.median(ms)

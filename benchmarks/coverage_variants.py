@@ -69,14 +69,19 @@ def fit(model, taps, batches) -> dict:
             x = _nchw(out, tap)
             s = x.sum(0, dtype=torch.float64)
             neuron_sums[i] = s if neuron_sums[i] is None else neuron_sums[i] + s
+
         return hook
 
-    hooks = {m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps))}
+    hooks = {
+        m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps, strict=False))
+    }
     with forward_hooks(hooks), eval_mode(model), torch.inference_mode():
         for x in batches:
             model(x)
             count += len(x)
-    levels = np.stack([MULTI.fit_params(t, s, count * t.neurons) for t, s in zip(taps, stats)])
+    levels = np.stack(
+        [MULTI.fit_params(t, s, count * t.neurons) for t, s in zip(taps, stats, strict=False)]
+    )
     return {"levels": levels, "neuron_means": [(s / count).float() for s in neuron_sums]}
 
 
@@ -94,9 +99,12 @@ def extract(model, taps, stats: dict, batches, n_batches: int) -> dict[str, np.n
             k = max(1, round(TOP_FRACTION * flat.shape[1]))
             kth = flat.kthvalue(flat.shape[1] - k + 1, dim=1).values  # the k-th largest
             current["topk"].append(_count(torch.ge, x, kth[:, None, None]))
+
         return hook
 
-    hooks = {m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps))}
+    hooks = {
+        m: hook_for(i, t) for i, (m, t) in enumerate(zip(_modules(model, taps), taps, strict=False))
+    }
     with forward_hooks(hooks), eval_mode(model), torch.inference_mode():
         for x in tqdm(batches, total=n_batches, desc="richer coverage"):
             for key in parts:

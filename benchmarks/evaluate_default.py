@@ -39,13 +39,24 @@ def pct(v) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--perturb", default="")
     args = parser.parse_args()
-    test_args = ["evaluate", "--real", f"{FACES}/test/real", "--fake", f"{FACES}/test/fake",
-                 "--format", "json", "--report", "docs/default-report",
-                 "--manifest", f"{FACES}/manifest.csv"]
+    test_args = [
+        "evaluate",
+        "--real",
+        f"{FACES}/test/real",
+        "--fake",
+        f"{FACES}/test/fake",
+        "--format",
+        "json",
+        "--report",
+        "docs/default-report",
+        "--manifest",
+        f"{FACES}/manifest.csv",
+    ]
     if args.perturb:
         test_args += ["--perturb", args.perturb]
     wild_args = ["evaluate", "--real", f"{FACES}/wild/real", "--format", "json"]
@@ -57,34 +68,39 @@ def main() -> None:
     t = det.training_
     report = json.loads((ROOT / "docs/default-report/metrics.json").read_text())
     groups = report.get("groups") or {}
-    lines = [f"| {g} | {m.get('n')} | {pct(m.get('fake_accuracy') if m.get('kind') == 'fake' else m.get('real_accuracy'))} |"
-             for g, m in sorted(groups.items())]
+    lines = [
+        f"| {g} | {m.get('n')} | {pct(m.get('fake_accuracy') if m.get('kind') == 'fake' else m.get('real_accuracy'))} |"
+        for g, m in sorted(groups.items())
+    ]
     pert = report.get("perturbations") or []
-    pert_lines = [f"| {r['perturbation']} | {r['auc']:.3f} | {pct(r['real_accuracy'])} | {pct(r['fake_accuracy'])} |"
-                  for r in pert]  # the report's list starts with the clean row, "none"
-    text = f"""# The shipped default model, measured
+    pert_lines = [
+        f"| {r['perturbation']} | {r['auc']:.3f} | {pct(r['real_accuracy'])} | {pct(r['fake_accuracy'])} |"
+        for r in pert
+    ]  # the report's list starts with the clean row, "none"
+    text = (
+        f"""# The shipped default model, measured
 
 Model: `src/fakespotter/data/default.safetensors` — backbone `{det.backbone}`,
 variant `{det.variant}`, {len(det.coef_)} features, C = {det.C_:g}, cross-validated AUC on its
 training data {det.cv_auc_:.3f}. Trained by `python benchmarks/train_default.py` as
-`{t.get('command')}` on {t.get('n_real')} real + {t.get('n_fake')} fake faces
-({t.get('date')}).
+`{t.get("command")}` on {t.get("n_real")} real + {t.get("n_fake")} fake faces
+({t.get("date")}).
 
 Measured with:
 
-    python benchmarks/evaluate_default.py{' --perturb ' + args.perturb if args.perturb else ''}
+    python benchmarks/evaluate_default.py{" --perturb " + args.perturb if args.perturb else ""}
 
 which runs
 
-    fakespotter {' '.join(test_args)}
-    fakespotter {' '.join(wild_args)}
+    fakespotter {" ".join(test_args)}
+    fakespotter {" ".join(wild_args)}
 
 | set | n real | n fake | no face | accuracy | real kept | fakes caught | AUC | AP | EER |
 |---|---|---|---|---|---|---|---|---|---|
-| `test` (FFHQ vs StyleGAN 1/2/x) | {test['n_real']} | {test['n_fake']} | {test['n_no_face']} | {pct(test['accuracy'])} | {pct(test['real_accuracy'])} | {pct(test['fake_accuracy'])} | {test['auc']:.4f} | {test['ap']:.4f} | {pct(test['eer'])} |
-| `wild/real` (UTKFace, another source) | {wild['n_real']} | 0 | {wild['n_no_face']} | – | {pct(wild['real_accuracy'])} | – | – | – | – |
+| `test` (FFHQ vs StyleGAN 1/2/x) | {test["n_real"]} | {test["n_fake"]} | {test["n_no_face"]} | {pct(test["accuracy"])} | {pct(test["real_accuracy"])} | {pct(test["fake_accuracy"])} | {test["auc"]:.4f} | {test["ap"]:.4f} | {pct(test["eer"])} |
+| `wild/real` (UTKFace, another source) | {wild["n_real"]} | 0 | {wild["n_no_face"]} | – | {pct(wild["real_accuracy"])} | – | – | – | – |
 
-So {pct(1 - wild['real_accuracy'])} of real photos from a source the model never saw are
+So {pct(1 - wild["real_accuracy"])} of real photos from a source the model never saw are
 called fake at the 0.5 threshold.
 
 ## By generator and source (test)
@@ -92,15 +108,22 @@ called fake at the 0.5 threshold.
 | group | n | share judged correctly |
 |---|---|---|
 {chr(10).join(lines)}
-""" + (f"""
+"""
+        + (
+            f"""
 ## Perturbed copies (test; applied to the photo before detection)
 {AUGMENT_NOTE if t.get("augment") else ""}
 | perturbation | AUC | real kept | fakes caught |
 |---|---|---|---|
 {chr(10).join(pert_lines)}
-""" if pert_lines else "") + """
+"""
+            if pert_lines
+            else ""
+        )
+        + """
 The full report with plots: [default-report/report.md](default-report/report.md).
 """
+    )
     (ROOT / "docs" / "default_model.md").write_text(text)
     print("wrote docs/default_model.md")
 

@@ -79,21 +79,30 @@ def main() -> None:
             onet_aligned.append(float(mtcnn.face_probability(image, box * [w, h, w, h])[0]))
     rng = np.random.default_rng(0)
     photo = load_image(ASTRONAUT)
-    not_faces = {"grey": np.full((256, 256, 3), 128, np.uint8),
-                 "noise": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-                 "photo corner top-left": photo[:160, :160], "photo corner top-right": photo[:160, -160:],
-                 "photo corner bottom-left": photo[-160:, :160],
-                 "photo corner bottom-right": photo[-160:, -160:]}
+    not_faces = {
+        "grey": np.full((256, 256, 3), 128, np.uint8),
+        "noise": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+        "photo corner top-left": photo[:160, :160],
+        "photo corner top-right": photo[:160, -160:],
+        "photo corner bottom-left": photo[-160:, :160],
+        "photo corner bottom-right": photo[-160:, -160:],
+    }
     onet_not_faces = {}
     for name, image in not_faces.items():
         h, w = image.shape[:2]
-        onet_not_faces[name] = float(mtcnn.face_probability(np.ascontiguousarray(image),
-                                                            box * [w, h, w, h])[0])
-    result = {"box_short_side_px": sizes, "detector_score": scores,
-              "aligned_face_box": [round(float(v), 4) for v in box],
-              "onet_in_aligned_box": {"aligned faces": percentiles(onet_aligned),
-                                      "not faces": onet_not_faces},
-              "per_folder": args.per_folder}
+        onet_not_faces[name] = float(
+            mtcnn.face_probability(np.ascontiguousarray(image), box * [w, h, w, h])[0]
+        )
+    result = {
+        "box_short_side_px": sizes,
+        "detector_score": scores,
+        "aligned_face_box": [round(float(v), 4) for v in box],
+        "onet_in_aligned_box": {
+            "aligned faces": percentiles(onet_aligned),
+            "not faces": onet_not_faces,
+        },
+        "per_folder": args.per_folder,
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

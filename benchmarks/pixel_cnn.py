@@ -28,7 +28,11 @@ from tqdm import tqdm
 
 
 def _block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class PixelCNN(nn.Module):
@@ -61,7 +65,7 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, shift: int = 6) -> torch
     out = torch.empty_like(x)
     dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
     for i in range(n):
-        out[i] = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
     return out
 
 
@@ -69,13 +73,24 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, shift: int = 6) -> torch
 def predict(model: PixelCNN, crops: np.ndarray, batch: int = 128) -> np.ndarray:
     """P(fake) for N x H x W x 3 uint8 crops."""
     model.eval()
-    out = [torch.sigmoid(model(to_tensor(crops[i:i + batch]))) for i in range(0, len(crops), batch)]
+    out = [
+        torch.sigmoid(model(to_tensor(crops[i : i + batch]))) for i in range(0, len(crops), batch)
+    ]
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def train(crops: np.ndarray, y: np.ndarray, val_crops: np.ndarray, val_y: np.ndarray, *,
-          minutes: float = 30.0, max_epochs: int = 30, batch: int = 64, seed: int = 0,
-          log=print) -> tuple[PixelCNN, dict]:
+def train(
+    crops: np.ndarray,
+    y: np.ndarray,
+    val_crops: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    minutes: float = 30.0,
+    max_epochs: int = 30,
+    batch: int = 64,
+    seed: int = 0,
+    log=print,
+) -> tuple[PixelCNN, dict]:
     """Train within ``minutes`` of wall clock; returns the best-validation-AUC model and a log."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -92,8 +107,10 @@ def train(crops: np.ndarray, y: np.ndarray, val_crops: np.ndarray, val_y: np.nda
         model.train()
         order = rng.permutation(len(crops))
         total = 0.0
-        for i in tqdm(range(0, len(order), batch), desc=f"pixel CNN epoch {epoch + 1}", leave=False):
-            idx = order[i:i + batch]
+        for i in tqdm(
+            range(0, len(order), batch), desc=f"pixel CNN epoch {epoch + 1}", leave=False
+        ):
+            idx = order[i : i + batch]
             lr = 2e-3 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / (planned * steps_per_epoch))))
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -106,9 +123,17 @@ def train(crops: np.ndarray, y: np.ndarray, val_crops: np.ndarray, val_y: np.nda
             step += 1
         val_auc = float(roc_auc_score(val_y, predict(model, val_crops)))
         elapsed = time.perf_counter() - start
-        history.append({"epoch": epoch + 1, "loss": total / len(crops), "val_auc": val_auc,
-                        "seconds": round(elapsed, 1)})
-        log(f"pixel CNN epoch {epoch + 1}: loss {total / len(crops):.4f}, val AUC {val_auc:.4f}, {elapsed:.0f} s")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / len(crops),
+                "val_auc": val_auc,
+                "seconds": round(elapsed, 1),
+            }
+        )
+        log(
+            f"pixel CNN epoch {epoch + 1}: loss {total / len(crops):.4f}, val AUC {val_auc:.4f}, {elapsed:.0f} s"
+        )
         if val_auc > best[0]:
             best = (val_auc, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
         per_epoch = elapsed / (epoch + 1)
@@ -119,7 +144,12 @@ def train(crops: np.ndarray, y: np.ndarray, val_crops: np.ndarray, val_y: np.nda
     model.load_state_dict(best[1])
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
-    return model, {"history": history, "best_epoch": best[2], "best_val_auc": best[0],
-                   "train_seconds": round(time.perf_counter() - start, 1), "n_params": n_params,
-                   "threads": torch.get_num_threads(),
-                   "minutes_budget": minutes}
+    return model, {
+        "history": history,
+        "best_epoch": best[2],
+        "best_val_auc": best[0],
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "n_params": n_params,
+        "threads": torch.get_num_threads(),
+        "minutes_budget": minutes,
+    }

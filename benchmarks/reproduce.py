@@ -33,22 +33,27 @@ import sys
 import time
 from pathlib import Path
 
+import coverage_variants
 import numpy as np
+import pixel_cnn
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from fakespotter.backbones import BACKBONES as REGISTERED, get_backbone
+from fakespotter.backbones import BACKBONES as REGISTERED
+from fakespotter.backbones import get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.detector import FakeSpotter
+from fakespotter.evaluation.perturb import (
+    Perturbation,
+    RandomAugmentation,
+    image_rng,
+    parse_perturbations,
+)
 from fakespotter.faces import load_image, warp_face
 from fakespotter.faces.pipeline import FaceCropper
-from fakespotter.evaluation.perturb import Perturbation, RandomAugmentation, image_rng, parse_perturbations
-from fakespotter.training import copies_of, fit_with_copies, scores_with_missing
 from fakespotter.metrics import evaluate_scores
-from safetensors.torch import load_file, save_file
-
-import coverage_variants
-import pixel_cnn
+from fakespotter.training import copies_of, fit_with_copies, scores_with_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
@@ -69,14 +74,17 @@ def cache_key(args) -> str:
     the stages, fakespotter's version and its code and this folder's. Any change gives a new
     cache folder, so a stage never reuses results made by other code or inputs."""
     import hashlib
-
     from importlib.metadata import version
 
     digest = hashlib.sha256()
-    params = {k: getattr(args, k) for k in ("limit", "backbones", "neuron_study", "perturb",
-                                           "augment", "cnn_minutes")}
+    params = {
+        k: getattr(args, k)
+        for k in ("limit", "backbones", "neuron_study", "perturb", "augment", "cnn_minutes")
+    }
     digest.update(json.dumps([version("fakespotter"), params], sort_keys=True).encode())
-    sources = sorted((ROOT / "src" / "fakespotter").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    sources = sorted((ROOT / "src" / "fakespotter").rglob("*.py")) + sorted(
+        (ROOT / "benchmarks").glob("*.py")
+    )
     for path in [FACES / "manifest.csv", *sources]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -115,8 +123,7 @@ def stage_landmarks(rows: list[dict], path: Path) -> np.ndarray:
         if faces:
             landmarks[i] = faces[0].landmarks
     seconds = time.perf_counter() - start
-    np.savez(path, files=np.array([r["file"] for r in rows]), landmarks=landmarks,
-             seconds=seconds)
+    np.savez(path, files=np.array([r["file"] for r in rows]), landmarks=landmarks, seconds=seconds)
     return landmarks
 
 
@@ -124,7 +131,9 @@ def align_all(rows, landmarks, bb, image_of=None) -> np.ndarray:
     """Crops aligned to ``bb``'s template (zeros where no face was found)."""
     image_of = image_of or (lambda i: load_image(FACES / rows[i]["file"]))
     crops = np.zeros((len(rows), bb.input_size, bb.input_size, 3), np.uint8)
-    for i in tqdm(np.flatnonzero(~np.isnan(landmarks[:, 0, 0])), desc=f"align {bb.name}", unit="img"):
+    for i in tqdm(
+        np.flatnonzero(~np.isnan(landmarks[:, 0, 0])), desc=f"align {bb.name}", unit="img"
+    ):
         crops[i] = warp_face(image_of(i), landmarks[i], bb.alignment_template, bb.input_size)
     return crops
 
@@ -133,12 +142,15 @@ def extract(coverage: NeuronCoverage, bb, crops: np.ndarray, desc: str, batch: i
     """Channel counts, layer counts and the embedding of every crop, one forward pass each."""
     channel, embedding = [], []
     for i in tqdm(range(0, len(crops), batch), desc=desc):
-        f, out = coverage.transform(bb.preprocess(crops[i:i + batch]), return_output=True)
+        f, out = coverage.transform(bb.preprocess(crops[i : i + batch]), return_output=True)
         channel.append(f)
         embedding.append(out.numpy())
     channel = np.concatenate(channel)
-    return dict(channel=channel, layer=counts_per_layer(channel, coverage.feature_slices),
-                embedding=np.concatenate(embedding))
+    return dict(
+        channel=channel,
+        layer=counts_per_layer(channel, coverage.feature_slices),
+        embedding=np.concatenate(embedding),
+    )
 
 
 def stage_features(rows, landmarks, name: str, path: Path, neuron: str = "raw") -> dict:
@@ -153,15 +165,20 @@ def stage_features(rows, landmarks, name: str, path: Path, neuron: str = "raw") 
     train = np.flatnonzero((split == "train") & have)
     batch = 32
     start = time.perf_counter()
-    coverage.fit(bb.preprocess(crops[train[i:i + batch]])
-                 for i in tqdm(range(0, len(train), batch), desc=f"thresholds {name}"))
+    coverage.fit(
+        bb.preprocess(crops[train[i : i + batch]])
+        for i in tqdm(range(0, len(train), batch), desc=f"thresholds {name}")
+    )
     threshold_seconds = time.perf_counter() - start
     start = time.perf_counter()
     result = extract(coverage, bb, crops, f"coverage {name}")
-    result.update(thresholds=coverage.thresholds_, have=have,
-                  taps=np.array([t.name for t in taps]),
-                  threshold_seconds=threshold_seconds,
-                  extract_seconds=time.perf_counter() - start)
+    result.update(
+        thresholds=coverage.thresholds_,
+        have=have,
+        taps=np.array([t.name for t in taps]),
+        threshold_seconds=threshold_seconds,
+        extract_seconds=time.perf_counter() - start,
+    )
     np.savez(path, **result)
     return result
 
@@ -187,15 +204,23 @@ def stage_pixel_cnn(rows, landmarks, out: Path, minutes: float) -> dict:
     y = np.array([int(r["label"] == "fake") for r in rows])
     have = ~np.isnan(landmarks[:, 0, 0])
     train, val = (split == "train") & have, (split == "val") & have
-    model, log = pixel_cnn.train(crops[train], y[train], crops[val], y[val], minutes=minutes,
-                                 log=lambda m: print(m, flush=True))
+    model, log = pixel_cnn.train(
+        crops[train],
+        y[train],
+        crops[val],
+        y[val],
+        minutes=minutes,
+        log=lambda m: print(m, flush=True),
+    )
     p_fake = np.where(have, pixel_cnn.predict(model, crops), 0.0)
     save_file(model.state_dict(), str(out / "pixel_cnn.safetensors"))
     np.savez(path, p_fake=p_fake, log=json.dumps(log))
     return {"p_fake": p_fake, "log": log}
 
 
-def stage_altered(rows, idx: np.ndarray, image_of, tag: str, out: Path, backbones, clean: dict) -> dict:
+def stage_altered(
+    rows, idx: np.ndarray, image_of, tag: str, out: Path, backbones, clean: dict
+) -> dict:
     """Detect, align and extract features of altered copies of images ``idx``.
 
     ``image_of(i)`` gives image i's altered copy (deterministic); thresholds are the clean
@@ -223,8 +248,14 @@ def stage_altered(rows, idx: np.ndarray, image_of, tag: str, out: Path, backbone
             crops = align_all(sub, landmarks, bb, image_of=lambda k: image_of(idx[k]))
             if name == "sface":
                 np.save(folder / "crops_sface.npy", crops)
-            coverage = NeuronCoverage(bb.model, bb.taps(), "channel", "raw", bb.activations,
-                                      thresholds=clean[name]["thresholds"])
+            coverage = NeuronCoverage(
+                bb.model,
+                bb.taps(),
+                "channel",
+                "raw",
+                bb.activations,
+                thresholds=clean[name]["thresholds"],
+            )
             feats = extract(coverage, bb, crops, f"coverage {name} {tag}")
             feats["have"] = ~np.isnan(landmarks[:, 0, 0])
             np.savez(path, **feats)
@@ -246,18 +277,29 @@ def stage_richer(rows, landmarks, out: Path, name: str = "sface") -> dict:
     if path.exists():
         return dict(np.load(path))
     bb = get_backbone(name).load()
-    crops = stage_sface_crops(rows, landmarks, out) if name == "sface" else align_all(rows, landmarks, bb)
+    crops = (
+        stage_sface_crops(rows, landmarks, out)
+        if name == "sface"
+        else align_all(rows, landmarks, bb)
+    )
     split = np.array([r["split"] for r in rows])
     have = ~np.isnan(landmarks[:, 0, 0])
     # Layer means, stds and per-neuron means from every 4th training image (1,490): enough
     # for a mean, and a quarter of the cost of this slow, study-only extractor.
     train = np.flatnonzero((split == "train") & have)[::4]
     taps, batch = bb.taps(), 32
-    stats = coverage_variants.fit(bb.model, taps, (bb.preprocess(crops[train[i:i + batch]])
-                                                   for i in tqdm(range(0, len(train), batch), desc="richer fit")))
+    stats = coverage_variants.fit(
+        bb.model,
+        taps,
+        (
+            bb.preprocess(crops[train[i : i + batch]])
+            for i in tqdm(range(0, len(train), batch), desc="richer fit")
+        ),
+    )
     steps = range(0, len(rows), batch)
-    feats = coverage_variants.extract(bb.model, taps, stats,
-                                      (bb.preprocess(crops[i:i + batch]) for i in steps), len(steps))
+    feats = coverage_variants.extract(
+        bb.model, taps, stats, (bb.preprocess(crops[i : i + batch]) for i in steps), len(steps)
+    )
     np.savez(path, **feats)
     return feats
 
@@ -285,7 +327,9 @@ class Study:
         F_aug, idx, have_aug = aug
         keep, copy_of = copies_of(list(photos), list(idx[have_aug]))  # a copy folds with its photo
         copies = np.flatnonzero(have_aug)[keep]
-        return fit_with_copies(det, F[photos], self.y[photos], F_aug[copies], self.y[idx][copies], copy_of)
+        return fit_with_copies(
+            det, F[photos], self.y[photos], F_aug[copies], self.y[idx][copies], copy_of
+        )
 
     @staticmethod
     def scores(det, F, have) -> np.ndarray:
@@ -299,23 +343,35 @@ class Study:
     def measure_scores(self, p_fake, have) -> dict:
         """Metrics per split from per-image P(fake); no face found counts as real (0)."""
         p = scores_with_missing(np.asarray(p_fake)[have], have)
-        return {s: evaluate_scores(self.y[self.split == s], p[self.split == s])
-                | {"n_no_face": int((~have[self.split == s]).sum())} for s in ("val", "test", "wild")}
+        return {
+            s: evaluate_scores(self.y[self.split == s], p[self.split == s])
+            | {"n_no_face": int((~have[self.split == s]).sum())}
+            for s in ("val", "test", "wild")
+        }
 
-    def logo(self, name, variant, F, have, aug=None, seen=LOGO_TRAIN) -> list[dict]:
+    def logo(self, name, variant, F, have, aug=None, trained_on=LOGO_TRAIN) -> list[dict]:
         """Train on real + ONE generator's fakes; test on test-split real + each other generator."""
         out = []
-        for seen in seen:
+        for seen in trained_on:
             if not ((self.split == "train") & (self.gen == seen)).any():
                 continue  # a --limit run may have none
-            det = self.fit(name, variant, F, have, train=(self.y == 0) | (self.gen == seen), aug=aug)
+            det = self.fit(
+                name, variant, F, have, train=(self.y == 0) | (self.gen == seen), aug=aug
+            )
             for unseen in sorted(set(self.gen[self.y == 1]) - {seen}):
                 test = (self.split == "test") & ((self.y == 0) | (self.gen == unseen))
                 if not (test & (self.y == 1)).any():
                     continue
                 m = evaluate_scores(self.y[test], self.scores(det, F[test], have[test]))
-                out.append({"backbone": name, "variant": variant, "train_generator": seen,
-                            "test_generator": unseen, **m})
+                out.append(
+                    {
+                        "backbone": name,
+                        "variant": variant,
+                        "train_generator": seen,
+                        "test_generator": unseen,
+                        **m,
+                    }
+                )
         return out
 
 
@@ -342,12 +398,16 @@ def stage_cnn_perturbed(study: Study, out: Path, perturbations) -> dict:
         folder = out / "altered" / p.name.replace(":", "_")
         crops = np.load(folder / "crops_sface.npy")
         have = ~np.isnan(np.load(folder / "landmarks.npz")["landmarks"][:, 0, 0])
-        result[p.name] = evaluate_scores(test_y, np.where(have, pixel_cnn.predict(model, crops), 0.0))
+        result[p.name] = evaluate_scores(
+            test_y, np.where(have, pixel_cnn.predict(model, crops), 0.0)
+        )
     path.write_text(json.dumps(result))
     return result
 
 
-def pruning_study(study: Study, name: str, feats: dict, fractions=(0.25, 0.5, 0.75, 1.0)) -> list[dict]:
+def pruning_study(
+    study: Study, name: str, feats: dict, fractions=(0.25, 0.5, 0.75, 1.0)
+) -> list[dict]:
     """``channel`` features of the first k taps only (a forward pass that stops at tap k)."""
     bb = get_backbone(name).untrained()
     taps = bb.taps()
@@ -356,10 +416,18 @@ def pruning_study(study: Study, name: str, feats: dict, fractions=(0.25, 0.5, 0.
     out = []
     for q in fractions:
         k = max(1, round(q * len(taps)))
-        F = feats["channel"][:, :ends[k - 1]]
+        F = feats["channel"][:, : ends[k - 1]]
         m = study.measure(study.fit(name, "channel", F, have), F, have)
-        out.append({"backbone": name, "taps": k, "of": len(taps), "last_tap": taps[k - 1].name,
-                    "n_features": int(ends[k - 1]), **m})
+        out.append(
+            {
+                "backbone": name,
+                "taps": k,
+                "of": len(taps),
+                "last_tap": taps[k - 1].name,
+                "n_features": int(ends[k - 1]),
+                **m,
+            }
+        )
     return out
 
 
@@ -367,7 +435,7 @@ def layer_levels(multi: np.ndarray, channels: list[int], n: int) -> np.ndarray:
     """N x (taps * n) per-layer counts at each level from N x (channels * n) ``multi`` counts."""
     out, start = [], 0
     for c in channels:
-        out.append(multi[:, start:start + c * n].reshape(len(multi), c, n).sum(1))
+        out.append(multi[:, start : start + c * n].reshape(len(multi), c, n).sum(1))
         start += c * n
     return np.concatenate(out, axis=1)
 
@@ -381,73 +449,138 @@ def beyond_paper(study: Study, feats: dict, richer: dict | None, aug: dict) -> l
     """
     base = "sface"
     have = feats[base]["have"].astype(bool)
-    ideas = [("layer (paper)", "layer", lambda: feats[base]["layer"], have, None),
-             ("channel", "channel", lambda: feats[base]["channel"], have, None),
-             ("channel, log(1 + count)", "channel", lambda: np.log1p(feats[base]["channel"]), have, None)]
+    ideas = [
+        ("layer (paper)", "layer", lambda: feats[base]["layer"], have, None),
+        ("channel", "channel", lambda: feats[base]["channel"], have, None),
+        (
+            "channel, log(1 + count)",
+            "channel",
+            lambda: np.log1p(feats[base]["channel"]),
+            have,
+            None,
+        ),
+    ]
     if richer is not None:
         n = len(coverage_variants.LEVELS)
         levels = ", ".join(f"{z:g}" for z in coverage_variants.LEVELS)
         channels = [t.channels for t in get_backbone(base).untrained().taps()]
         ideas += [
-            (f"layer, {n} thresholds m + z s per layer (z = {levels}; k-multisection)", "layer",
-             lambda: layer_levels(richer["multi"], channels, n).astype(np.float32), have, None),
-            ("channel, per-neuron thresholds", "channel", lambda: richer["neuron"].astype(np.float32), have, None),
-            (f"channel, top {coverage_variants.TOP_FRACTION:.0%} of the layer (top-k)", "channel",
-             lambda: richer["topk"].astype(np.float32), have, None),
+            (
+                f"layer, {n} thresholds m + z s per layer (z = {levels}; k-multisection)",
+                "layer",
+                lambda: layer_levels(richer["multi"], channels, n).astype(np.float32),
+                have,
+                None,
+            ),
+            (
+                "channel, per-neuron thresholds",
+                "channel",
+                lambda: richer["neuron"].astype(np.float32),
+                have,
+                None,
+            ),
+            (
+                f"channel, top {coverage_variants.TOP_FRACTION:.0%} of the layer (top-k)",
+                "channel",
+                lambda: richer["topk"].astype(np.float32),
+                have,
+                None,
+            ),
         ]
     if "facenet" in feats:
-        ideas.append(("channel, fused sface + facenet", "channel",
-                      lambda: np.concatenate([feats[b]["channel"] for b in ("sface", "facenet")], axis=1),
-                      have & feats["facenet"]["have"].astype(bool), None))
+        ideas.append(
+            (
+                "channel, fused sface + facenet",
+                "channel",
+                lambda: np.concatenate([feats[b]["channel"] for b in ("sface", "facenet")], axis=1),
+                have & feats["facenet"]["have"].astype(bool),
+                None,
+            )
+        )
     if base in aug:
         a = aug[base]
-        ideas.append(("channel + one augmented copy per training image", "channel",
-                      lambda: feats[base]["channel"], have, (a["channel"], a["idx"], a["have"].astype(bool))))
+        ideas.append(
+            (
+                "channel + one augmented copy per training image",
+                "channel",
+                lambda: feats[base]["channel"],
+                have,
+                (a["channel"], a["idx"], a["have"].astype(bool)),
+            )
+        )
     out = []
     for label, variant, make, h, aug_set in tqdm(ideas, desc="beyond the paper"):
         F = make()
         m = study.measure(study.fit(base, variant, F, h, aug=aug_set), F, h)
-        logo = study.logo(base, variant, F, h, aug=aug_set, seen=("StyleGAN1",))
-        out.append({"idea": label, "n_features": int(F.shape[1]), **m,
-                    "logo": logo, "logo_auc_min": min((r["auc"] for r in logo), default=None),
-                    "logo_fake_caught_min": min((r["fake_accuracy"] for r in logo), default=None)})
+        logo = study.logo(base, variant, F, h, aug=aug_set, trained_on=("StyleGAN1",))
+        out.append(
+            {
+                "idea": label,
+                "n_features": int(F.shape[1]),
+                **m,
+                "logo": logo,
+                "logo_auc_min": min((r["auc"] for r in logo), default=None),
+                "logo_fake_caught_min": min((r["fake_accuracy"] for r in logo), default=None),
+            }
+        )
         del F
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--limit", type=int, help="images per split and class (smoke run)")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
-    parser.add_argument("--neuron-study", default="facenet",
-                        help="backbone on which raw vs activation neuron outputs are compared")
+    parser.add_argument(
+        "--neuron-study",
+        default="facenet",
+        help="backbone on which raw vs activation neuron outputs are compared",
+    )
     parser.add_argument("--perturb", default=PERTURBATIONS, help="perturbations of the test split")
-    parser.add_argument("--augment", nargs="*", default=["sface", "facenet"],
-                        help="backbones trained with one augmented copy per training image")
-    parser.add_argument("--cnn-minutes", type=float, default=25.0,
-                        help="wall-clock budget of the pixel CNN baseline's training")
+    parser.add_argument(
+        "--augment",
+        nargs="*",
+        default=["sface", "facenet"],
+        help="backbones trained with one augmented copy per training image",
+    )
+    parser.add_argument(
+        "--cnn-minutes",
+        type=float,
+        default=25.0,
+        help="wall-clock budget of the pixel CNN baseline's training",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
     torch.manual_seed(0)
-    out = args.out / f"{'limit%d' % args.limit if args.limit else 'full'}-{cache_key(args)}"
+    out = args.out / f"{f'limit{args.limit}' if args.limit else 'full'}-{cache_key(args)}"
     print(f"stages cached under {out}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(args.limit)
     study = Study(rows)
     landmarks = stage_landmarks(rows, out / "landmarks.npz")
     have = ~np.isnan(landmarks[:, 0, 0])
-    feats = {name: stage_features(rows, landmarks, name, out / f"features_{name}.npz")
-             for name in args.backbones}
+    feats = {
+        name: stage_features(rows, landmarks, name, out / f"features_{name}.npz")
+        for name in args.backbones
+    }
     perturbations = parse_perturbations(args.perturb)
     test = np.flatnonzero(study.split == "test")
-    altered = {p.name: stage_altered(rows, test, perturbed_image_of(rows, p), p.name, out,
-                                     args.backbones, feats) for p in perturbations}
+    altered = {
+        p.name: stage_altered(
+            rows, test, perturbed_image_of(rows, p), p.name, out, args.backbones, feats
+        )
+        for p in perturbations
+    }
     train = np.flatnonzero(study.split == "train")
     aug = {}
     if args.augment:
-        by_name = stage_altered(rows, train, augmented_image_of(rows), "augment", out, args.augment, feats)
+        by_name = stage_altered(
+            rows, train, augmented_image_of(rows), "augment", out, args.augment, feats
+        )
         aug = {name: f | {"idx": train} for name, f in by_name.items()}
 
     # The paper's Table 4, with robustness of every row.
@@ -458,53 +591,109 @@ def main() -> None:
         for variant in VARIANTS:
             start = time.perf_counter()
             det = study.fit(name, variant, f[variant], h)
-            r = {"backbone": name, "variant": variant, "neuron": "raw", "n_features": int(f[variant].shape[1]),
-                 "C": det.C_, "cv_auc": det.cv_auc_, "fit_seconds": round(time.perf_counter() - start, 1),
-                 "threshold_seconds": float(f["threshold_seconds"]),
-                 "extract_seconds": float(f["extract_seconds"]),
-                 **study.measure(det, f[variant], h),
-                 "perturbed": perturbed_metrics(study, det, altered, variant, name)}
+            r = {
+                "backbone": name,
+                "variant": variant,
+                "neuron": "raw",
+                "n_features": int(f[variant].shape[1]),
+                "C": det.C_,
+                "cv_auc": det.cv_auc_,
+                "fit_seconds": round(time.perf_counter() - start, 1),
+                "threshold_seconds": float(f["threshold_seconds"]),
+                "extract_seconds": float(f["extract_seconds"]),
+                **study.measure(det, f[variant], h),
+                "perturbed": perturbed_metrics(study, det, altered, variant, name),
+            }
             results.append(r)
-            print(json.dumps({k: r[k] for k in ("backbone", "variant", "C", "cv_auc")}
-                             | {"test_auc": r["test"]["auc"], "wild_fp": 1 - r["wild"]["real_accuracy"]}), flush=True)
+            print(
+                json.dumps(
+                    {k: r[k] for k in ("backbone", "variant", "C", "cv_auc")}
+                    | {"test_auc": r["test"]["auc"], "wild_fp": 1 - r["wild"]["real_accuracy"]}
+                ),
+                flush=True,
+            )
         if name in aug:
-            det = study.fit(name, "channel", f["channel"], h,
-                            aug=(aug[name]["channel"], train, aug[name]["have"].astype(bool)))
-            results.append({"backbone": name, "variant": "channel+aug", "neuron": "raw",
-                            "n_features": int(f["channel"].shape[1]), "C": det.C_, "cv_auc": det.cv_auc_,
-                            **study.measure(det, f["channel"], h),
-                            "perturbed": perturbed_metrics(study, det, altered, "channel", name)})
+            det = study.fit(
+                name,
+                "channel",
+                f["channel"],
+                h,
+                aug=(aug[name]["channel"], train, aug[name]["have"].astype(bool)),
+            )
+            results.append(
+                {
+                    "backbone": name,
+                    "variant": "channel+aug",
+                    "neuron": "raw",
+                    "n_features": int(f["channel"].shape[1]),
+                    "C": det.C_,
+                    "cv_auc": det.cv_auc_,
+                    **study.measure(det, f["channel"], h),
+                    "perturbed": perturbed_metrics(study, det, altered, "channel", name),
+                }
+            )
     cnn = stage_pixel_cnn(rows, landmarks, out, args.cnn_minutes)
-    results.append({"backbone": "pixels", "variant": "pixel_cnn", "neuron": "raw",
-                    "n_features": cnn["log"]["n_params"], "training": cnn["log"],
-                    **study.measure_scores(cnn["p_fake"], have),
-                    "perturbed": stage_cnn_perturbed(study, out, perturbations)})
+    results.append(
+        {
+            "backbone": "pixels",
+            "variant": "pixel_cnn",
+            "neuron": "raw",
+            "n_features": cnn["log"]["n_params"],
+            "training": cnn["log"],
+            **study.measure_scores(cnn["p_fake"], have),
+            "perturbed": stage_cnn_perturbed(study, out, perturbations),
+        }
+    )
     if args.neuron_study in args.backbones:
-        f = stage_features(rows, landmarks, args.neuron_study,
-                           out / f"features_{args.neuron_study}_activation.npz", "activation")
+        f = stage_features(
+            rows,
+            landmarks,
+            args.neuron_study,
+            out / f"features_{args.neuron_study}_activation.npz",
+            "activation",
+        )
         for variant in ("layer", "channel"):
             det = study.fit(args.neuron_study, variant, f[variant], f["have"].astype(bool))
-            results.append({"backbone": args.neuron_study, "variant": variant, "neuron": "activation",
-                            "n_features": int(f[variant].shape[1]),
-                            **study.measure(det, f[variant], f["have"].astype(bool))})
+            results.append(
+                {
+                    "backbone": args.neuron_study,
+                    "variant": variant,
+                    "neuron": "activation",
+                    "n_features": int(f[variant].shape[1]),
+                    **study.measure(det, f[variant], f["have"].astype(bool)),
+                }
+            )
 
     generalization = []
     for name in args.backbones:
         for variant in VARIANTS:
-            generalization += study.logo(name, variant, feats[name][variant], feats[name]["have"].astype(bool))
+            generalization += study.logo(
+                name, variant, feats[name][variant], feats[name]["have"].astype(bool)
+            )
     pruning = [r for name in args.backbones for r in pruning_study(study, name, feats[name])]
     richer = stage_richer(rows, landmarks, out) if "sface" in args.backbones else None
     ideas = beyond_paper(study, feats, richer, aug) if "sface" in args.backbones else []
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    meta = {"command": "python benchmarks/reproduce.py" + (f" --limit {args.limit}" if args.limit else ""),
-            "commit": commit, "n_images": len(rows), "perturbations": [p.name for p in perturbations],
-            "n_per_split": {s: int((study.split == s).sum()) for s in SPLITS},
-            "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
-            "mtcnn_seconds": float(np.load(out / "landmarks.npz")["seconds"])}
-    report = {"meta": meta, "results": results, "generalization": generalization,
-              "pruning": pruning, "beyond_paper": ideas}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    meta = {
+        "command": "python benchmarks/reproduce.py"
+        + (f" --limit {args.limit}" if args.limit else ""),
+        "commit": commit,
+        "n_images": len(rows),
+        "perturbations": [p.name for p in perturbations],
+        "n_per_split": {s: int((study.split == s).sum()) for s in SPLITS},
+        "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+        "mtcnn_seconds": float(np.load(out / "landmarks.npz")["seconds"]),
+    }
+    report = {
+        "meta": meta,
+        "results": results,
+        "generalization": generalization,
+        "pruning": pruning,
+        "beyond_paper": ideas,
+    }
     (out / "results.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'results.json'}")
     if not args.limit:
@@ -523,11 +712,18 @@ def _num(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-VARIANT_NAMES = {"layer": "layer (paper MNC)", "channel": "channel",
-                 "embedding": "embedding (paper Fig. 2 baseline)",
-                 "channel+aug": "channel + augmented training", "pixel_cnn": "pixel CNN (paper's deep-CNN baseline)"}
+VARIANT_NAMES = {
+    "layer": "layer (paper MNC)",
+    "channel": "channel",
+    "embedding": "embedding (paper Fig. 2 baseline)",
+    "channel+aug": "channel + augmented training",
+    "pixel_cnn": "pixel CNN (paper's deep-CNN baseline)",
+}
 GOAL_PERTURBATIONS = ("jpeg:50", "blur:1", "noise:5")
-SHIPPED = ("sface", "channel+aug")  # the shipped model's configuration (benchmarks/train_default.py)
+SHIPPED = (
+    "sface",
+    "channel+aug",
+)  # the shipped model's configuration (benchmarks/train_default.py)
 
 
 def _label(r: dict) -> str:
@@ -536,46 +732,79 @@ def _label(r: dict) -> str:
 
 def headline_table(results: list[dict]) -> str:
     """Table 4 style: test accuracy / AUC per backbone and variant, wild/real false positives."""
-    lines = ["| backbone | variant | features | test accuracy % | test AUC | real kept % | fakes caught % "
-             "| wild/real called fake % |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | variant | features | test accuracy % | test AUC | real kept % | fakes caught % "
+        "| wild/real called fake % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if r["neuron"] != "raw":
             continue
         t, w = r["test"], r["wild"]
-        features = f"{r['n_features']:,} weights" if r["variant"] == "pixel_cnn" else f"{r['n_features']:,}"
-        lines.append(f"| {r['backbone']} | {VARIANT_NAMES[r['variant']]} | {features} | {_pct(t['accuracy'])} | "
-                     f"{_num(t['auc'])} | {_pct(t['real_accuracy'])} | {_pct(t['fake_accuracy'])} | "
-                     f"{_pct(1 - w['real_accuracy'])} |")
+        features = (
+            f"{r['n_features']:,} weights"
+            if r["variant"] == "pixel_cnn"
+            else f"{r['n_features']:,}"
+        )
+        lines.append(
+            f"| {r['backbone']} | {VARIANT_NAMES[r['variant']]} | {features} | {_pct(t['accuracy'])} | "
+            f"{_num(t['auc'])} | {_pct(t['real_accuracy'])} | {_pct(t['fake_accuracy'])} | "
+            f"{_pct(1 - w['real_accuracy'])} |"
+        )
     return "\n".join(lines)
 
 
 def generalization_table(rows: list[dict]) -> str:
-    lines = ["| backbone | variant | trained on | tested on (unseen) | AUC | fakes caught % | real kept % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | variant | trained on | tested on (unseen) | AUC | fakes caught % | real kept % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['variant']} | {r['train_generator']} | "
-                     f"{r['test_generator']} | {_num(r['auc'])} | {_pct(r['fake_accuracy'])} | "
-                     f"{_pct(r['real_accuracy'])} |")
+        lines.append(
+            f"| {r['backbone']} | {r['variant']} | {r['train_generator']} | "
+            f"{r['test_generator']} | {_num(r['auc'])} | {_pct(r['fake_accuracy'])} | "
+            f"{_pct(r['real_accuracy'])} |"
+        )
     return "\n".join(lines)
 
 
 def robustness_tables(results: list[dict], perturbations: list[str]) -> str:
     rows = [r for r in results if "perturbed" in r]
-    auc = ["| model | clean | " + " | ".join(perturbations) + " |", "|---" * (len(perturbations) + 2) + "|"]
+    auc = [
+        "| model | clean | " + " | ".join(perturbations) + " |",
+        "|---" * (len(perturbations) + 2) + "|",
+    ]
     for r in rows:
-        auc.append(f"| {_label(r)} | {_num(r['test']['auc'])} | "
-                   + " | ".join(_num(r["perturbed"][p]["auc"]) for p in perturbations) + " |")
+        auc.append(
+            f"| {_label(r)} | {_num(r['test']['auc'])} | "
+            + " | ".join(_num(r["perturbed"][p]["auc"]) for p in perturbations)
+            + " |"
+        )
     goals = [p for p in GOAL_PERTURBATIONS if p in perturbations]
-    at = ["| model | clean fakes caught / real kept % | "
-          + " | ".join(f"{p}: caught / kept (AUC drop)" for p in goals) + " |", "|---" * (len(goals) + 2) + "|"]
+    at = [
+        "| model | clean fakes caught / real kept % | "
+        + " | ".join(f"{p}: caught / kept (AUC drop)" for p in goals)
+        + " |",
+        "|---" * (len(goals) + 2) + "|",
+    ]
     for r in rows:
         t = r["test"]
         cells = []
         for p in goals:
             m = r["perturbed"][p]
-            cells.append(f"{_pct(m['fake_accuracy'])} / {_pct(m['real_accuracy'])} ({t['auc'] - m['auc']:+.3f})")
-        at.append(f"| {_label(r)} | {_pct(t['fake_accuracy'])} / {_pct(t['real_accuracy'])} | " + " | ".join(cells) + " |")
-    return "\n".join(auc) + "\n\nAt the trained threshold (0.5) for the goal perturbations; AUC drop in brackets:\n\n" + "\n".join(at)
+            cells.append(
+                f"{_pct(m['fake_accuracy'])} / {_pct(m['real_accuracy'])} ({t['auc'] - m['auc']:+.3f})"
+            )
+        at.append(
+            f"| {_label(r)} | {_pct(t['fake_accuracy'])} / {_pct(t['real_accuracy'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return (
+        "\n".join(auc)
+        + "\n\nAt the trained threshold (0.5) for the goal perturbations; AUC drop in brackets:\n\n"
+        + "\n".join(at)
+    )
 
 
 def plot_robustness(results: list[dict], perturbations: list[str], path: Path) -> None:
@@ -606,22 +835,31 @@ def plot_robustness(results: list[dict], perturbations: list[str], path: Path) -
 
 
 def pruning_table(rows: list[dict]) -> str:
-    lines = ["| backbone | taps kept (forward stops after) | features | val AUC | test AUC | test accuracy % | wild/real called fake % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | taps kept (forward stops after) | features | val AUC | test AUC | test accuracy % | wild/real called fake % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['taps']} of {r['of']} (`{r['last_tap']}`) | {r['n_features']:,} | "
-                     f"{_num(r['val']['auc'])} | {_num(r['test']['auc'])} | {_pct(r['test']['accuracy'])} | "
-                     f"{_pct(1 - r['wild']['real_accuracy'])} |")
+        lines.append(
+            f"| {r['backbone']} | {r['taps']} of {r['of']} (`{r['last_tap']}`) | {r['n_features']:,} | "
+            f"{_num(r['val']['auc'])} | {_num(r['test']['auc'])} | {_pct(r['test']['accuracy'])} | "
+            f"{_pct(1 - r['wild']['real_accuracy'])} |"
+        )
     return "\n".join(lines)
 
 
 def ideas_table(rows: list[dict]) -> str:
-    lines = ["| idea | features | val AUC | test AUC | test accuracy % | wild/real called fake % | "
-             "unseen generator: worst AUC | worst fakes caught % |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| idea | features | val AUC | test AUC | test accuracy % | wild/real called fake % | "
+        "unseen generator: worst AUC | worst fakes caught % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['idea']} | {r['n_features']:,} | {_num(r['val']['auc'])} | {_num(r['test']['auc'])} | "
-                     f"{_pct(r['test']['accuracy'])} | {_pct(1 - r['wild']['real_accuracy'])} | "
-                     f"{_num(r['logo_auc_min'])} | {_pct(r['logo_fake_caught_min'])} |")
+        lines.append(
+            f"| {r['idea']} | {r['n_features']:,} | {_num(r['val']['auc'])} | {_num(r['test']['auc'])} | "
+            f"{_pct(r['test']['accuracy'])} | {_pct(1 - r['wild']['real_accuracy'])} | "
+            f"{_num(r['logo_auc_min'])} | {_pct(r['logo_fake_caught_min'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -632,64 +870,101 @@ def goals_table(report: dict) -> str:
     models = [best] + [r for r in raw if (r["backbone"], r["variant"]) == SHIPPED and r is not best]
 
     def logo(r):
-        rows = [g for g in report["generalization"]
-                if g["backbone"] == r["backbone"] and g["variant"] == r["variant"].split("+")[0]]
+        rows = [
+            g
+            for g in report["generalization"]
+            if g["backbone"] == r["backbone"] and g["variant"] == r["variant"].split("+")[0]
+        ]
         if not rows:
             return "–"
         worst = min(rows, key=lambda g: g["auc"])
         met = "met" if worst["auc"] >= 0.95 else "missed"
-        return (f"worst {_num(worst['auc'])}, {worst['train_generator']} -> {worst['test_generator']} "
-                f"(trained without augmentation): {met}")
+        return (
+            f"worst {_num(worst['auc'])}, {worst['train_generator']} -> {worst['test_generator']} "
+            f"(trained without augmentation): {met}"
+        )
 
     def perturbed(r, p):
         if p not in r.get("perturbed", {}):
             return "–"
         m, c = r["perturbed"][p], r["test"]
-        auc, caught, kept = (c["auc"] - m["auc"], c["fake_accuracy"] - m["fake_accuracy"],
-                             c["real_accuracy"] - m["real_accuracy"])
+        auc, caught, kept = (
+            c["auc"] - m["auc"],
+            c["fake_accuracy"] - m["fake_accuracy"],
+            c["real_accuracy"] - m["real_accuracy"],
+        )
         met = "met" if auc <= 0.02 and caught <= 0.05 and kept <= 0.05 else "missed"
-        return (f"change: AUC {-auc:+.3f}, fakes caught {-100 * caught:+.1f} points, real kept "
-                f"{-100 * kept:+.1f} points: {met}")
+        return (
+            f"change: AUC {-auc:+.3f}, fakes caught {-100 * caught:+.1f} points, real kept "
+            f"{-100 * kept:+.1f} points: {met}"
+        )
 
-    head = "| goal | " + " | ".join(f"{_label(r)}{' (best val AUC)' if r is best else ' (shipped)'}"
-                                      for r in models) + " |"
+    head = (
+        "| goal | "
+        + " | ".join(
+            f"{_label(r)}{' (best val AUC)' if r is best else ' (shipped)'}" for r in models
+        )
+        + " |"
+    )
     lines = [head, "|---" * (len(models) + 1) + "|"]
-    lines.append("| test AUC >= 0.99 | " + " | ".join(
-        f"{_num(r['test']['auc'])}: {'met' if r['test']['auc'] >= 0.99 else 'missed'}" for r in models) + " |")
-    lines.append("| leave-one-generator-out AUC >= 0.95 | " + " | ".join(logo(r) for r in models) + " |")
-    lines.append("| wild/real <= 5% called fake | " + " | ".join(
-        f"{_pct(1 - r['wild']['real_accuracy'])}%: {'met' if 1 - r['wild']['real_accuracy'] <= 0.05 else 'missed'}"
-        for r in models) + " |")
+    lines.append(
+        "| test AUC >= 0.99 | "
+        + " | ".join(
+            f"{_num(r['test']['auc'])}: {'met' if r['test']['auc'] >= 0.99 else 'missed'}"
+            for r in models
+        )
+        + " |"
+    )
+    lines.append(
+        "| leave-one-generator-out AUC >= 0.95 | " + " | ".join(logo(r) for r in models) + " |"
+    )
+    lines.append(
+        "| wild/real <= 5% called fake | "
+        + " | ".join(
+            f"{_pct(1 - r['wild']['real_accuracy'])}%: {'met' if 1 - r['wild']['real_accuracy'] <= 0.05 else 'missed'}"
+            for r in models
+        )
+        + " |"
+    )
     for p in GOAL_PERTURBATIONS:
-        lines.append(f"| {p}: AUC drop <= 0.02, fakes caught and real kept each drop <= 5 points | "
-                     + " | ".join(perturbed(r, p) for r in models) + " |")
+        lines.append(
+            f"| {p}: AUC drop <= 0.02, fakes caught and real kept each drop <= 5 points | "
+            + " | ".join(perturbed(r, p) for r in models)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def markdown(report: dict) -> str:
     meta, results = report["meta"], report["results"]
-    neuron_rows = [r for r in results if r["backbone"] == "facenet" and r["variant"] in ("layer", "channel")]
-    neuron = ["| variant | neuron output | val AUC | test accuracy % | test AUC | wild/real called fake % |",
-              "|---|---|---|---|---|---|"]
+    neuron_rows = [
+        r for r in results if r["backbone"] == "facenet" and r["variant"] in ("layer", "channel")
+    ]
+    neuron = [
+        "| variant | neuron output | val AUC | test accuracy % | test AUC | wild/real called fake % |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(neuron_rows, key=lambda r: (r["variant"], r["neuron"])):
-        neuron.append(f"| {r['variant']} | {r['neuron']} | {_num(r['val']['auc'])} | "
-                      f"{_pct(r['test']['accuracy'])} | {_num(r['test']['auc'])} | "
-                      f"{_pct(1 - r['wild']['real_accuracy'])} |")
+        neuron.append(
+            f"| {r['variant']} | {r['neuron']} | {_num(r['val']['auc'])} | "
+            f"{_pct(r['test']['accuracy'])} | {_num(r['test']['auc'])} | "
+            f"{_pct(1 - r['wild']['real_accuracy'])} |"
+        )
     cnn = next(r for r in results if r["variant"] == "pixel_cnn")
     log = cnn["training"]
     n = meta["n_per_split"]
     return f"""# Results
 
-Produced by `{meta['command']}` at commit `{meta['commit']}` on this repository's code; every
-number below comes from that run (`{meta['out']}/results.json`; the stages it caches there
+Produced by `{meta["command"]}` at commit `{meta["commit"]}` on this repository's code; every
+number below comes from that run (`{meta["out"]}/results.json`; the stages it caches there
 are listed in the script's docstring).
 
 Data: `../shared/faces` (FFHQ real vs StyleGAN 1 / StyleGAN 2 (thispersondoesnotexist) /
-an unknown StyleGAN model, 128 to 1024 px; see its README). Train on `train` ({n['train']:,} images),
-choose on `val` ({n['val']:,}), report on `test` ({n['test']:,}) and on `wild/real` ({n['wild']:,} UTKFace photos from another
+an unknown StyleGAN model, 128 to 1024 px; see its README). Train on `train` ({n["train"]:,} images),
+choose on `val` ({n["val"]:,}), report on `test` ({n["test"]:,}) and on `wild/real` ({n["wild"]:,} UTKFace photos from another
 source, never trained on and never used to choose anything). Every image goes through the same
 MTCNN detection + 5-point alignment that a photo in the wild takes (MTCNN over all
-{meta['n_images']} images: {meta['mtcnn_seconds']:.0f} s); an image with no face found counts as
+{meta["n_images"]} images: {meta["mtcnn_seconds"]:.0f} s); an image with no face found counts as
 predicted real. Classifier for every coverage or embedding row: standardize, linear SVM with C
 chosen by 5-fold cross-validated AUC on `train` only, Platt calibration on out-of-fold scores;
 threshold 0.5 on P(fake).
@@ -710,10 +985,10 @@ available here; dlib ResNet-29 and SFace stand in for them.
 **Pixel CNN** (`benchmarks/pixel_cnn.py`): the paper's "deeply trained CNN" baseline, trained from
 scratch on the SFace-aligned 112 px crops, since ImageNet-pretrained Xception/ResNet weights are
 not available here: 5 stages of 3x3 conv + BatchNorm + ReLU (16 to 256 channels), global average
-pooling, one linear output; {log['n_params']:,} weights; AdamW, cosine schedule, flips and shifts.
-It trained for {len(log['history'])} epochs in {log['train_seconds'] / 60:.1f} minutes of wall clock on
-{log.get('threads', '?')} CPU thread(s) (budget {log['minutes_budget']:g} minutes); the epoch with the best validation AUC ({log['best_val_auc']:.3f},
-epoch {log['best_epoch']}) is kept. **channel + augmented training**: the same `channel` features
+pooling, one linear output; {log["n_params"]:,} weights; AdamW, cosine schedule, flips and shifts.
+It trained for {len(log["history"])} epochs in {log["train_seconds"] / 60:.1f} minutes of wall clock on
+{log.get("threads", "?")} CPU thread(s) (budget {log["minutes_budget"]:g} minutes); the epoch with the best validation AUC ({log["best_val_auc"]:.3f},
+epoch {log["best_epoch"]}) is kept. **channel + augmented training**: the same `channel` features
 and thresholds, trained on every training image plus one perturbed copy of it (a random one of
 none / JPEG q30-95 / blur sigma 0.3-2 / noise sigma 1-8 / down-and-up resize 0.4-0.9, drawn
 per image with a fixed seed).
@@ -730,7 +1005,7 @@ of the nonlinearity that follows it (after BatchNorm and ReLU/PReLU, or after th
 Train on the real faces plus ONE generator's fakes (train split), test on the test split's
 real faces plus the fakes of each generator never seen in training.
 
-{generalization_table(report['generalization'])}
+{generalization_table(report["generalization"])}
 
 ## Robustness: perturbed test photos
 
@@ -738,7 +1013,7 @@ Each test photo is perturbed *before* detection and alignment (`fakespotter.eval
 the same code as `fakespotter evaluate --perturb`; noise seeded per image), and the models above,
 trained on clean photos (or with augmentation where named), score the copies. Test ROC AUC:
 
-{robustness_tables(results, meta['perturbations'])}
+{robustness_tables(results, meta["perturbations"])}
 
 ![AUC and accuracy per perturbation](results/robustness.png)
 
@@ -750,14 +1025,14 @@ test split's real faces + each other generator (the hardest direction above); th
 the two is shown. Not run, for cost: k-multisection per channel (44k features) and the
 three-backbone fusion; an earlier run of both ran out of this machine's 24 GiB.
 
-{ideas_table(report['beyond_paper'])}
+{ideas_table(report["beyond_paper"])}
 
 ## Keeping only the valuable layers (the paper's future work)
 
 The same `channel` classifier trained on the counts of the first k taps only; a pruned extractor
 stops the forward pass after tap k (`FakeSpotter(taps=...)`, see `docs/speed.md` for its speed).
 
-{pruning_table(report['pruning'])}
+{pruning_table(report["pruning"])}
 
 ## Cost
 

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakespotter.backbones import BACKBONES as REGISTERED, get_backbone
+from fakespotter.backbones import BACKBONES as REGISTERED
+from fakespotter.backbones import get_backbone
 from fakespotter.detector import FakeSpotter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,13 +108,13 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
         def run():
             with torch.inference_mode():
                 model = bb.model.eval()
-                return [model(bb.preprocess(x[i:i + step])) for i in range(0, len(x), step)]
+                return [model(bb.preprocess(x[i : i + step])) for i in range(0, len(x), step)]
+
         return run
 
     # The pruned extractor: channel counts of the first half of the taps only; the forward
     # pass stops after the last of them.
-    pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw",
-                         taps=len(bb.taps()) // 2)
+    pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw", taps=len(bb.taps()) // 2)
     pruned.fit_thresholds(crops)
     detectors["pruned"] = pruned
 
@@ -155,8 +156,11 @@ def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, .
         # torch eager is the only runtime fakespotter runs; its fastest way through the b
         # images (one pass, or passes of PLAIN_STEPS images) is the plain forward to beat
         plain = {"torch_eager": ms["plain"]}
-        plain |= {f"torch_eager_in_{s}s": medians[f"{name}/plain_step{s}/{b}"] * 1000 / b
-                  for s in PLAIN_STEPS if s < b}
+        plain |= {
+            f"torch_eager_in_{s}s": medians[f"{name}/plain_step{s}/{b}"] * 1000 / b
+            for s in PLAIN_STEPS
+            if s < b
+        }
         fastest = min(plain.values())
         return {
             "batch": b,
@@ -192,7 +196,11 @@ def photo_files(n: int, images: Path | None, synthetic: bool, tmp: Path) -> tupl
     if images is not None:
         files = list(iter_files([images]))[:n]
         return files, str(images)
-    folders = [FACES_DIR / "test" / "real", FACES_DIR / "test" / "fake", FACES_DIR / "wild" / "real"]
+    folders = [
+        FACES_DIR / "test" / "real",
+        FACES_DIR / "test" / "fake",
+        FACES_DIR / "wild" / "real",
+    ]
     if not synthetic and all(f.is_dir() for f in folders):
         pools = [list(iter_files([f])) for f in folders]
         files = []
@@ -210,11 +218,15 @@ def aligned_faces(n: int, synthetic: bool, tmp: Path) -> tuple[list[Path], str]:
     manifest = FACES_DIR / "manifest.csv"
     if not synthetic and manifest.exists():
         with open(manifest, newline="") as f:
-            pool = [FACES_DIR / r["file"] for r in csv.DictReader(f)
-                    if r["split"] == "test" and r["width"] == "256" and r["height"] == "256"]
+            pool = [
+                FACES_DIR / r["file"]
+                for r in csv.DictReader(f)
+                if r["split"] == "test" and r["width"] == "256" and r["height"] == "256"
+            ]
         if pool:
-            return [pool[i % len(pool)] for i in range(n)], \
-                f"shared/faces test, the {len(pool)} aligned 256 px images, repeated"
+            return [
+                pool[i % len(pool)] for i in range(n)
+            ], f"shared/faces test, the {len(pool)} aligned 256 px images, repeated"
     files = synthetic_photos(n, tmp, size=256)
     return files, "tests/data/astronaut.jpg copies, random crops resized to 256 px"
 
@@ -258,7 +270,9 @@ def pick_model(backbones: Iterable[str]) -> tuple[FakeSpotter, str]:
             return det, f"shipped default ({det._backbone().name}, {det.variant})"
     except FileNotFoundError:
         pass
-    return throwaway_model(backbones[0]), f"throwaway ({backbones[0]}, channel, fit on 16 random crops)"
+    return throwaway_model(
+        backbones[0]
+    ), f"throwaway ({backbones[0]}, channel, fit on 16 random crops)"
 
 
 def counted(items: Iterable, on_half: Callable[[], None], n: int) -> Iterator:
@@ -282,8 +296,11 @@ def detect_run(det: FakeSpotter, files: list[Path], aligned: bool, workers: int 
     gc.collect()
     rss_start = rss_mb()
     start = time.perf_counter()
-    found = counted(find_faces(cropper, iter_files(files), workers=workers),
-                    lambda: half.setdefault("rss", rss_mb()), len(files))
+    found = counted(
+        find_faces(cropper, iter_files(files), workers=workers),
+        lambda: half.setdefault("rss", rss_mb()),
+        len(files),
+    )
     rows = list(score_rows(det, found))
     seconds = time.perf_counter() - start
     rss_end = rss_mb()
@@ -319,74 +336,105 @@ def table(results: dict) -> str:
         if name in ("end_to_end", "machine"):
             continue
         for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
-            lines.append(f"{name:<8} {row['batch']:>5} {row['plain_ms']:8.2f} {row['coverage_ms']:8.2f} "
-                         f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f} "
-                         f"{row['pruned_ms']:8.2f} {row['pruned_speedup']:7.2f}")
+            lines.append(
+                f"{name:<8} {row['batch']:>5} {row['plain_ms']:8.2f} {row['coverage_ms']:8.2f} "
+                f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f} "
+                f"{row['pruned_ms']:8.2f} {row['pruned_speedup']:7.2f}"
+            )
     lines.append("")
     lines.append("threshold pass (NeuronCoverage.fit via FakeSpotter.fit_thresholds), batch 32")
     for name, r in results.items():
         if "fit_ms" in r:
-            lines.append(f"{name:<8} {r['fit_ms']:8.2f} ms/image = {r['fit_ratio']:.2f} x one channel extraction pass")
+            lines.append(
+                f"{name:<8} {r['fit_ms']:8.2f} ms/image = {r['fit_ratio']:.2f} x one channel extraction pass"
+            )
     e2e = results.get("end_to_end")
     if e2e:
-        lines += ["", f"end to end (scan.find_faces + score_rows), model: {e2e['model']}",
-                  f"detect: {e2e['n']} photos from {e2e['source']}",
-                  f"aligned: {e2e['aligned']['images']} photos from {e2e['aligned_source']}",
-                  f"{'mode':<19} {'workers':>7} {'img/s':>7} {'faces/s':>8} {'ms/img':>8} {'faces':>6} "
-                  f"{'RSS@N/2':>8} {'RSS@N':>7} {'growth':>7} {'peak':>7}  (MiB)"]
+        lines += [
+            "",
+            f"end to end (scan.find_faces + score_rows), model: {e2e['model']}",
+            f"detect: {e2e['n']} photos from {e2e['source']}",
+            f"aligned: {e2e['aligned']['images']} photos from {e2e['aligned_source']}",
+            f"{'mode':<19} {'workers':>7} {'img/s':>7} {'faces/s':>8} {'ms/img':>8} {'faces':>6} "
+            f"{'RSS@N/2':>8} {'RSS@N':>7} {'growth':>7} {'peak':>7}  (MiB)",
+        ]
         for mode in ("detect", "aligned", "aligned_no_workers"):
             m = e2e[mode]
-            lines.append(f"{mode:<19} {m['workers']:>7} {m['images_per_s']:7.2f} {m['faces_per_s']:8.2f} "
-                         f"{m['ms_per_image']:8.1f} {m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
-                         f"{m['rss_growth_mb']:7.1f} {m['peak_rss_mb']:7.0f}")
+            lines.append(
+                f"{mode:<19} {m['workers']:>7} {m['images_per_s']:7.2f} {m['faces_per_s']:8.2f} "
+                f"{m['ms_per_image']:8.1f} {m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
+                f"{m['rss_growth_mb']:7.1f} {m['peak_rss_mb']:7.0f}"
+            )
     m = results["machine"]
-    lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; "
-                  f"load average {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after"]
+    lines += [
+        "",
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; "
+        f"load average {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after",
+    ]
     return "\n".join(lines)
 
 
 def markdown(results: dict) -> str:
     """The run as markdown tables (docs/speed.md quotes them; the README quotes the first)."""
     m = results["machine"]
-    out = [f"`{m['command']}` — {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-           f"{m['threads']} threads, median of {m['reps']} interleaved reps; load average "
-           f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.", "",
-           "| backbone | batch | plain forward ms/img | coverage (channel) ms/img | ratio | layer ms/img "
-           "| ratio | pruned (first half of taps) ms/img | speed-up | threshold pass ms/img |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"`{m['command']}` — {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"{m['threads']} threads, median of {m['reps']} interleaved reps; load average "
+        f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.",
+        "",
+        "| backbone | batch | plain forward ms/img | coverage (channel) ms/img | ratio | layer ms/img "
+        "| ratio | pruned (first half of taps) ms/img | speed-up | threshold pass ms/img |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         if name in ("end_to_end", "machine"):
             continue
         for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
             fit = f"{r['fit_ms']:.1f} ({r['fit_ratio']:.2f}x extraction)" if row is r else "–"
-            out.append(f"| {name} | {row['batch']} | {row['plain_ms']:.1f} | {row['coverage_ms']:.1f} | "
-                       f"{row['ratio']:.2f} | {row['layer_ms']:.1f} | {row['layer_ratio']:.2f} | "
-                       f"{row['pruned_ms']:.1f} ({row['pruned_taps']}) | {row['pruned_speedup']:.2f} | {fit} |")
+            out.append(
+                f"| {name} | {row['batch']} | {row['plain_ms']:.1f} | {row['coverage_ms']:.1f} | "
+                f"{row['ratio']:.2f} | {row['layer_ms']:.1f} | {row['layer_ratio']:.2f} | "
+                f"{row['pruned_ms']:.1f} ({row['pruned_taps']}) | {row['pruned_speedup']:.2f} | {fit} |"
+            )
     e2e = results.get("end_to_end")
     if e2e:
-        out += ["", f"End to end, model {e2e['model']}; `detect`: {e2e['n']} photos from {e2e['source']}; "
-                    f"`--aligned`: {e2e['aligned']['images']} photos from {e2e['aligned_source']}.", "",
-                "| mode | workers | images/s | faces/s | ms/image | faces | RSS at N/2 MiB | RSS at N MiB | peak RSS MiB |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"End to end, model {e2e['model']}; `detect`: {e2e['n']} photos from {e2e['source']}; "
+            f"`--aligned`: {e2e['aligned']['images']} photos from {e2e['aligned_source']}.",
+            "",
+            "| mode | workers | images/s | faces/s | ms/image | faces | RSS at N/2 MiB | RSS at N MiB | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for mode in ("detect", "aligned", "aligned_no_workers"):
             r = e2e[mode]
-            out.append(f"| {mode} | {r['workers']} | {r['images_per_s']:.1f} | {r['faces_per_s']:.1f} | "
-                       f"{r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
-                       f"{r['peak_rss_mb']:.0f} |")
+            out.append(
+                f"| {mode} | {r['workers']} | {r['images_per_s']:.1f} | {r['faces_per_s']:.1f} | "
+                f"{r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
+                f"{r['peak_rss_mb']:.0f} |"
+            )
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print results as JSON")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="also write the tables to this file"
+    )
     parser.add_argument("--quick", action="store_true", help="small N, few reps (CI smoke)")
-    parser.add_argument("--n", type=int, default=None, help="photos for end to end (default 1000; quick 8)")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7; quick 2)")
+    parser.add_argument(
+        "--n", type=int, default=None, help="photos for end to end (default 1000; quick 8)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="timed repetitions (default 7; quick 2)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated")
     parser.add_argument("--images", type=Path, default=None, help="folder of photos for end to end")
-    parser.add_argument("--synthetic", action="store_true", help="use astronaut copies even if shared/faces exists")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="use astronaut copies even if shared/faces exists"
+    )
     args = parser.parse_args(argv)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     for b in backbones:
@@ -399,7 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
 
     load_before = os.getloadavg()
-    log(f"load average before: {load_before}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    log(
+        f"load average before: {load_before}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     batches = (1, 32)
     runs: dict[str, Callable[[], object]] = {}
     for name in backbones:
@@ -415,11 +465,18 @@ def main(argv: list[str] | None = None) -> None:
         files, source = photo_files(n, args.images, args.synthetic, Path(tmp))
         faces, faces_source = aligned_faces(n, args.synthetic, Path(tmp))
         det, model = pick_model(backbones)
-        e2e: dict = {"n": len(files), "source": source, "aligned_source": faces_source,
-                     "model": model, "batch_size": 32}
-        for mode, paths, aligned, workers in (("detect", files, False, None),
-                                              ("aligned", faces, True, None),
-                                              ("aligned_no_workers", faces, True, 0)):
+        e2e: dict = {
+            "n": len(files),
+            "source": source,
+            "aligned_source": faces_source,
+            "model": model,
+            "batch_size": 32,
+        }
+        for mode, paths, aligned, workers in (
+            ("detect", files, False, None),
+            ("aligned", faces, True, None),
+            ("aligned_no_workers", faces, True, 0),
+        ):
             log(f"  end to end, {mode}, {len(paths)} photos")
             e2e[mode] = detect_run(det, paths, aligned, workers)
         results["end_to_end"] = e2e
@@ -437,8 +494,10 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     if max(load_before[0], load_after[0]) > 1:
-        log(f"note: load average > 1 ({load_before[0]:.2f} before, {load_after[0]:.2f} after): "
-            f"other work shared the CPUs")
+        log(
+            f"note: load average > 1 ({load_before[0]:.2f} before, {load_after[0]:.2f} after): "
+            f"other work shared the CPUs"
+        )
     if args.markdown:
         args.markdown.write_text(markdown(results))
         log(f"wrote {args.markdown}")

@@ -40,7 +40,9 @@ def _shift(im: Image.Image, dx: float, dy: float, scale: float = 1.0) -> Image.I
     w, h = im.size
     small = im.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
     canvas = Image.new("RGB", (w, h), (128, 128, 128))
-    canvas.paste(small, (round((w - small.width) / 2 + dx * w), round((h - small.height) / 2 + dy * h)))
+    canvas.paste(
+        small, (round((w - small.width) / 2 + dx * w), round((h - small.height) / 2 + dy * h))
+    )
     return canvas
 
 
@@ -57,10 +59,16 @@ PERTURBATIONS = {
     "darker": lambda im: ImageEnhance.Brightness(im).enhance(0.65),
     "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.35),
     "blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
-    "tilt 8deg": lambda im: im.rotate(8, resample=Image.Resampling.BILINEAR, fillcolor=(128, 128, 128)),
+    "tilt 8deg": lambda im: im.rotate(
+        8, resample=Image.Resampling.BILINEAR, fillcolor=(128, 128, 128)
+    ),
     "mirror": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    "all at once": lambda im: _jpeg(ImageEnhance.Brightness(_shift(im, 0.04, 0.04, 0.9)
-                                                            .filter(ImageFilter.GaussianBlur(1.0))).enhance(0.8), 40),
+    "all at once": lambda im: _jpeg(
+        ImageEnhance.Brightness(
+            _shift(im, 0.04, 0.04, 0.9).filter(ImageFilter.GaussianBlur(1.0))
+        ).enhance(0.8),
+        40,
+    ),
 }
 
 
@@ -98,18 +106,26 @@ def main() -> None:
                 photos.append((i, name, image, landmarks))
     torch.set_num_threads(threads)  # the backbones use them all
     found = {i for i, name, *_ in photos if name == "original"}
-    print(f"{len(paths)} photos ({args.n} real, {args.n} fake), faces found in {len(found)}; "
-          f"{len(photos)} crops, detection {time.time() - t0:.0f} s")
+    print(
+        f"{len(paths)} photos ({args.n} real, {args.n} fake), faces found in {len(found)}; "
+        f"{len(photos)} crops, detection {time.time() - t0:.0f} s"
+    )
 
     for backbone in args.backbones:
         t0 = time.time()
         bb = get_backbone(backbone).load(progress=False)
         template = bb.alignment_template
-        crops = np.stack([warp_face(image, lm, template, bb.input_size) for _, _, image, lm in photos])
+        crops = np.stack(
+            [warp_face(image, lm, template, bb.input_size) for _, _, image, lm in photos]
+        )
         parts = []
         with torch.inference_mode():
             for start in range(0, len(crops), bb.batch_size):
-                parts.append(bb.model.eval()(bb.preprocess(crops[start:start + bb.batch_size])).float().numpy())
+                parts.append(
+                    bb.model.eval()(bb.preprocess(crops[start : start + bb.batch_size]))
+                    .float()
+                    .numpy()
+                )
         E = np.concatenate(parts)
         E /= np.linalg.norm(E, axis=1, keepdims=True)
 
@@ -118,26 +134,34 @@ def main() -> None:
         for k, (i, name, *_) in enumerate(photos):
             if name != "original" and i in original:
                 same.setdefault(name, []).append(float(E[k] @ original[i]))
-        O = np.stack(list(original.values()))
-        S = O @ O.T
-        different = S[np.triu_indices(len(O), k=1)]
+        originals = np.stack(list(original.values()))
+        S = originals @ originals.T
+        different = S[np.triu_indices(len(originals), k=1)]
         all_same = np.concatenate([np.array(v) for v in same.values()])
 
         print(f"\n{backbone} ({time.time() - t0:.0f} s)")
         for name, values in same.items():
             v = np.array(values)
-            print(f"  same person, {name:15s} n={len(v):4d}  min {v.min():.3f}  1% {np.percentile(v, 1):.3f}"
-                  f"  median {np.median(v):.3f}")
+            print(
+                f"  same person, {name:15s} n={len(v):4d}  min {v.min():.3f}  1% {np.percentile(v, 1):.3f}"
+                f"  median {np.median(v):.3f}"
+            )
         lo = np.percentile(all_same, 0.5)
         hi = np.percentile(different, 99.9)
-        print(f"  same person, all copies      n={len(all_same):4d}  min {all_same.min():.3f}  "
-              f"0.5% {lo:.3f}  5% {np.percentile(all_same, 5):.3f}  median {np.median(all_same):.3f}")
-        print(f"  different people   pairs n={len(different)}  median {np.median(different):.3f}  "
-              f"99% {np.percentile(different, 99):.3f}  99.9% {hi:.3f}  max {different.max():.3f}")
+        print(
+            f"  same person, all copies      n={len(all_same):4d}  min {all_same.min():.3f}  "
+            f"0.5% {lo:.3f}  5% {np.percentile(all_same, 5):.3f}  median {np.median(all_same):.3f}"
+        )
+        print(
+            f"  different people   pairs n={len(different)}  median {np.median(different):.3f}  "
+            f"99% {np.percentile(different, 99):.3f}  99.9% {hi:.3f}  max {different.max():.3f}"
+        )
         threshold = (lo + hi) / 2
-        print(f"  threshold halfway: {threshold:.3f}: same-person copies below it "
-              f"{(all_same < threshold).mean():.2%}, different-person pairs at or above "
-              f"{(different >= threshold).mean():.3%}")
+        print(
+            f"  threshold halfway: {threshold:.3f}: same-person copies below it "
+            f"{(all_same < threshold).mean():.2%}, different-person pairs at or above "
+            f"{(different >= threshold).mean():.3%}"
+        )
 
 
 if __name__ == "__main__":

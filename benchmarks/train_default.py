@@ -33,21 +33,26 @@ def choose(results_json: Path) -> dict:
     """Best val AUC; within 0.002 of it the cheapest backbone wins. Cost is the feature
     extraction time reproduce.py measured for each backbone in the same run on the same crops,
     so any registered backbone ranks without a hand-kept speed list."""
-    results = [r for r in json.loads(results_json.read_text())["results"]
-               if r["neuron"] == "raw" and r["variant"] in ("layer", "channel", "embedding")]
+    results = [
+        r
+        for r in json.loads(results_json.read_text())["results"]
+        if r["neuron"] == "raw" and r["variant"] in ("layer", "channel", "embedding")
+    ]
     best_auc = max(r["val"]["auc"] for r in results)
     close = [r for r in results if r["val"]["auc"] >= best_auc - 0.002]
     return min(close, key=lambda r: (r["extract_seconds"], -r["val"]["auc"]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "out/reproduce/full/results.json")
     parser.add_argument("--backbone", help="override the choice")
     parser.add_argument("--variant", help="override the choice")
-    parser.add_argument("--no-augment", dest="augment", action="store_false",
-                        help="train on the photos only")
+    parser.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="train on the photos only"
+    )
     args = parser.parse_args()
     if args.backbone and args.variant:
         backbone, variant = args.backbone, args.variant
@@ -56,10 +61,21 @@ def main() -> None:
         backbone, variant = pick["backbone"], pick["variant"]
         print(f"chosen on val: {backbone}/{variant} (val AUC {pick['val']['auc']:.4f})")
     TARGET.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(Path(sys.executable).parent / "fakespotter"), "train", "--real", "../shared/faces/train/real",
-           "--fake", "../shared/faces/train/fake", "--backbone", backbone,
-           "--variant", variant, *(["--augment"] if args.augment else []),
-           "--output", str(TARGET.relative_to(ROOT))]
+    cmd = [
+        str(Path(sys.executable).parent / "fakespotter"),
+        "train",
+        "--real",
+        "../shared/faces/train/real",
+        "--fake",
+        "../shared/faces/train/fake",
+        "--backbone",
+        backbone,
+        "--variant",
+        variant,
+        *(["--augment"] if args.augment else []),
+        "--output",
+        str(TARGET.relative_to(ROOT)),
+    ]
     print("$ fakespotter", " ".join(cmd[1:]), flush=True)
     sys.exit(subprocess.run(cmd, cwd=ROOT).returncode)
 

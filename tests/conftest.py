@@ -76,9 +76,23 @@ def tiny_model(tmp_path_factory) -> Path:
     write_noise_faces(root / "real", 12, smooth=False, seed=1)
     write_noise_faces(root / "fake", 12, smooth=True, seed=2)
     model = root / "model.safetensors"
-    result = CliRunner().invoke(main, ["train", "--real", str(root / "real"), "--fake",
-                                       str(root / "fake"), "--backbone", "dlib", "--variant",
-                                       "layer", "--aligned", "--output", str(model)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(root / "real"),
+            "--fake",
+            str(root / "fake"),
+            "--backbone",
+            "dlib",
+            "--variant",
+            "layer",
+            "--aligned",
+            "--output",
+            str(model),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "cross-validated AUC" in result.output
     return model

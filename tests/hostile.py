@@ -54,8 +54,12 @@ def png_bomb(side: int) -> bytes:
     parts = [packer.compress(row) for _ in range(side)]
     data = b"".join(parts) + packer.flush()
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data)
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", data)
+        + _chunk(b"IEND", b"")
+    )
 
 
 def exif_rotated_jpeg() -> bytes:
@@ -87,15 +91,31 @@ def write_corpus(folder: Path) -> list[Case]:
     add("zero_bytes.jpg", b"", "empty file (0 bytes)", "an empty file")
     add("truncated.jpg", jpeg[: len(jpeg) // 2], "corrupt or truncated image", "JPEG cut in half")
     add("truncated.png", png[: len(png) // 2], "corrupt or truncated image", "PNG cut in half")
-    add("text_named.jpg", b"this is a text file, not a photo\n" * 20, "not an image",
-        "a text file named .jpg")
+    add(
+        "text_named.jpg",
+        b"this is a text file, not a photo\n" * 20,
+        "not an image",
+        "a text file named .jpg",
+    )
     add("png_named.jpg", png, OK, "a PNG with a .jpg name is read by its content")
-    add("bomb_30000x30000.png", png_bomb(30000), "image too large",
-        "decompression bomb: 110 KB file, 900 M pixels (over Pillow's own limit)")
-    add("bomb_8000x8000.png", png_bomb(8000), "image too large: 8000x8000 pixels",
-        "decompression bomb: 8 KB file, 64 M pixels")
-    add("oversized.png", os.urandom(MAX_BYTES_IN_TESTS + 1), "file too large",
-        "one byte over --max-bytes")
+    add(
+        "bomb_30000x30000.png",
+        png_bomb(30000),
+        "image too large",
+        "decompression bomb: 110 KB file, 900 M pixels (over Pillow's own limit)",
+    )
+    add(
+        "bomb_8000x8000.png",
+        png_bomb(8000),
+        "image too large: 8000x8000 pixels",
+        "decompression bomb: 8 KB file, 64 M pixels",
+    )
+    add(
+        "oversized.png",
+        os.urandom(MAX_BYTES_IN_TESTS + 1),
+        "file too large",
+        "one byte over --max-bytes",
+    )
     add("one_pixel.png", encoded(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), OK, "a 1x1 image")
     add("strip_1x500.png", encoded(Image.new("RGB", (1, 500)), "PNG"), OK, "a 1 pixel wide strip")
     add("grayscale.jpg", encoded(face_like().convert("L"), "JPEG"), OK, "8-bit grey")
@@ -107,15 +127,18 @@ def write_corpus(folder: Path) -> list[Case]:
     add("animated.gif", animation("GIF"), OK, "animated GIF (first frame)")
     add("animated.webp", animation("WEBP"), OK, "animated WebP (first frame)")
     add("exif_rotated.jpg", exif_rotated_jpeg(), OK, "EXIF orientation 6 (turned upright)")
-    add("new\nline, \"quoted\".png", png, OK, "newline, comma and quotes in the name")
+    add('new\nline, "quoted".png', png, OK, "newline, comma and quotes in the name")
     locked = add("no_permission.jpg", jpeg, EITHER, "chmod 000: readable for root only")
     locked.chmod(0)
     fifo = folder / "fifo.jpg"
     os.mkfifo(fifo)  # root cannot read it as a file either; opening it would block forever
     cases.append(Case("fifo.jpg", fifo, "not a regular file", "a FIFO (unreadable even for root)"))
     os.symlink(folder / "absent.jpg", folder / "broken_link.jpg")
-    cases.append(Case("broken_link.jpg", folder / "broken_link.jpg", "file not found",
-                      "a symlink to nothing"))
+    cases.append(
+        Case(
+            "broken_link.jpg", folder / "broken_link.jpg", "file not found", "a symlink to nothing"
+        )
+    )
     os.symlink(folder / "loop.jpg", folder / "loop.jpg")
     cases.append(Case("loop.jpg", folder / "loop.jpg", "cannot access file", "a symlink to itself"))
     odd = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9_latin1.png"))

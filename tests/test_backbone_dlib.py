@@ -32,8 +32,9 @@ def test_preprocess_matches_dlib_input_layer():
     x = dlib_resnet.preprocess(crops)
     assert x.shape == (1, 3, 150, 150) and x.dtype == torch.float32
     means = np.float32(dlib_resnet.DEFAULT_CHANNEL_MEANS)
-    assert x[0, :, 0, 0].tolist() == pytest.approx([(255 - means[0]) / 256, -means[1] / 256,
-                                                     (128 - means[2]) / 256], abs=1e-7)
+    assert x[0, :, 0, 0].tolist() == pytest.approx(
+        [(255 - means[0]) / 256, -means[1] / 256, (128 - means[2]) / 256], abs=1e-7
+    )
 
 
 def test_activations_name_existing_relus():
@@ -56,7 +57,7 @@ def test_reference_descriptors_from_dlib(weight_file):
     model = dlib_resnet.load_model(weight_file("dlib"))
     record = json.loads((REFERENCE / "dlib.json").read_text())
     strip = np.asarray(Image.open(REFERENCE / "dlib_inputs.png").convert("RGB"))
-    crops = np.stack([strip[:, i:i + 150] for i in range(0, strip.shape[1], 150)])
+    crops = np.stack([strip[:, i : i + 150] for i in range(0, strip.shape[1], 150)])
     expected = np.array(record["embeddings"])
     assert crops.shape[0] == expected.shape[0] == 3
     with torch.no_grad():

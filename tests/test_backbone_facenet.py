@@ -44,7 +44,9 @@ def test_preprocess_is_per_image_standardization() -> None:
     assert torch.allclose(x.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
     assert torch.allclose(x.std(dim=(1, 2, 3), unbiased=False), torch.ones(2), atol=1e-5)
     # channel order is kept (RGB in, RGB planes out)
-    assert torch.equal(x[0, 0].argmax(), torch.from_numpy(images[0, :, :, 0].astype(np.int64)).argmax())
+    assert torch.equal(
+        x[0, 0].argmax(), torch.from_numpy(images[0, :, :, 0].astype(np.int64)).argmax()
+    )
     # a constant image must not divide by zero
     assert torch.isfinite(facenet.preprocess(np.full_like(images, 7))).all()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_noise_faces
+
 from fakespotter.cli import EXIT_INPUTS_FAILED, main
 from fakespotter.rows import FIELDS
 
@@ -31,7 +31,9 @@ def test_train_stores_what_the_web_page_needs(trained):
     model = load_model(trained)
     means = model.training_["layer_means"]  # per-layer class averages for the page's chart
     assert len(means["layers"]) == len(means["real"]) == len(means["fake"]) == 30
-    assert model.training_["n_real"] == 12 and model.training_["command"].startswith("fakespotter train")
+    assert model.training_["n_real"] == 12 and model.training_["command"].startswith(
+        "fakespotter train"
+    )
 
 
 def test_train_detect_evaluate(tmp_path, trained):
@@ -39,12 +41,28 @@ def test_train_detect_evaluate(tmp_path, trained):
     write_noise_faces(tmp_path / "mixed" / "sub", 3, smooth=True, seed=5)
     (tmp_path / "mixed" / "broken.jpg").write_bytes(b"not an image at all")
     runner = CliRunner()
-    result = runner.invoke(main, ["detect", str(tmp_path / "mixed"), str(tmp_path / "absent.png"),
-                                  "--model", str(trained), "--aligned", "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path / "mixed"),
+            str(tmp_path / "absent.png"),
+            "--model",
+            str(trained),
+            "--aligned",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == EXIT_INPUTS_FAILED, result.output  # two inputs have no result
     rows = json.loads(result.stdout)
-    assert [Path(r["path"]).name for r in rows] == ["broken.jpg", "000.png", "001.png", "002.png",
-                                                    "absent.png"]
+    assert [Path(r["path"]).name for r in rows] == [
+        "broken.jpg",
+        "000.png",
+        "001.png",
+        "002.png",
+        "absent.png",
+    ]
     assert list(rows[0]) == FIELDS
     for r in rows[1:4]:
         assert r["error"] is None and r["face"] == 0 and r["label"] == "fake"
@@ -53,24 +71,68 @@ def test_train_detect_evaluate(tmp_path, trained):
         assert r["p_fake"] is None and r["label"] is None and r["face"] is None and r["error"]
 
     out = tmp_path / "rows.csv"
-    result = runner.invoke(main, ["detect", str(tmp_path / "mixed"), "--model", str(trained),
-                                  "--aligned", "--format", "csv", "--output", str(out)])
+    result = runner.invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path / "mixed"),
+            "--model",
+            str(trained),
+            "--aligned",
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == EXIT_INPUTS_FAILED  # broken.jpg
     table = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(table) == 4 and table[1]["label"] == "fake"
 
-    result = runner.invoke(main, ["evaluate", "--real", str(tmp_path / "real"), "--fake",
-                                  str(tmp_path / "fake"), "--model", str(trained), "--aligned",
-                                  "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(tmp_path / "real"),
+            "--fake",
+            str(tmp_path / "fake"),
+            "--model",
+            str(trained),
+            "--aligned",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
-    for key in ("n_real", "n_fake", "n_no_face", "accuracy", "real_accuracy", "fake_accuracy",
-                "auc", "ap", "eer"):
+    for key in (
+        "n_real",
+        "n_fake",
+        "n_no_face",
+        "accuracy",
+        "real_accuracy",
+        "fake_accuracy",
+        "auc",
+        "ap",
+        "eer",
+    ):
         assert key in m
     assert m["n_real"] == 12 and m["n_fake"] == 12 and m["auc"] > 0.9
 
-    result = runner.invoke(main, ["evaluate", "--real", str(tmp_path / "real"), "--model",
-                                  str(trained), "--aligned", "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(tmp_path / "real"),
+            "--model",
+            str(trained),
+            "--aligned",
+            "--format",
+            "json",
+        ],
+    )
     m = json.loads(result.stdout)
     assert m["n_fake"] == 0 and m["auc"] is None and m["real_accuracy"] > 0.5
 
@@ -84,8 +146,18 @@ def test_user_mistakes_give_one_line_errors(tmp_path, trained):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["detect", str(tmp_path / "empty"), "--model", str(trained)])
     assert result.exit_code == EXIT_INPUTS_FAILED and "no image or video files" in result.stderr
-    result = runner.invoke(main, ["train", "--real", str(tmp_path), "--fake", str(tmp_path),
-                                  "--output", str(tmp_path / "m")])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(tmp_path),
+            "--fake",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "m"),
+        ],
+    )
     assert result.exit_code == 1 and "Error:" in result.output
 
 
@@ -108,20 +180,55 @@ def test_detect_finds_the_astronaut_with_default_model(weight_file):
 
 def test_evaluate_writes_a_report(tmp_path, trained):
     report = tmp_path / "report"
-    result = CliRunner().invoke(main, [
-        "evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
-        "--model", str(trained), "--aligned", "--format", "json", "--report", str(report),
-        "--perturb", "jpeg:50,blur:1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(tmp_path / "real"),
+            "--fake",
+            str(tmp_path / "fake"),
+            "--model",
+            str(trained),
+            "--aligned",
+            "--format",
+            "json",
+            "--report",
+            str(report),
+            "--perturb",
+            "jpeg:50,blur:1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["overall"]["n_real"] == 12 and metrics["overall"]["n_fake"] == 12
-    assert [row["perturbation"] for row in metrics["perturbations"]][:3] == ["none", "jpeg:50", "blur:1"]
+    assert [row["perturbation"] for row in metrics["perturbations"]][:3] == [
+        "none",
+        "jpeg:50",
+        "blur:1",
+    ]
     assert len(metrics["layers"]["names"]) == 30  # dlib: one entry per tapped layer
-    for name in ("report.md", "report.html", "roc.png", "scores.png", "layers.png",
-                 "perturbations.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "roc.png",
+        "scores.png",
+        "layers.png",
+        "perturbations.png",
+    ):
         assert (report / name).stat().st_size > 1000, name
-    bad = CliRunner().invoke(main, ["evaluate", "--real", str(tmp_path / "real"), "--model",
-                                    str(trained), "--perturb", "jpeg:500"])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(tmp_path / "real"),
+            "--model",
+            str(trained),
+            "--perturb",
+            "jpeg:500",
+        ],
+    )
     assert bad.exit_code == 1 and "jpeg" in bad.output and "Traceback" not in bad.output
 
 
@@ -129,14 +236,42 @@ def test_size_limits_apply_to_train_and_evaluate(tmp_path, tiny_model):
     real = write_noise_faces(tmp_path / "real", 6, smooth=False, seed=3)
     fake = write_noise_faces(tmp_path / "fake", 6, smooth=True, seed=4)
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
-                                  "--backbone", "dlib", "--max-bytes", "100", "--output",
-                                  str(tmp_path / "m.safetensors")])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--aligned",
+            "--backbone",
+            "dlib",
+            "--max-bytes",
+            "100",
+            "--output",
+            str(tmp_path / "m.safetensors"),
+        ],
+    )
     assert result.exit_code == 1 and "need at least 5 faces" in result.output
     assert result.stderr.count("file too large") == 12
-    result = runner.invoke(main, ["evaluate", "--real", str(real), "--fake", str(fake),
-                                  "--model", str(tiny_model), "--aligned", "--format", "json",
-                                  "--max-pixels", str(96 * 96 - 1)])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--model",
+            str(tiny_model),
+            "--aligned",
+            "--format",
+            "json",
+            "--max-pixels",
+            str(96 * 96 - 1),
+        ],
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
     assert m["n_unreadable"] == 12 and m["n_real"] == 0 and m["n_fake"] == 0
@@ -176,19 +311,63 @@ def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
     fake = write_noise_faces(tmp_path / "fake", 8, smooth=True, seed=6)
     model = tmp_path / "m.safetensors"
     runner = CliRunner()
-    result = runner.invoke(main, ["--workers", "1", "train", "--real", str(real), "--fake", str(fake),
-                                  "--aligned", "--backbone", "dlib", "--taps", "5", "--output", str(model)])
+    result = runner.invoke(
+        main,
+        [
+            "--workers",
+            "1",
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--aligned",
+            "--backbone",
+            "dlib",
+            "--taps",
+            "5",
+            "--output",
+            str(model),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(load_model(model).taps_) == 5
     rows = {}
     for workers in ("0", "1"):
-        result = runner.invoke(main, ["--workers", workers, "detect", str(tmp_path), "--aligned",
-                                      "--model", str(model), "--format", "json"])
+        result = runner.invoke(
+            main,
+            [
+                "--workers",
+                workers,
+                "detect",
+                str(tmp_path),
+                "--aligned",
+                "--model",
+                str(model),
+                "--format",
+                "json",
+            ],
+        )
         assert result.exit_code == 0, result.output
         rows[workers] = json.loads(result.stdout)
     assert rows["0"] == rows["1"] and len(rows["0"]) == 16
-    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
-                                  "--backbone", "dlib", "--taps", "999", "--output", str(model)])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--aligned",
+            "--backbone",
+            "dlib",
+            "--taps",
+            "999",
+            "--output",
+            str(model),
+        ],
+    )
     assert result.exit_code != 0 and "Traceback" not in result.output and "taps" in result.output
 
 
@@ -201,8 +380,24 @@ def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
     models = {}
     for flag in ([], ["--augment"]):
         out = tmp_path / f"m{len(flag)}.safetensors"
-        result = CliRunner().invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--aligned",
-                                           "--backbone", "dlib", "--variant", "layer", *flag, "--output", str(out)])
+        result = CliRunner().invoke(
+            main,
+            [
+                "train",
+                "--real",
+                str(real),
+                "--fake",
+                str(fake),
+                "--aligned",
+                "--backbone",
+                "dlib",
+                "--variant",
+                "layer",
+                *flag,
+                "--output",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         models[bool(flag)] = load_model(out)
     assert models[True].training_["augment"] and not models[False].training_["augment"]
@@ -216,5 +411,7 @@ def test_command_modules_import_alone():
     import sys
 
     for module in ("fakespotter.serve.cli", "fakespotter.cli"):  # no import cycle between them
-        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr

@@ -175,14 +175,18 @@ def test_find_taps_execution_order_and_neurons() -> None:
 def test_streaming_mean_equals_mean_over_all_outputs() -> None:
     net = small_net()
     activations = {"conv1": "relu1", "conv2": "relu2"}
-    cov = NeuronCoverage(net, find_taps(net, (3, 9, 9)), neuron="activation", activations=activations)
+    cov = NeuronCoverage(
+        net, find_taps(net, (3, 9, 9)), neuron="activation", activations=activations
+    )
     images = random_images(9)
     cov.fit([images[:3], images[3:4], images[4:9]])  # uneven batches
 
     # Independent reference: keep every output of the same batches, concatenate, average.
     kept: dict[str, list[torch.Tensor]] = {"relu1": [], "relu2": [], "head": []}
     handles = [
-        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: kept[name].append(o.clone()))
+        getattr(net, name).register_forward_hook(
+            lambda m, i, o, name=name: kept[name].append(o.clone())
+        )
         for name in kept
     ]
     net.eval()
@@ -192,12 +196,14 @@ def test_streaming_mean_equals_mean_over_all_outputs() -> None:
     for h in handles:
         h.remove()
     # float32 partial sums per channel: within 1e-6 of the outputs' mean magnitude
-    for threshold, name in zip(cov.thresholds_, kept):
+    for threshold, name in zip(cov.thresholds_, kept, strict=False):
         outputs = torch.cat(kept[name]).double()
         assert abs(threshold - outputs.mean().item()) <= 1e-6 * outputs.abs().mean().item()
 
     # One batch gives the same thresholds, up to float32 differences of the forward pass itself.
-    single = NeuronCoverage(net, cov.taps, neuron="activation", activations=activations).fit([images])
+    single = NeuronCoverage(net, cov.taps, neuron="activation", activations=activations).fit(
+        [images]
+    )
     np.testing.assert_allclose(single.thresholds_, cov.thresholds_, rtol=1e-5)
 
 
@@ -233,19 +239,29 @@ def test_activation_uses_named_module_and_call_index() -> None:
     net = SharedRelu()
     x = torch.randn(4, 1, 3, 3)
     cov = NeuronCoverage(
-        net, find_taps(net, (1, 3, 3)), neuron="activation", activations={"conv1": "relu", "conv2": "relu@1"}
+        net,
+        find_taps(net, (1, 3, 3)),
+        neuron="activation",
+        activations={"conv1": "relu", "conv2": "relu@1"},
     ).fit([x])
     with torch.no_grad():
         first = torch.relu(net.conv1(x))
         second = torch.relu(net.conv2(first))
-    np.testing.assert_allclose(cov.thresholds_, [first.double().mean(), second.double().mean()], rtol=1e-6)
-    expected = [[(first[i] > cov.thresholds_[0]).sum(), (second[i] > cov.thresholds_[1]).sum()] for i in range(4)]
+    np.testing.assert_allclose(
+        cov.thresholds_, [first.double().mean(), second.double().mean()], rtol=1e-6
+    )
+    expected = [
+        [(first[i] > cov.thresholds_[0]).sum(), (second[i] > cov.thresholds_[1]).sum()]
+        for i in range(4)
+    ]
     np.testing.assert_array_equal(cov.transform(x), expected)
 
 
 def test_hooks_removed_after_fit_transform_and_errors() -> None:
     net = small_net()
-    cov = NeuronCoverage(net, find_taps(net, (3, 9, 9)), neuron="activation", activations={"conv1": "relu1"})
+    cov = NeuronCoverage(
+        net, find_taps(net, (3, 9, 9)), neuron="activation", activations={"conv1": "relu1"}
+    )
     cov.fit([random_images(2)])
     cov.transform(random_images(2))
     assert all(not m._forward_hooks for m in net.modules())
@@ -312,28 +328,40 @@ def test_kmultisection_thresholds_and_counts() -> None:
     np.testing.assert_array_equal(multi.thresholds_[:, 1], layer.thresholds_)  # z = 0: same m_l
 
     kept: dict[str, torch.Tensor] = {}
-    handles = [getattr(net, t.name).register_forward_hook(
-        lambda m, i, o, name=t.name: kept.__setitem__(name, o.double().clone())) for t in taps]
+    handles = [
+        getattr(net, t.name).register_forward_hook(
+            lambda m, i, o, name=t.name: kept.__setitem__(name, o.double().clone())
+        )
+        for t in taps
+    ]
     net.eval()
     with torch.no_grad():
         net(images)
     for h in handles:
         h.remove()
-    for tap, t in zip(taps, multi.thresholds_):
+    for tap, t in zip(taps, multi.thresholds_, strict=False):
         out = kept[tap.name]
         want = [out.mean() + z * out.std(unbiased=False) for z in KMultisection.levels]
         np.testing.assert_allclose(t, want, rtol=1e-5, atol=1e-6)
 
     got = multi.transform(images)
-    want = np.stack([np.stack([(kept[tap.name] > t).flatten(1).sum(1).numpy() for t in ts], 1)
-                     for tap, ts in zip(taps, multi.thresholds_)], 1).reshape(7, -1)
+    want = np.stack(
+        [
+            np.stack([(kept[tap.name] > t).flatten(1).sum(1).numpy() for t in ts], 1)
+            for tap, ts in zip(taps, multi.thresholds_, strict=False)
+        ],
+        1,
+    ).reshape(7, -1)
     np.testing.assert_array_equal(got, want)
     assert multi.feature_names[:4] == ["conv1:z-1", "conv1:z+0", "conv1:z+1", "conv1:z+2"]
     # its per-layer view is the paper's count, not the sum of the four levels
-    np.testing.assert_array_equal(counts_per_layer(got, multi.feature_slices, "kmultisection"),
-                                  layer.transform(images))
+    np.testing.assert_array_equal(
+        counts_per_layer(got, multi.feature_slices, "kmultisection"), layer.transform(images)
+    )
 
-    per_channel = NeuronCoverage(net, taps, KMultisection(per_channel=True), thresholds=multi.thresholds_)
+    per_channel = NeuronCoverage(
+        net, taps, KMultisection(per_channel=True), thresholds=multi.thresholds_
+    )
     columns = per_channel.transform(images)
     assert columns.shape == (7, 4 * (4 + 8 + 5))
     for tap in taps:  # channel-major columns add up to the per-layer ones

@@ -27,13 +27,26 @@ def test_a_format_1_file_as_written_before_loads(tmp_path, variant):
     """The metadata and tensors exactly as save_model wrote them before (one threshold per tap)."""
     X, y = toy_faces(40)
     det = FakeSpotter(backbone=tiny_backbone(), variant=variant, cv=3, Cs=(0.1,)).fit(X, y)
-    meta = {"package_version": "0.1.0", "backbone": "tiny", "weights_sha256": "0" * 64,
-            "variant": variant, "neuron": "raw", "taps": list(det.taps_),
-            "n_features": len(det.coef_), "C": 0.1, "cv_auc": 0.9,
-            "calibration": list(det.calibration_), "training": {}}
-    arrays = {"thresholds": np.asarray(det.thresholds_, np.float64).reshape(len(det.taps_)),
-              "scaler_mean": det.scaler_mean_, "scaler_scale": det.scaler_scale_,
-              "coef": det.coef_, "intercept": np.array([det.intercept_])}
+    meta = {
+        "package_version": "0.1.0",
+        "backbone": "tiny",
+        "weights_sha256": "0" * 64,
+        "variant": variant,
+        "neuron": "raw",
+        "taps": list(det.taps_),
+        "n_features": len(det.coef_),
+        "C": 0.1,
+        "cv_auc": 0.9,
+        "calibration": list(det.calibration_),
+        "training": {},
+    }
+    arrays = {
+        "thresholds": np.asarray(det.thresholds_, np.float64).reshape(len(det.taps_)),
+        "scaler_mean": det.scaler_mean_,
+        "scaler_scale": det.scaler_scale_,
+        "coef": det.coef_,
+        "intercept": np.array([det.intercept_]),
+    }
     path = tmp_path / "old.safetensors"
     modelfile.save(path, meta, arrays)
     loaded = load_model(path, backbone=tiny_backbone())
@@ -52,7 +65,10 @@ def test_kmultisection_model_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X), det.predict_proba(X), rtol=1e-12)
 
     # a kmultisection file with one threshold per tap is refused before any tensor is read
-    bad = _rewrite(path, tmp_path / "bad.safetensors",
-                   arrays_edit=lambda a: a.update(thresholds=a["thresholds"][:, 0].copy()))
+    bad = _rewrite(
+        path,
+        tmp_path / "bad.safetensors",
+        arrays_edit=lambda a: a.update(thresholds=a["thresholds"][:, 0].copy()),
+    )
     with pytest.raises(ModelFileError, match="shape"):
         load_model(bad, backbone=tiny_backbone())

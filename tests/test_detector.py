@@ -30,12 +30,25 @@ def _tiny_preprocess(crops: np.ndarray) -> torch.Tensor:
 
 def tiny_backbone() -> Backbone:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 8))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 8),
+    )
     model.eval()
-    return Backbone(name="tiny", model=model, input_size=SIZE, preprocess=_tiny_preprocess,
-                    alignment_template=np.zeros((5, 2)), activations={"0": "1", "2": "3"},
-                    weights_sha256="0" * 64)
+    return Backbone(
+        name="tiny",
+        model=model,
+        input_size=SIZE,
+        preprocess=_tiny_preprocess,
+        alignment_template=np.zeros((5, 2)),
+        activations={"0": "1", "2": "3"},
+        weights_sha256="0" * 64,
+    )
 
 
 def toy_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +80,11 @@ def test_estimator_contract(fitted):
     # layer variant: one feature per tapped Conv2d/Linear (3 taps)
     assert det.transform(X).shape == (40, 3)
     proba = det.predict_proba(X)
-    assert proba.shape == (40, 2) and np.allclose(proba.sum(1), 1) and ((0 <= proba) & (proba <= 1)).all()
+    assert (
+        proba.shape == (40, 2)
+        and np.allclose(proba.sum(1), 1)
+        and ((0 <= proba) & (proba <= 1)).all()
+    )
     assert (det.predict(X) == (proba[:, 1] >= 0.5)).all()
     assert det.score(X, y) == pytest.approx((det.predict(X) == y).mean())
 
@@ -127,18 +144,21 @@ def _rewrite(path, out, *, meta_edit=None, arrays_edit=None):
     return out
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (dict(meta_edit=lambda m: m.update(format_version=99)), "newer"),
-    (dict(meta_edit=lambda m: m.update(surprise=1)), "unexpected key"),
-    (dict(meta_edit=lambda m: m.pop("taps")), "lacks 'taps'"),
-    (dict(meta_edit=lambda m: m.update(backbone="other")), "backbone"),
-    (dict(meta_edit=lambda m: m.update(variant="magic")), "variant"),
-    (dict(meta_edit=lambda m: m.update(n_features=10**12)), "implausible"),
-    (dict(meta_edit=lambda m: m.update(calibration=[1.0])), "calibration"),
-    (dict(arrays_edit=lambda a: a["coef"].__setitem__(0, np.nan)), "NaN"),
-    (dict(arrays_edit=lambda a: a.update(coef=np.zeros(3))), "shape"),
-    (dict(arrays_edit=lambda a: a.update(extra=np.zeros(3))), "do not match"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (dict(meta_edit=lambda m: m.update(format_version=99)), "newer"),
+        (dict(meta_edit=lambda m: m.update(surprise=1)), "unexpected key"),
+        (dict(meta_edit=lambda m: m.pop("taps")), "lacks 'taps'"),
+        (dict(meta_edit=lambda m: m.update(backbone="other")), "backbone"),
+        (dict(meta_edit=lambda m: m.update(variant="magic")), "variant"),
+        (dict(meta_edit=lambda m: m.update(n_features=10**12)), "implausible"),
+        (dict(meta_edit=lambda m: m.update(calibration=[1.0])), "calibration"),
+        (dict(arrays_edit=lambda a: a["coef"].__setitem__(0, np.nan)), "NaN"),
+        (dict(arrays_edit=lambda a: a.update(coef=np.zeros(3))), "shape"),
+        (dict(arrays_edit=lambda a: a.update(extra=np.zeros(3))), "do not match"),
+    ],
+)
 def test_crafted_model_files_are_refused(fitted, tmp_path, edit, reason):
     path = tmp_path / "m.safetensors"
     save_model(fitted, path)
@@ -174,8 +194,11 @@ def test_damaged_model_files_are_refused(fitted, tmp_path):
 def test_model_for_other_weights_is_refused(fitted, tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(fitted, path)
-    bad = _rewrite(path, tmp_path / "bad.safetensors",
-                   meta_edit=lambda m: m.update(backbone="facenet", weights_sha256="f" * 64))
+    bad = _rewrite(
+        path,
+        tmp_path / "bad.safetensors",
+        meta_edit=lambda m: m.update(backbone="facenet", weights_sha256="f" * 64),
+    )
     with pytest.raises(ModelFileError, match="other facenet weights"):
         load_model(bad)
 
@@ -218,8 +241,9 @@ def test_clone_gives_an_unfitted_detector_with_the_same_params(fitted):
         copy.predict_proba(toy_faces(4)[0])
     params, expected = copy.get_params(), fitted.get_params()
     assert params.keys() == expected.keys()
-    assert {k: v for k, v in params.items() if k != "backbone"} == \
-        {k: v for k, v in expected.items() if k != "backbone"}
+    assert {k: v for k, v in params.items() if k != "backbone"} == {
+        k: v for k, v in expected.items() if k != "backbone"
+    }
     assert params["backbone"].name == "tiny"
     unfitted = FakeSpotter(backbone="dlib", variant="layer", taps=2, Cs=(0.1,))
     assert clone(unfitted).get_params() == unfitted.get_params()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakespotter.coverage import counts_per_layer
 from fakespotter.evaluation import (
     Perturbation,
     classifier_weight_per_layer,
@@ -19,7 +20,6 @@ from fakespotter.evaluation import (
     parse_perturbations,
     write_report,
 )
-from fakespotter.coverage import counts_per_layer
 from fakespotter.metrics import evaluate_scores
 
 pytest.importorskip("matplotlib")
@@ -34,6 +34,7 @@ def _scores(n: int = 120, seed: int = 0):
 
 # -- report ------------------------------------------------------------------------------------
 
+
 def test_report_writes_valid_files(tmp_path):
     labels, p_fake = _scores()
     groups = np.where(labels == 1, "StyleGAN1", "real:FFHQ").astype(object)
@@ -43,10 +44,17 @@ def test_report_writes_valid_files(tmp_path):
     counts = rng.poisson(100, (len(labels), n_layers)) + 20 * labels[:, None]
     perturbed = {"jpeg:75": np.clip(p_fake + rng.normal(0, 0.1, len(p_fake)), 0, 1)}
 
-    result = write_report(tmp_path, labels=labels, p_fake=p_fake, groups=list(groups),
-                          layer_counts=counts, layer_names=[f"conv{i}" for i in range(n_layers)],
-                          layer_weights=rng.standard_normal(n_layers), perturbations=perturbed,
-                          meta={"model": "test.safetensors"})
+    result = write_report(
+        tmp_path,
+        labels=labels,
+        p_fake=p_fake,
+        groups=list(groups),
+        layer_counts=counts,
+        layer_names=[f"conv{i}" for i in range(n_layers)],
+        layer_weights=rng.standard_normal(n_layers),
+        perturbations=perturbed,
+        meta={"model": "test.safetensors"},
+    )
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == result
@@ -56,7 +64,8 @@ def test_report_writes_valid_files(tmp_path):
     assert lo < expected["real_accuracy"] < hi
     assert saved["perturbations"][0]["perturbation"] == "none"
     assert saved["perturbations"][1]["auc"] == pytest.approx(
-        evaluate_scores(labels, perturbed["jpeg:75"])["auc"])
+        evaluate_scores(labels, perturbed["jpeg:75"])["auc"]
+    )
     assert saved["layers"]["fake_mean"] == pytest.approx(counts[labels == 1].mean(0).tolist())
     assert saved["meta"] == {"model": "test.safetensors"}
 
@@ -106,27 +115,42 @@ def test_report_with_real_faces_only(tmp_path):
 def test_perturbation_with_its_own_labels(tmp_path):
     labels, p_fake = _scores(40)
     kept = np.arange(40) != 5  # one photo lost its face after the perturbation
-    result = write_report(tmp_path, labels=labels, p_fake=p_fake, perturbations={
-        "blur:2": {"p_fake": p_fake[kept], "labels": labels[kept], "n_no_face": 1}})
+    result = write_report(
+        tmp_path,
+        labels=labels,
+        p_fake=p_fake,
+        perturbations={"blur:2": {"p_fake": p_fake[kept], "labels": labels[kept], "n_no_face": 1}},
+    )
     row = result["perturbations"][1]
     assert row["n_real"] + row["n_fake"] == 39 and row["n_no_face"] == 1
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"labels": [0, 1], "p_fake": [0.5]}, "equal-length"),
-    ({"labels": [], "p_fake": []}, "no scored samples"),
-    ({"labels": [0, 2], "p_fake": [0.1, 0.2]}, "0 \\(real\\) or 1"),
-    ({"labels": [0, 1], "p_fake": [0.1, 0.9], "groups": ["a"]}, "group names"),
-    ({"labels": [0, 1], "p_fake": [0.1, 0.9], "layer_counts": np.ones((3, 2))}, "N x L"),
-    ({"labels": [0, 1], "p_fake": [0.1, 0.9], "layer_counts": np.ones((2, 2)),
-      "layer_weights": [1.0]}, "layer weights"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"labels": [0, 1], "p_fake": [0.5]}, "equal-length"),
+        ({"labels": [], "p_fake": []}, "no scored samples"),
+        ({"labels": [0, 2], "p_fake": [0.1, 0.2]}, "0 \\(real\\) or 1"),
+        ({"labels": [0, 1], "p_fake": [0.1, 0.9], "groups": ["a"]}, "group names"),
+        ({"labels": [0, 1], "p_fake": [0.1, 0.9], "layer_counts": np.ones((3, 2))}, "N x L"),
+        (
+            {
+                "labels": [0, 1],
+                "p_fake": [0.1, 0.9],
+                "layer_counts": np.ones((2, 2)),
+                "layer_weights": [1.0],
+            },
+            "layer weights",
+        ),
+    ],
+)
 def test_report_rejects_bad_input(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         write_report(tmp_path, **kwargs)
 
 
 # -- layers ------------------------------------------------------------------------------------
+
 
 def test_counts_per_layer_sums_channels():
     features = np.arange(12, dtype=np.float32).reshape(2, 6)
@@ -143,6 +167,7 @@ def test_layer_weights_of_a_layer_model():
 
 # -- groups ------------------------------------------------------------------------------------
 
+
 def test_groups_from_manifest(tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
@@ -150,10 +175,20 @@ def test_groups_from_manifest(tmp_path):
         "test/fake/sg1-a.jpg,fake,test,zoya,StyleGAN1\n"
         "test/real/ffhq-b.jpg,real,test,zoya,real:FFHQ\n"
         "train/real/ffhq-b.jpg,real,train,roeishc,real:FFHQ-1024\n"
-        "wild/real/utk-c.jpg,real,wild,utk,\n")
-    paths = ["/data/faces/test/fake/sg1-a.jpg", "/data/faces/train/real/ffhq-b.jpg",
-             "elsewhere/utk-c.jpg", "/x/unlisted.jpg"]
-    assert groups_from_manifest(paths, manifest) == ["StyleGAN1", "real:FFHQ-1024", "utk", "unknown"]
+        "wild/real/utk-c.jpg,real,wild,utk,\n"
+    )
+    paths = [
+        "/data/faces/test/fake/sg1-a.jpg",
+        "/data/faces/train/real/ffhq-b.jpg",
+        "elsewhere/utk-c.jpg",
+        "/x/unlisted.jpg",
+    ]
+    assert groups_from_manifest(paths, manifest) == [
+        "StyleGAN1",
+        "real:FFHQ-1024",
+        "utk",
+        "unknown",
+    ]
     assert groups_from_manifest(paths[:1], manifest, column="source") == ["zoya"]
     with pytest.raises(ValueError, match="several groups"):
         groups_from_manifest(["copied/ffhq-b.jpg"], manifest)
@@ -168,6 +203,7 @@ def test_groups_from_prefix():
 
 # -- perturbations -----------------------------------------------------------------------------
 
+
 def test_parse_good_specs():
     found = parse_perturbations("jpeg:90, JPEG:75,blur:1,noise:5,resize:0.5")
     assert [p.name for p in found] == ["jpeg:90", "jpeg:75", "blur:1", "noise:5", "resize:0.5"]
@@ -175,22 +211,25 @@ def test_parse_good_specs():
     assert parse_perturbations("") == []
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("sharpen:2", "unknown perturbation 'sharpen'"),
-    ("jpeg", "needs a value"),
-    ("jpeg:", "needs a value"),
-    ("jpeg:abc", "not a number"),
-    ("jpeg:0", "quality must be an integer 1-100"),
-    ("jpeg:101", "quality"),
-    ("jpeg:50.5", "quality"),
-    ("blur:0", "sigma must be > 0"),
-    ("noise:-1", "sigma must be > 0"),
-    ("noise:nan", "finite"),
-    ("resize:1.5", "between 0 and 1"),
-    ("resize:0", "between 0 and 1"),
-    ("jpeg:90,,blur:1", "empty item"),
-    ("blur:1,blur:1.0", "listed twice"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("sharpen:2", "unknown perturbation 'sharpen'"),
+        ("jpeg", "needs a value"),
+        ("jpeg:", "needs a value"),
+        ("jpeg:abc", "not a number"),
+        ("jpeg:0", "quality must be an integer 1-100"),
+        ("jpeg:101", "quality"),
+        ("jpeg:50.5", "quality"),
+        ("blur:0", "sigma must be > 0"),
+        ("noise:-1", "sigma must be > 0"),
+        ("noise:nan", "finite"),
+        ("resize:1.5", "between 0 and 1"),
+        ("resize:0", "between 0 and 1"),
+        ("jpeg:90,,blur:1", "empty item"),
+        ("blur:1,blur:1.0", "listed twice"),
+    ],
+)
 def test_parse_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message) as info:
         parse_perturbations(spec)
@@ -262,6 +301,7 @@ def test_channel_counts_sum_to_layer_counts():
     """Same thresholds per layer, so a channel model's summed counts are the layer counts."""
     from fakespotter.backbones import get_backbone
     from fakespotter.detector import FakeSpotter
+
     backbone = get_backbone("dlib").untrained()
     size = backbone.input_size
     X = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)

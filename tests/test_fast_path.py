@@ -36,6 +36,7 @@ def tapped_outputs(bb, x: torch.Tensor, neuron: str) -> list[np.ndarray]:
     def keep(name):
         def hook(module, inputs, out):
             seen[name].append(out.detach().double().numpy().copy())
+
         return hook
 
     sources = []
@@ -51,7 +52,7 @@ def tapped_outputs(bb, x: torch.Tensor, neuron: str) -> list[np.ndarray]:
 
 def reference_counts(bb, outputs, thresholds, variant: str) -> np.ndarray:
     columns = []
-    for tap, out, t in zip(bb.taps(), outputs, thresholds):
+    for tap, out, t in zip(bb.taps(), outputs, thresholds, strict=False):
         above = out > t
         if variant == "layer":
             columns.append(above.reshape(len(out), -1).sum(1, keepdims=True))
@@ -80,13 +81,17 @@ def test_fast_path_equals_reference(backbone, variant, neuron) -> None:
     # one), so many neurons sit on either side and at least one exactly on it
     x = bb.preprocess(crops(bb, 4, seed=3))
     outputs = tapped_outputs(bb, x, neuron)
-    coverage.thresholds_ = np.array([np.partition(o.ravel(), o.size // 2)[o.size // 2] for o in outputs])
+    coverage.thresholds_ = np.array(
+        [np.partition(o.ravel(), o.size // 2)[o.size // 2] for o in outputs]
+    )
     got = coverage.transform(x)
     want = reference_counts(bb, outputs, coverage.thresholds_, variant)
     assert got.shape == want.shape
     assert np.array_equal(got, want)
     # neurons exactly at a threshold are not counted (Eq. 2 is a strict >)
-    assert not np.array_equal(want, reference_counts(bb, outputs, np.nextafter(coverage.thresholds_, -np.inf), variant))
+    assert not np.array_equal(
+        want, reference_counts(bb, outputs, np.nextafter(coverage.thresholds_, -np.inf), variant)
+    )
 
 
 def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:
@@ -110,5 +115,5 @@ def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:
     # a tap's mean needs only that tap (equal up to float32 partial sums over other batches)
     np.testing.assert_allclose(full.thresholds_[:k], det.thresholds_, rtol=1e-5)
     full.thresholds_[:k] = det.thresholds_
-    columns = full.transform(bb.preprocess(X))[:, :len(det.coef_)]
+    columns = full.transform(bb.preprocess(X))[:, : len(det.coef_)]
     assert np.array_equal(det.predict_proba(features=columns), pruned)

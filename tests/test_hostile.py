@@ -37,11 +37,13 @@ from fakespotter.faces import ImageError, load_image
 
 def no_traceback(result) -> None:
     assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
 
 
 # -- the whole corpus through the command line ---------------------------------------------
+
 
 @pytest.mark.slow
 def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
@@ -63,8 +65,19 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         limits = ["--max-bytes", str(MAX_BYTES_IN_TESTS)]
 
         monkeypatch.setattr(scan, "iter_files", list_then_vanish)
-        result = runner.invoke(main, ["detect", str(corpus), "--model", str(trained), "--aligned",
-                                      "--format", "json", *limits])
+        result = runner.invoke(
+            main,
+            [
+                "detect",
+                str(corpus),
+                "--model",
+                str(trained),
+                "--aligned",
+                "--format",
+                "json",
+                *limits,
+            ],
+        )
         assert result.exit_code == EXIT_INPUTS_FAILED, result.output  # the corpus has bad files
         no_traceback(result)
         rows = json.loads(result.stdout)
@@ -82,14 +95,30 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         # csv keeps odd names exact: the non-UTF-8 name byte for byte, the newline quoted
         write_faces(corpus / "vanishing", 1, smooth=False, seed=9)
         out = tmp_path / "rows.csv"
-        result = runner.invoke(main, ["detect", str(corpus), "--model", str(trained), "--aligned",
-                                      "--format", "csv", "--output", str(out), *limits])
+        result = runner.invoke(
+            main,
+            [
+                "detect",
+                str(corpus),
+                "--model",
+                str(trained),
+                "--aligned",
+                "--format",
+                "csv",
+                "--output",
+                str(out),
+                *limits,
+            ],
+        )
         no_traceback(result)
         table = read_csv(out)
         assert [r["path"] for r in table] == inputs
-        assert os.fsencode(table[inputs.index(str(cases[-1].path))]["path"]).endswith(b"caf\xe9_latin1.png")
-        result = runner.invoke(main, ["detect", str(corpus), "--model", str(trained), "--aligned",
-                                      *limits])  # the table on standard output
+        assert os.fsencode(table[inputs.index(str(cases[-1].path))]["path"]).endswith(
+            b"caf\xe9_latin1.png"
+        )
+        result = runner.invoke(
+            main, ["detect", str(corpus), "--model", str(trained), "--aligned", *limits]
+        )  # the table on standard output
         no_traceback(result)
         assert result.exit_code == EXIT_INPUTS_FAILED
         assert len(result.stdout_bytes.splitlines()) >= len(inputs) + 1
@@ -99,17 +128,44 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         write_faces(corpus / "vanishing", 1, smooth=False, seed=9)
         n_bad = sum(1 for r in table if r["error"] and r["path"] != str(vanished))
         fake = trained.parent / "fake"  # the tiny model's own fake faces
-        result = runner.invoke(main, ["evaluate", "--real", str(corpus), "--fake", str(fake),
-                                      "--model", str(trained), "--aligned", "--format", "json"])
+        result = runner.invoke(
+            main,
+            [
+                "evaluate",
+                "--real",
+                str(corpus),
+                "--fake",
+                str(fake),
+                "--model",
+                str(trained),
+                "--aligned",
+                "--format",
+                "json",
+            ],
+        )
         no_traceback(result)
         assert result.exit_code == 0, result.output
         assert result.stdout.count("skipped ") == 0  # the report goes to stderr, stdout is JSON
         metrics = json.loads(result.stdout)
         assert metrics["n_unreadable"] == n_bad and metrics["n_real"] == len(inputs) - n_bad
         assert result.stderr.count("skipped ") == n_bad
-        result = runner.invoke(main, ["train", "--real", str(corpus), "--fake", str(fake),
-                                      "--backbone", "dlib", "--variant", "layer", "--aligned",
-                                      "--output", str(tmp_path / "m.safetensors")])
+        result = runner.invoke(
+            main,
+            [
+                "train",
+                "--real",
+                str(corpus),
+                "--fake",
+                str(fake),
+                "--backbone",
+                "dlib",
+                "--variant",
+                "layer",
+                "--aligned",
+                "--output",
+                str(tmp_path / "m.safetensors"),
+            ],
+        )
         no_traceback(result)
         assert result.exit_code == 0, result.output
         assert result.stderr.count("skipped ") == n_bad
@@ -124,8 +180,9 @@ def test_every_corpus_file_loads_or_gives_its_reason(tmp_path):
             try:
                 image = load_image(case.path, max_bytes=MAX_BYTES_IN_TESTS)
             except ImageError as e:
-                assert case.expect not in (OK,) and (case.expect == EITHER or case.expect in str(e)), \
-                    (case.name, str(e))
+                assert case.expect not in (OK,) and (
+                    case.expect == EITHER or case.expect in str(e)
+                ), (case.name, str(e))
             else:
                 assert case.expect in (OK, EITHER), case.name
                 assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -142,8 +199,9 @@ _PNG = encoded(face_like(24, 1), "PNG")
 _JPEG = encoded(face_like(24, 2), "JPEG")
 _GIF = encoded(face_like(24, 3), "GIF")
 _edits = byte_edits()
-_fuzz = settings(max_examples=150, deadline=None, database=None,
-                 suppress_health_check=[HealthCheck.too_slow])
+_fuzz = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _load_or_refuse(data: bytes) -> None:
@@ -171,15 +229,49 @@ def test_fuzz_load_image_mutated(data, edits, cut):
     _load_or_refuse(mutate(data, edits, cut))
 
 
-_WORDS = ["detect", "train", "evaluate", "weights", "list", "--model", "--format", "json", "csv",
-          "jsonl", "table", "--output", "--resume", "--aligned", "--max-pixels", "--max-bytes",
-          "--batch-size", "--real", "--fake", "--backbone", "dlib", "--variant", "layer", "-h",
-          "--version", "0", "-1", "99999999999999999999", "", "--", "\udcff", "/nonexistent.jpg",
-          "GARBAGE"]
+_WORDS = [
+    "detect",
+    "train",
+    "evaluate",
+    "weights",
+    "list",
+    "--model",
+    "--format",
+    "json",
+    "csv",
+    "jsonl",
+    "table",
+    "--output",
+    "--resume",
+    "--aligned",
+    "--max-pixels",
+    "--max-bytes",
+    "--batch-size",
+    "--real",
+    "--fake",
+    "--backbone",
+    "dlib",
+    "--variant",
+    "layer",
+    "-h",
+    "--version",
+    "0",
+    "-1",
+    "99999999999999999999",
+    "",
+    "--",
+    "\udcff",
+    "/nonexistent.jpg",
+    "GARBAGE",
+]
 
 
-@settings(max_examples=120, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=8)), max_size=8))
 def test_fuzz_cli_arguments(tmp_path, monkeypatch, args):
     import fakespotter.detector

@@ -28,6 +28,7 @@ _edits = byte_edits()
 
 # -- writing -------------------------------------------------------------------------------
 
+
 def test_modelfile_writes_atomically(tmp_path, monkeypatch):
     path = tmp_path / "x.safetensors"
     modelfile.save(path, {"a": "b"}, {"t": np.zeros(2)})
@@ -42,7 +43,7 @@ def test_modelfile_writes_atomically(tmp_path, monkeypatch):
     def dies_half_way(arrays, filename, metadata=None):
         write(arrays, filename, metadata=metadata)
         data = Path(filename).read_bytes()
-        Path(filename).write_bytes(data[:len(data) // 2])
+        Path(filename).write_bytes(data[: len(data) // 2])
         seen_mid_write.append(path.read_bytes())
         raise OSError(28, "No space left on device")
 
@@ -61,7 +62,6 @@ def test_modelfile_writes_atomically(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
 
 
-
 def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "x.safetensors"
     modelfile.save(path, {"a": "b"}, {"t": np.zeros(2)})
@@ -75,7 +75,9 @@ def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
         modelfile.save(path, {"a": "c"}, {"t": np.ones(3)})
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
 
+
 # -- model files ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def model_bytes() -> bytes:
@@ -89,7 +91,7 @@ def model_bytes() -> bytes:
 
 def _craft(data: bytes, header_edit=None, meta_edit=None, raw_header: bytes | None = None) -> bytes:
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["fakespotter"])
     if meta_edit:
         meta_edit(meta)
@@ -97,7 +99,7 @@ def _craft(data: bytes, header_edit=None, meta_edit=None, raw_header: bytes | No
     if header_edit:
         header_edit(header)
     raw = raw_header if raw_header is not None else json.dumps(header).encode()
-    return struct.pack("<Q", len(raw)) + raw + data[8 + n:]
+    return struct.pack("<Q", len(raw)) + raw + data[8 + n :]
 
 
 def _huge(h, n=10_000_000):
@@ -106,21 +108,41 @@ def _huge(h, n=10_000_000):
         h[name].update(dtype="F64", shape=[n], data_offsets=[i * 8 * n, (i + 1) * 8 * n])
 
 
-@pytest.mark.parametrize("edit", [
-    dict(meta_edit=lambda m: m.update(n_features=10_000_000)),  # every array 80 MB, none there
-    dict(meta_edit=lambda m: m.update(n_features=10_000_000), header_edit=_huge),
-    dict(meta_edit=lambda m: m.update(taps=["t"] * 99_999)),
-    dict(header_edit=lambda h: h["coef"].update(shape=[2**40, 2**40])),
-    dict(header_edit=lambda h: h["coef"].update(shape=5)),
-    dict(header_edit=lambda h: h["coef"].update(shape=None)),
-    dict(header_edit=lambda h: h["coef"].update(dtype=["F64"])),
-    dict(header_edit=lambda h: h["coef"].update(data_offsets=[0, 2**62])),
-    dict(meta_edit=lambda m: m.update(C=10**400)),
-    dict(meta_edit=lambda m: m.update(calibration=[10**400, 1.0])),
-    dict(raw_header=b"[" * 100_000 + b"]" * 100_000),
-    dict(header_edit=lambda h: h["__metadata__"].update(fakespotter="[" * 100_000 + "]" * 100_000)),
-], ids=["n_features", "n_features+shapes", "taps", "shape2d", "shape_int", "shape_none",
-        "dtype_list", "offsets", "huge_C", "huge_calibration", "nested_header", "nested_meta"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        dict(meta_edit=lambda m: m.update(n_features=10_000_000)),  # every array 80 MB, none there
+        dict(meta_edit=lambda m: m.update(n_features=10_000_000), header_edit=_huge),
+        dict(meta_edit=lambda m: m.update(taps=["t"] * 99_999)),
+        dict(header_edit=lambda h: h["coef"].update(shape=[2**40, 2**40])),
+        dict(header_edit=lambda h: h["coef"].update(shape=5)),
+        dict(header_edit=lambda h: h["coef"].update(shape=None)),
+        dict(header_edit=lambda h: h["coef"].update(dtype=["F64"])),
+        dict(header_edit=lambda h: h["coef"].update(data_offsets=[0, 2**62])),
+        dict(meta_edit=lambda m: m.update(C=10**400)),
+        dict(meta_edit=lambda m: m.update(calibration=[10**400, 1.0])),
+        dict(raw_header=b"[" * 100_000 + b"]" * 100_000),
+        dict(
+            header_edit=lambda h: h["__metadata__"].update(
+                fakespotter="[" * 100_000 + "]" * 100_000
+            )
+        ),
+    ],
+    ids=[
+        "n_features",
+        "n_features+shapes",
+        "taps",
+        "shape2d",
+        "shape_int",
+        "shape_none",
+        "dtype_list",
+        "offsets",
+        "huge_C",
+        "huge_calibration",
+        "nested_header",
+        "nested_meta",
+    ],
+)
 def test_crafted_shapes_refused_before_allocation(model_bytes, tmp_path, edit):
     path = tmp_path / "crafted.safetensors"
     path.write_bytes(_craft(model_bytes, **edit))
@@ -153,9 +175,12 @@ def test_pickle_payload_is_never_executed(tmp_path):
 
     wrapped = tmp_path / "torch.pt"
     torch.save({"model": _WritesMarker(str(marker))}, wrapped)
-    for name, data in {"raw.safetensors": payload, "model.pkl": payload,
-                       "torch.safetensors": wrapped.read_bytes(),
-                       "header.safetensors": struct.pack("<Q", len(payload)) + payload}.items():
+    for name, data in {
+        "raw.safetensors": payload,
+        "model.pkl": payload,
+        "torch.safetensors": wrapped.read_bytes(),
+        "header.safetensors": struct.pack("<Q", len(payload)) + payload,
+    }.items():
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(ModelFileError):
@@ -167,8 +192,13 @@ def test_pickle_payload_is_never_executed(tmp_path):
 
 # -- fuzzing (bounded: a few seconds) -------------------------------------------------------
 
-@settings(max_examples=150, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(edits=_edits, cut=st.one_of(st.none(), st.integers(1, 6000)))
 def test_fuzz_model_file(model_bytes, edits, cut):
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:

@@ -24,9 +24,10 @@ def test_aligned_input_lands_on_the_template(name):
     image = np.zeros((side, side, 3), np.uint8)
     # a bright 5x5 marker at each canonical FFHQ landmark
     for x, y in FFHQ_LANDMARKS * side:
-        image[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] = 255
-    cropper = FaceCropper(spec.input_size, spec.alignment_template, aligned=True,
-                          detector=FaceCheckStub())
+        image[int(y) - 2 : int(y) + 3, int(x) - 2 : int(x) + 3] = 255
+    cropper = FaceCropper(
+        spec.input_size, spec.alignment_template, aligned=True, detector=FaceCheckStub()
+    )
     (face,) = cropper(image)
     assert face.box == (0.0, 0.0, float(side), float(side)) and face.score is None
     assert face.crop.shape == (spec.input_size, spec.input_size, 3)
@@ -37,8 +38,8 @@ def test_aligned_input_lands_on_the_template(name):
     assert np.abs(expected - spec.alignment_template).max() < 0.06 * spec.input_size
     for tx, ty in expected:
         x0, y0 = int(tx) - 6, int(ty) - 6
-        patch = face.crop[max(y0, 0):y0 + 13, max(x0, 0):x0 + 13, 0].astype(float)
-        ys, xs = np.mgrid[max(y0, 0):y0 + 13, max(x0, 0):x0 + 13]
+        patch = face.crop[max(y0, 0) : y0 + 13, max(x0, 0) : x0 + 13, 0].astype(float)
+        ys, xs = np.mgrid[max(y0, 0) : y0 + 13, max(x0, 0) : x0 + 13]
         cx, cy = (xs * patch).sum() / patch.sum(), (ys * patch).sum() / patch.sum()
         assert abs(cx - tx) < 1.5 and abs(cy - ty) < 1.5, (name, tx, ty, cx, cy)
 
@@ -90,9 +91,9 @@ def test_worker_processes_give_the_same_faces_in_order(tmp_path):
         assert len(taken) - len(parallel) <= scan.IN_FLIGHT_PER_WORKER + 1
         parallel.append(item)
     assert [f.path for f in parallel] == files
-    for a, b in zip(serial, parallel):
+    for a, b in zip(serial, parallel, strict=False):
         assert a.error == b.error
         assert len(a.faces) == len(b.faces)
-        for fa, fb in zip(a.faces, b.faces):
+        for fa, fb in zip(a.faces, b.faces, strict=False):
             assert np.array_equal(fa.crop, fb.crop)
     assert parallel[7].error and parallel[20].error and not parallel[0].error

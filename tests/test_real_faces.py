@@ -27,13 +27,39 @@ def test_train_and_evaluate_on_real_faces(faces_dir, weight_file, tmp_path):
     fake = _slice(faces_dir, "train", "fake", 60, tmp_path / "train_fake")
     model = tmp_path / "m.safetensors"
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--backbone",
-                                  "facenet", "--variant", "channel", "--output", str(model)])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--backbone",
+            "facenet",
+            "--variant",
+            "channel",
+            "--output",
+            str(model),
+        ],
+    )
     assert result.exit_code == 0, result.output
     test_real = _slice(faces_dir, "test", "real", 40, tmp_path / "test_real")
     test_fake = _slice(faces_dir, "test", "fake", 40, tmp_path / "test_fake")
-    result = runner.invoke(main, ["evaluate", "--real", str(test_real), "--fake", str(test_fake),
-                                  "--model", str(model), "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(test_real),
+            "--fake",
+            str(test_fake),
+            "--model",
+            str(model),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
     assert m["n_real"] == 40 and m["n_fake"] == 40

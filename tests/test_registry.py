@@ -40,8 +40,9 @@ def test_taps_describe_every_conv_and_linear(name):
 def test_forward_on_generated_crops(name):
     bb = get_backbone(name).untrained()
     assert bb.input_size == INPUT_SIZES[name]
-    crops = np.random.default_rng(0).integers(0, 256, (2, bb.input_size, bb.input_size, 3),
-                                              dtype=np.uint8)
+    crops = np.random.default_rng(0).integers(
+        0, 256, (2, bb.input_size, bb.input_size, 3), dtype=np.uint8
+    )
     with torch.inference_mode():
         out = bb.model(bb.preprocess(crops))
     assert out.shape == (2, 128) and torch.isfinite(out).all()
@@ -67,12 +68,14 @@ def test_listing_backbones_imports_no_network_code():
     import subprocess
     import sys
 
-    code = ("import sys; from click.testing import CliRunner; from fakespotter.cli import main\n"
-            "for args in (['train', '--help'], ['weights', 'list']):\n"
-            "    r = CliRunner().invoke(main, args); assert r.exit_code == 0, r.output\n"
-            "heavy = [m for m in ('torch', 'fakespotter.backbones.sface', 'fakespotter.faces.mtcnn')"
-            " if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys; from click.testing import CliRunner; from fakespotter.cli import main\n"
+        "for args in (['train', '--help'], ['weights', 'list']):\n"
+        "    r = CliRunner().invoke(main, args); assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'fakespotter.backbones.sface', 'fakespotter.faces.mtcnn')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 

@@ -40,11 +40,26 @@ main(sys.argv[1:], prog_name="fakespotter")
 def test_resume_after_sigkill(tmp_path, trained):
     files = write_faces(tmp_path / "photos", 40, smooth=False, seed=7)
     out = tmp_path / "rows.csv"
-    args = ["detect", str(tmp_path / "photos"), "--model", str(trained), "--aligned",
-            "--format", "csv", "--output", str(out), "--batch-size", "2"]
+    args = [
+        "detect",
+        str(tmp_path / "photos"),
+        "--model",
+        str(trained),
+        "--aligned",
+        "--format",
+        "csv",
+        "--output",
+        str(out),
+        "--batch-size",
+        "2",
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_DETECT, *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_DETECT, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "stderr", "wb"),
+    )
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
@@ -78,8 +93,15 @@ def test_resume_from_any_cut(tmp_path, trained, fmt):
     shutil.copy(files[0], odd)
     runner = CliRunner()
     full = tmp_path / f"full.{fmt}"
-    args = ["detect", str(tmp_path / "photos"), "--model", str(trained), "--aligned",
-            "--format", fmt]
+    args = [
+        "detect",
+        str(tmp_path / "photos"),
+        "--model",
+        str(trained),
+        "--aligned",
+        "--format",
+        fmt,
+    ]
     assert runner.invoke(main, args + ["--output", str(full)]).exit_code == 0
     whole = full.read_bytes()
     rows = whole.count(b"\n")
@@ -91,8 +113,9 @@ def test_resume_from_any_cut(tmp_path, trained, fmt):
         assert result.exit_code == 0, (cut, result.output)
         assert part.read_bytes().count(b"\n") == rows, cut
         if fmt == "csv":
-            assert sorted(r["path"] for r in read_csv(part)) == \
-                sorted(r["path"] for r in read_csv(full))
+            assert sorted(r["path"] for r in read_csv(part)) == sorted(
+                r["path"] for r in read_csv(full)
+            )
         else:
             got = [json.loads(line) for line in part.read_text().splitlines()]
             want = [json.loads(line) for line in full.read_text().splitlines()]
@@ -109,15 +132,27 @@ def test_resume_refuses_files_it_did_not_write(tmp_path):
     assert stranger.read_text() == "my,own,data\n1,2,3\n"
     with pytest.raises(ValueError, match="--format csv or jsonl"):
         resume(stranger, "json")
-    result = CliRunner().invoke(main, ["detect", str(tmp_path), "--format", "json", "--resume",
-                                       "--output", str(tmp_path / "x.json")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path),
+            "--format",
+            "json",
+            "--resume",
+            "--output",
+            str(tmp_path / "x.json"),
+        ],
+    )
     assert result.exit_code == 2 and "--resume needs" in result.output
 
 
 def test_writer_keeps_non_utf8_paths_exact():
     name = os.fsdecode(b"/photos/caf\xe9\n.png")
-    rows = [Row(path=name, error="not an image"), Row(path="/p/b.png", face=0, box=[0.0, 1.0],
-                                                      p_fake=0.25, label="real")]
+    rows = [
+        Row(path=name, error="not an image"),
+        Row(path="/p/b.png", face=0, box=[0.0, 1.0], p_fake=0.25, label="real"),
+    ]
     for fmt in ("csv", "jsonl", "json", "table"):
         buf = io.BytesIO()
         writer = RowWriter(buf, fmt)
@@ -126,14 +161,17 @@ def test_writer_keeps_non_utf8_paths_exact():
         writer.close()
         data = buf.getvalue()
         if fmt == "csv":
-            back = list(csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"),
-                                               newline="")))
+            back = list(
+                csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+            )
             assert back[0] == FIELDS and os.fsencode(back[1][0]) == b"/photos/caf\xe9\n.png"
         elif fmt == "jsonl":
             back = [json.loads(line) for line in data.decode("ascii").splitlines()]
             assert os.fsencode(back[0]["path"]) == b"/photos/caf\xe9\n.png"
         elif fmt == "json":
             back = json.loads(data.decode("ascii"))
-            assert back[1]["p_fake"] == 0.25 and os.fsencode(back[0]["path"]).endswith(b"\xe9\n.png")
+            assert back[1]["p_fake"] == 0.25 and os.fsencode(back[0]["path"]).endswith(
+                b"\xe9\n.png"
+            )
         else:
             assert b"caf\xe9\n.png  (not an image)" in data

@@ -38,8 +38,11 @@ def test_a_crashing_face_finder_costs_one_row_not_the_scan(tmp_path):
 
     cropper.calls = 0
     found = list(find_faces(cropper, files))
-    assert [f.error for f in found] == [scan.NO_FACE, "face detection failed (degenerate landmarks)",
-                                        scan.NO_FACE]
+    assert [f.error for f in found] == [
+        scan.NO_FACE,
+        "face detection failed (degenerate landmarks)",
+        scan.NO_FACE,
+    ]
 
 
 def test_score_rows_keeps_a_files_faces_together():

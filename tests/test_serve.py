@@ -33,7 +33,9 @@ _shared: dict = {}  # one trained model and loaded detector for the whole file
 
 def noise_face(seed: int, smooth: bool, size: int = 96) -> Image.Image:
     """Noise 'faces' as in test_cli: blurred ones are the 'fake' class."""
-    im = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    im = Image.fromarray(
+        np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    )
     return im.resize((24, 24)).resize((size, size), Image.Resampling.BICUBIC) if smooth else im
 
 
@@ -89,7 +91,7 @@ def test_openapi_and_model_info(aligned_client, detector):
     assert info["backbone"] == "dlib" and info["variant"] == "layer" and info["aligned"] is True
     assert info["layers"] == list(detector.taps_)
     assert len(info["neurons"]) == len(info["training_mean"]) == len(detector.taps_)
-    assert all(0 <= m <= n for m, n in zip(info["training_mean"], info["neurons"]))
+    assert all(0 <= m <= n for m, n in zip(info["training_mean"], info["neurons"], strict=False))
     # `train` stores the class averages the page draws a face against
     assert len(info["real_mean"]) == len(info["fake_mean"]) == len(detector.taps_)
 
@@ -103,8 +105,9 @@ def test_detect_matches_the_command_line(detector, model_file, tmp_path):
     r = post(client, path.read_bytes(), name="blurred.png")
     assert r.status_code == 200, r.text
     [row] = r.json()
-    cli = CliRunner().invoke(main, ["detect", str(path), "--model", str(model_file), "--aligned",
-                                    "--format", "json"])
+    cli = CliRunner().invoke(
+        main, ["detect", str(path), "--model", str(model_file), "--aligned", "--format", "json"]
+    )
     [expected] = json.loads(cli.stdout)
     assert set(row) == DETECT_FIELDS | {"layer_counts"}
     assert row["path"] == "blurred.png" and row["label"] == expected["label"] == "fake"
@@ -128,8 +131,10 @@ def test_rows_are_numbered_left_to_right_with_their_own_layer_counts(detector, m
     crops = [np.asarray(noise_face(40 + i, smooth=bool(i % 2), size=size)) for i in range(3)]
     # found right to left, the middle one small and barely detected
     boxes = [(300.0, 10.0, 400.0, 110.0), (150.0, 20.0, 190.0, 60.0), (0.0, 0.0, 100.0, 100.0)]
-    faces = [FaceCrop(b, score, np.zeros((5, 2)), c, size=b[2] - b[0])
-             for b, score, c in zip(boxes, (0.99, 0.8, 0.98), crops)]
+    faces = [
+        FaceCrop(b, score, np.zeros((5, 2)), c, size=b[2] - b[0])
+        for b, score, c in zip(boxes, (0.99, 0.8, 0.98), crops, strict=False)
+    ]
     monkeypatch.setattr(scorer, "cropper", lambda image: faces)
     r = post(client, png_bytes(noise_face(1, smooth=False)))
     assert r.status_code == 200, r.text
@@ -143,7 +148,9 @@ def test_rows_are_numbered_left_to_right_with_their_own_layer_counts(detector, m
     assert "small face (40 px" in rows[1]["warning"]
     counts = per_layer(detector, detector.transform(np.stack(crops)))
     p_fake = detector.predict_proba(np.stack(crops))[:, 1]
-    for row, i in zip(rows, (2, 1, 0)):  # each row carries its own face's counts and score
+    for row, i in zip(
+        rows, (2, 1, 0), strict=False
+    ):  # each row carries its own face's counts and score
         assert row["layer_counts"] == [float(v) for v in counts[i]]
         assert row["p_fake"] == pytest.approx(p_fake[i], abs=1e-9)
 
@@ -160,19 +167,24 @@ def test_detect_boxes_the_astronaut_and_reports_no_face(weight_file, detector):
     x0, y0, x1, y1 = row["box"]
     assert 150 < (x0 + x1) / 2 < 280 and 60 < (y0 + y1) / 2 < 200  # her face, upper middle
     neurons = client.get("/api/model").json()["neurons"]
-    assert all(0 <= c <= n for c, n in zip(row["layer_counts"], neurons))
+    assert all(0 <= c <= n for c, n in zip(row["layer_counts"], neurons, strict=False))
 
     assert row["detection_score"] > 0.9 and row["face_size"] > 60 and row["warning"] is None
 
     grey = png_bytes(Image.new("RGB", (200, 200), (128, 128, 128)))
     [none] = post(client, grey, name="grey.png").json()
-    assert none == {**dict.fromkeys(FIELDS), "path": "grey.png", "error": "no face found",
-                    "layer_counts": None}
+    assert none == {
+        **dict.fromkeys(FIELDS),
+        "path": "grey.png",
+        "error": "no face found",
+        "layer_counts": None,
+    }
 
 
 def test_upload_limits_answer_with_clear_4xx(detector):
-    client = TestClient(create_app(detector=detector, aligned=True, max_bytes=20_000,
-                                   max_pixels=150 * 150))
+    client = TestClient(
+        create_app(detector=detector, aligned=True, max_bytes=20_000, max_pixels=150 * 150)
+    )
     noisy = png_bytes(noise_face(1, smooth=False, size=96))  # ~28 kB of incompressible noise
     r = post(client, noisy)
     assert r.status_code == 413 and "too large" in r.json()["detail"]
@@ -224,6 +236,7 @@ def test_serve_command_refuses_a_bad_model_in_one_line(tmp_path):
 
 # ---- videos ----
 
+
 @pytest.fixture
 def pan_video(tmp_path) -> Path:
     """test_video's clip: 2 s at 10 fps of the astronaut photo seen through a sliding window."""
@@ -235,14 +248,20 @@ def pan_video(tmp_path) -> Path:
     return path
 
 
-def post_video(client: TestClient, data: bytes, name: str = "pan.mp4", ctype: str = "video/mp4",
-               fps: str | None = None):
+def post_video(
+    client: TestClient,
+    data: bytes,
+    name: str = "pan.mp4",
+    ctype: str = "video/mp4",
+    fps: str | None = None,
+):
     form = {} if fps is None else {"fps": fps}
     return client.post("/api/detect-video", files={"video": (name, data, ctype)}, data=form)
 
 
-def test_detect_video_follows_her_face_like_scan_video(weight_file, detector, pan_video,
-                                                       tmp_path, monkeypatch):
+def test_detect_video_follows_her_face_like_scan_video(
+    weight_file, detector, pan_video, tmp_path, monkeypatch
+):
     for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
     from fakespotter.video import scan_video
@@ -322,8 +341,9 @@ def test_video_upload_limits_answer_with_clear_4xx(detector, pan_video):
     client = TestClient(create_app(detector=detector, aligned=True))
     r = post_video(client, b"just some text", name="notes.txt", ctype="text/plain")
     assert r.status_code == 415 and "not a video" in r.json()["detail"]
-    r = post_video(client, png_bytes(noise_face(1, smooth=False)), name="face.png",
-                   ctype="image/png")
+    r = post_video(
+        client, png_bytes(noise_face(1, smooth=False)), name="face.png", ctype="image/png"
+    )
     assert r.status_code == 415 and "not a video" in r.json()["detail"]
     r = post_video(client, b"\x00garbage" * 100, name="notes.bin", ctype="application/octet-stream")
     assert r.status_code == 415 and "not a video" in r.json()["detail"]
@@ -340,7 +360,8 @@ def test_video_upload_limits_answer_with_clear_4xx(detector, pan_video):
     assert "--max-video-fps" not in post_video(client, data, fps="0").json()["detail"]
     assert post_video(client, data, fps="often").json() == {
         "detail": "form field 'fps': input should be a valid number, unable to parse string as "
-                  "a number"}
+        "a number"
+    }
     r = post_video(client, data, ctype="application/octet-stream", fps="0.5")
     assert r.status_code == 200 and r.json()["n_frames"] == 1
     r = client.post("/api/detect-video")  # no file at all
@@ -371,6 +392,7 @@ def test_video_summary_keeps_the_fake_ranges(detector, pan_video, monkeypatch):
 
 # ---- health, error bodies, OpenAPI, offline docs ----
 
+
 def test_health_names_the_model(detector, model_file):
     from fakespotter.modelfile import model_id
 
@@ -379,7 +401,10 @@ def test_health_names_the_model(detector, model_file):
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "model": model_id(model_file), "backbone": "dlib"}
     assert TestClient(create_app(detector=detector, aligned=True)).get("/health").json() == {
-        "status": "ok", "model": None, "backbone": "dlib"}
+        "status": "ok",
+        "model": None,
+        "backbone": "dlib",
+    }
 
 
 def one_line_problem(r) -> str:
@@ -392,8 +417,9 @@ def one_line_problem(r) -> str:
 
 
 def test_every_error_answers_one_line_of_detail(detector, monkeypatch):
-    client = TestClient(create_app(detector=detector, aligned=True, max_bytes=1000),
-                        raise_server_exceptions=False)
+    client = TestClient(
+        create_app(detector=detector, aligned=True, max_bytes=1000), raise_server_exceptions=False
+    )
     face = png_bytes(noise_face(1, smooth=False))
     assert one_line_problem(r := client.get("/nowhere")) == "Not Found" and r.status_code == 404
     r = client.get("/api/detect")
@@ -405,15 +431,17 @@ def test_every_error_answers_one_line_of_detail(detector, monkeypatch):
     assert r.status_code == 422 and one_line_problem(r) == "missing form field 'image'"
     r = post(client, b"text", name="notes.txt", ctype="text/plain")  # an HTTPException
     assert r.status_code == 415 and one_line_problem(r).startswith("not an image")
-    r = client.post("/api/detect", content=b"--x\r\nbroken", headers={
-        "content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/api/detect",
+        content=b"--x\r\nbroken",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert 400 <= r.status_code < 500 and one_line_problem(r)
 
     def broken(image, name):
         raise RuntimeError("something deep\nwith a second line")
 
-    small = TestClient(create_app(detector=detector, aligned=True),
-                       raise_server_exceptions=False)
+    small = TestClient(create_app(detector=detector, aligned=True), raise_server_exceptions=False)
     monkeypatch.setattr(small.app.state.scorer, "score", broken)
     r = post(small, face)
     assert r.status_code == 500
@@ -468,21 +496,33 @@ def test_docs_say_so_in_one_line_when_their_package_is_missing(detector, monkeyp
 
 # ---- the serve command ----
 
+
 def test_serve_limits_are_options_with_the_servers_defaults():
     import fakespotter.serve.cli as serve_cli
 
     text = CliRunner().invoke(serve_command, ["--help"], terminal_width=200).output
     text = " ".join(text.split())
-    assert ("--max-bytes INTEGER RANGE Refuse files larger than this many bytes. "
-            f"[default: {app_module.MAX_UPLOAD_BYTES}; x>=1]") in text
-    assert ("--max-pixels INTEGER RANGE Refuse images with more pixels than this, before "
-            f"decoding. [default: {app_module.MAX_UPLOAD_PIXELS}; x>=1]") in text
-    for option, value in (("--max-video-bytes", app_module.MAX_VIDEO_BYTES),
-                          ("--max-video-frames", app_module.MAX_VIDEO_FRAMES),
-                          ("--max-video-fps", app_module.MAX_VIDEO_FPS)):
+    assert (
+        "--max-bytes INTEGER RANGE Refuse files larger than this many bytes. "
+        f"[default: {app_module.MAX_UPLOAD_BYTES}; x>=1]"
+    ) in text
+    assert (
+        "--max-pixels INTEGER RANGE Refuse images with more pixels than this, before "
+        f"decoding. [default: {app_module.MAX_UPLOAD_PIXELS}; x>=1]"
+    ) in text
+    for option, value in (
+        ("--max-video-bytes", app_module.MAX_VIDEO_BYTES),
+        ("--max-video-frames", app_module.MAX_VIDEO_FRAMES),
+        ("--max-video-fps", app_module.MAX_VIDEO_FPS),
+    ):
         assert re.search(rf"{option} \S+( RANGE)? .*?\[default: {value};", text), option
-    for name in ("MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_FRAMES",
-                 "MAX_VIDEO_FPS"):
+    for name in (
+        "MAX_UPLOAD_BYTES",
+        "MAX_UPLOAD_PIXELS",
+        "MAX_VIDEO_BYTES",
+        "MAX_VIDEO_FRAMES",
+        "MAX_VIDEO_FPS",
+    ):
         assert getattr(serve_cli, name) == getattr(app_module, name), name
 
 
@@ -501,16 +541,32 @@ def started(monkeypatch, detector):
         return detector
 
     monkeypatch.setattr(fakespotter.detector, "load_model", load_model)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(
-        app=app, threads=torch.get_num_threads(), **kw))
+    monkeypatch.setattr(
+        uvicorn,
+        "run",
+        lambda app, **kw: seen.update(app=app, threads=torch.get_num_threads(), **kw),
+    )
     threads = torch.get_num_threads()
     yield seen
     torch.set_num_threads(threads)
 
 
 def test_serve_uses_the_global_device_threads_and_limits(started, model_file):
-    args = ["--model", str(model_file), "--aligned", "--port", "0", "--max-bytes", "1000",
-            "--max-pixels", "100", "--max-video-fps", "0.5", "--max-video-frames", "7"]
+    args = [
+        "--model",
+        str(model_file),
+        "--aligned",
+        "--port",
+        "0",
+        "--max-bytes",
+        "1000",
+        "--max-pixels",
+        "100",
+        "--max-video-fps",
+        "0.5",
+        "--max-video-frames",
+        "7",
+    ]
     obj = {"device": "cpu", "threads": 1, "workers": None}  # as the group command stores them
     result = CliRunner().invoke(serve_command, args, obj=obj)
     assert result.exit_code == 0, result.output
@@ -521,8 +577,9 @@ def test_serve_uses_the_global_device_threads_and_limits(started, model_file):
     face = png_bytes(noise_face(2, smooth=True, size=12))  # 144 pixels, a small file
     r = post(client, face)
     assert r.status_code == 413 and "--max-pixels" in r.json()["detail"]
-    r = client.post("/api/detect-video", files={"video": ("a.mp4", b"x", "video/mp4")},
-                    data={"fps": "1"})
+    r = client.post(
+        "/api/detect-video", files={"video": ("a.mp4", b"x", "video/mp4")}, data={"fps": "1"}
+    )
     assert r.status_code == 422 and "at most 0.5" in r.json()["detail"]
 
 
@@ -533,8 +590,9 @@ def test_serve_runs_on_its_own_without_global_settings(started, model_file):
     result = CliRunner().invoke(serve_command, ["--model", str(model_file), "--port", "0"])
     assert result.exit_code == 0, result.output
     assert started["device"] is None and started["threads"] == before  # load_model's default
-    result = CliRunner().invoke(main, ["--threads", "1", "serve", "--model", str(model_file),
-                                       "--port", "0"])
+    result = CliRunner().invoke(
+        main, ["--threads", "1", "serve", "--model", str(model_file), "--port", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert started["threads"] == 1
 
@@ -542,6 +600,7 @@ def test_serve_runs_on_its_own_without_global_settings(started, model_file):
 # ---- in a browser (skipped without Debian's chromium and playwright) ----
 
 SHOTS = os.environ.get("FAKESPOTTER_SERVE_SHOTS")  # a folder for screenshots to look at
+
 
 @pytest.fixture
 def browser_page(detector):
@@ -559,8 +618,9 @@ def browser_page(detector):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(detector=detector, aligned=True),
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(detector=detector, aligned=True), log_level="warning")
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -570,10 +630,17 @@ def browser_page(detector):
     outside, problems = [], []
     try:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(chromium), headless=True,
-                                         args=["--no-sandbox", "--disable-gpu",
-                                               "--disable-background-networking",
-                                               "--disable-component-update", "--no-first-run"])
+            browser = pw.chromium.launch(
+                executable_path=str(chromium),
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
+            )
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
 
@@ -586,8 +653,7 @@ def browser_page(detector):
 
                 page.route("**/*", only_local)
                 page.on("pageerror", lambda e: problems.append(str(e)))
-                page.on("console",
-                        lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
                 yield url, page, outside, problems
             finally:
                 browser.close()
@@ -610,8 +676,9 @@ def test_page_flags_a_face_with_a_warning(browser_page, tmp_path):
     assert "flagged: does not look like a face" in card
     assert page.is_visible("#verdict-warning")
     assert "does not look like a face" in page.text_content("#verdict-warning")
-    assert page.text_content("#status") == ("1 face found, 1 flagged (outside what the detector "
-                                            "was measured on: less certain).")
+    assert page.text_content("#status") == (
+        "1 face found, 1 flagged (outside what the detector was measured on: less certain)."
+    )
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/flagged.png", full_page=True)
     assert outside == [] and problems == []

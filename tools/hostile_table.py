@@ -37,9 +37,23 @@ def tiny_model(folder: Path) -> Path:
                 im = im.resize((24, 24)).resize((96, 96))
             im.save(folder / label / f"{i}.png")
     model = folder / "model.safetensors"
-    result = CliRunner().invoke(cli, ["train", "--real", str(folder / "real"), "--fake",
-                                      str(folder / "fake"), "--backbone", "dlib", "--variant",
-                                      "layer", "--aligned", "--output", str(model)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--real",
+            str(folder / "real"),
+            "--fake",
+            str(folder / "fake"),
+            "--backbone",
+            "dlib",
+            "--variant",
+            "layer",
+            "--aligned",
+            "--output",
+            str(model),
+        ],
+    )
     if result.exit_code:
         sys.exit(result.output)
     return model
@@ -65,9 +79,20 @@ def main() -> None:
 
         scan.iter_files = list_then_vanish
         try:
-            result = CliRunner().invoke(cli, ["detect", str(corpus), "--model", str(model),
-                                              "--aligned", "--format", "jsonl",
-                                              "--max-bytes", str(MAX_BYTES_IN_TESTS)])
+            result = CliRunner().invoke(
+                cli,
+                [
+                    "detect",
+                    str(corpus),
+                    "--model",
+                    str(model),
+                    "--aligned",
+                    "--format",
+                    "jsonl",
+                    "--max-bytes",
+                    str(MAX_BYTES_IN_TESTS),
+                ],
+            )
         finally:
             scan.iter_files = listed
             restore_permissions(cases)

@@ -56,14 +56,16 @@ def make_reference_crops() -> np.ndarray:
     """The three reference crops, 3 x 150 x 150 x 3 uint8 (needs scikit-image)."""
     from skimage import data
 
-    face = Image.fromarray(data.astronaut()).crop(ASTRONAUT_BOX).resize((SIZE, SIZE), Image.BILINEAR)
+    face = (
+        Image.fromarray(data.astronaut()).crop(ASTRONAUT_BOX).resize((SIZE, SIZE), Image.BILINEAR)
+    )
     face = np.asarray(face)
     return np.stack([face, face[:, ::-1], synthetic_pattern()])
 
 
 def load_reference_crops() -> np.ndarray:
     strip = np.asarray(Image.open(REFERENCE_PNG).convert("RGB"))
-    return np.stack([strip[:, i:i + SIZE] for i in range(0, strip.shape[1], SIZE)])
+    return np.stack([strip[:, i : i + SIZE] for i in range(0, strip.shape[1], SIZE)])
 
 
 def load_face_crops(per_class: int = 10) -> tuple[list[str], np.ndarray]:
@@ -93,13 +95,19 @@ def dlib_side(crops_npy: str, out_npy: str, write_reference: bool) -> None:
     print(f"dlib {dlib.__version__} (PyPI dlib-bin {version('dlib-bin')})", file=sys.stderr)
 
 
-def dlib_descriptors(dlib_python: str, crops: np.ndarray, write_reference: bool = False) -> tuple[np.ndarray, str]:
+def dlib_descriptors(
+    dlib_python: str, crops: np.ndarray, write_reference: bool = False
+) -> tuple[np.ndarray, str]:
     with tempfile.TemporaryDirectory() as tmp:
         crops_npy, out_npy = f"{tmp}/crops.npy", f"{tmp}/out.npy"
         np.save(crops_npy, crops)
         cmd = [dlib_python, __file__, "--dlib-side", crops_npy, out_npy]
-        done = subprocess.run(cmd + (["--write-reference"] if write_reference else []),
-                              check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            cmd + (["--write-reference"] if write_reference else []),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return np.load(out_npy), done.stderr.strip().splitlines()[-1]
 
 
@@ -107,7 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dlib-python", default="/work/venvs/dlib/bin/python")
     parser.add_argument("--write-reference", action="store_true")
-    parser.add_argument("--dlib-side", nargs=2, metavar=("CROPS_NPY", "OUT_NPY"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--dlib-side", nargs=2, metavar=("CROPS_NPY", "OUT_NPY"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.dlib_side:
         dlib_side(*args.dlib_side, args.write_reference)
@@ -119,7 +129,9 @@ def main() -> None:
     from fakespotter.backbones import dlib_resnet
 
     if args.write_reference:  # dlib side writes the PNG first
-        dlib_descriptors(args.dlib_python, np.zeros((1, SIZE, SIZE, 3), np.uint8), write_reference=True)
+        dlib_descriptors(
+            args.dlib_python, np.zeros((1, SIZE, SIZE, 3), np.uint8), write_reference=True
+        )
     reference = load_reference_crops()
     names, faces = load_face_crops()
     names = ["reference/astronaut", "reference/astronaut_mirrored", "reference/pattern"] + names
@@ -133,20 +145,24 @@ def main() -> None:
     print(f"weights: {WEIGHTS.name} sha256 {hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()}")
     print(f"original: {framework}, CPU; port: torch {torch.__version__} CPU float32")
     print(f"{'input':45s} {'max|diff|':>10s} {'|dlib|':>8s} {'cosine':>10s}")
-    for name, a, b in zip(names, expected, got):
+    for name, a, b in zip(names, expected, got, strict=False):
         cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
         print(f"{name:45s} {np.abs(a - b).max():10.2e} {np.linalg.norm(a):8.4f} {cos:10.7f}")
-    print(f"largest absolute difference over {len(crops)} inputs: {np.abs(expected - got).max():.3e}")
+    print(
+        f"largest absolute difference over {len(crops)} inputs: {np.abs(expected - got).max():.3e}"
+    )
 
     if args.write_reference:
-        command = (".venv/bin/python tools/verify_dlib.py --write-reference  # dlib side, in /work/venvs/dlib: "
-                   "dlib.face_recognition_model_v1(weights).compute_face_descriptor(crop) per 150x150 crop")
+        command = (
+            ".venv/bin/python tools/verify_dlib.py --write-reference  # dlib side, in /work/venvs/dlib: "
+            "dlib.face_recognition_model_v1(weights).compute_face_descriptor(crop) per 150x150 crop"
+        )
         record = {
             "backbone": "dlib",
             "weights_sha256": hashlib.sha256(WEIGHTS.read_bytes()).hexdigest(),
             "framework": framework,
             "command": command,
-            "embeddings": [[float(v) for v in row] for row in expected[:len(reference)]],
+            "embeddings": [[float(v) for v in row] for row in expected[: len(reference)]],
         }
         REFERENCE_JSON.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {REFERENCE_PNG.relative_to(ROOT)} and {REFERENCE_JSON.relative_to(ROOT)}")

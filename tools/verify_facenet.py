@@ -111,20 +111,30 @@ def main() -> None:
         ours = torch_embeddings(torch_model, crops)
         diff = np.abs(ref - ours).max(axis=1)
         worst = max(worst, float(diff.max()))
-        print(f"{name}: n={len(crops)} |embedding| max {np.abs(ref).max():.3f}  "
-              f"max abs diff per image: {' '.join(f'{d:.1e}' for d in diff)}")
-    print(f"largest absolute embedding difference: {worst:.3e} ({'PASS' if worst <= 1e-4 else 'FAIL'} at 1e-4)")
+        print(
+            f"{name}: n={len(crops)} |embedding| max {np.abs(ref).max():.3f}  "
+            f"max abs diff per image: {' '.join(f'{d:.1e}' for d in diff)}"
+        )
+    print(
+        f"largest absolute embedding difference: {worst:.3e} ({'PASS' if worst <= 1e-4 else 'FAIL'} at 1e-4)"
+    )
 
     if args.write_reference:
         Image.fromarray(np.concatenate(list(reference), axis=1)).save(REFERENCE_PNG)
         ref = keras_embeddings(keras_model, reference)
-        REFERENCE_JSON.write_text(json.dumps({
-            "backbone": "facenet",
-            "weights_sha256": hashlib.sha256(WEIGHTS.read_bytes()).hexdigest(),
-            "framework": framework,
-            "command": COMMAND,
-            "embeddings": [[float(v) for v in row] for row in ref.astype(np.float32)],
-        }, indent=1) + "\n")
+        REFERENCE_JSON.write_text(
+            json.dumps(
+                {
+                    "backbone": "facenet",
+                    "weights_sha256": hashlib.sha256(WEIGHTS.read_bytes()).hexdigest(),
+                    "framework": framework,
+                    "command": COMMAND,
+                    "embeddings": [[float(v) for v in row] for row in ref.astype(np.float32)],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         print(f"wrote {REFERENCE_PNG.relative_to(REPO)} and {REFERENCE_JSON.relative_to(REPO)}")
 
 

@@ -35,7 +35,13 @@ FACES_PER_CLASS = 10
 # Astronaut recipe: hand-picked landmarks of Eileen Collins' face in skimage.data.astronaut() (512x512), in our
 # order (left eye, right eye, nose tip, left mouth corner, right mouth corner; left = smaller x), warped onto
 # sface.ALIGNMENT_TEMPLATE by a least-squares similarity transform with bilinear sampling (PIL).
-ASTRONAUT_LANDMARKS = [[205.0, 102.0], [247.0, 103.0], [225.0, 123.0], [205.0, 140.0], [248.0, 138.0]]
+ASTRONAUT_LANDMARKS = [
+    [205.0, 102.0],
+    [247.0, 103.0],
+    [225.0, 123.0],
+    [205.0, 140.0],
+    [248.0, 138.0],
+]
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -68,9 +74,14 @@ def reference_crops(template: np.ndarray) -> np.ndarray:
     from skimage.data import astronaut
 
     forward = similarity_transform(np.array(ASTRONAUT_LANDMARKS), template)
-    inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]  # PIL maps output pixels to input pixels
+    inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[
+        :2
+    ]  # PIL maps output pixels to input pixels
     face = Image.fromarray(astronaut()).transform(
-        (SIZE, SIZE), Image.Transform.AFFINE, tuple(inverse.ravel()), resample=Image.Resampling.BILINEAR
+        (SIZE, SIZE),
+        Image.Transform.AFFINE,
+        tuple(inverse.ravel()),
+        resample=Image.Resampling.BILINEAR,
     )
     face = np.asarray(face)
     return np.stack([face, face[:, ::-1], synthetic_pattern()])
@@ -96,18 +107,27 @@ def run_worker(output: Path, template: np.ndarray) -> None:
     import onnxruntime
 
     reference = reference_crops(template)
-    faces, face_names = dataset_crops() if FACES.is_dir() else (np.zeros((0, SIZE, SIZE, 3), np.uint8), [])
+    faces, face_names = (
+        dataset_crops() if FACES.is_dir() else (np.zeros((0, SIZE, SIZE, 3), np.uint8), [])
+    )
     crops = np.concatenate([reference, faces])
     session = onnxruntime.InferenceSession(str(WEIGHTS), providers=["CPUExecutionProvider"])
     # The file (IR v6) still lists its old float weight names as graph inputs although no node reads them;
     # onnxruntime insists on a value for each, so feed zeros of the declared shapes.
     unused_inputs = {
-        item.name: np.zeros(item.shape, np.float32) for item in session.get_inputs() if item.name != "data"
+        item.name: np.zeros(item.shape, np.float32)
+        for item in session.get_inputs()
+        if item.name != "data"
     }
     embeddings = []
     for rgb in crops:  # the model's batch dimension is fixed to 1
         blob = cv2.dnn.blobFromImage(
-            np.ascontiguousarray(rgb[:, :, ::-1]), 1.0, (SIZE, SIZE), (0, 0, 0), swapRB=True, crop=False
+            np.ascontiguousarray(rgb[:, :, ::-1]),
+            1.0,
+            (SIZE, SIZE),
+            (0, 0, 0),
+            swapRB=True,
+            crop=False,
         )
         embeddings.append(session.run(["fc1"], {"data": blob, **unused_inputs})[0][0])
     framework = f"onnxruntime {onnxruntime.__version__} (CPU), opencv-python-headless {cv2.__version__} blobFromImage"
@@ -156,9 +176,15 @@ def main() -> None:
     print(f"weights: {WEIGHTS.name} sha256 {hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()}")
     print(f"original: {framework}")
     print(f"port: torch {torch.__version__}, fakespotter.backbones.sface")
-    for name, difference, embedding in zip(names, differences, original):
-        print(f"{name:48s} max|diff| {difference:.3e}   |embedding|max {np.abs(embedding).max():.3f}")
-    cosine = (ported * original).sum(1) / np.linalg.norm(ported, axis=1) / np.linalg.norm(original, axis=1)
+    for name, difference, embedding in zip(names, differences, original, strict=False):
+        print(
+            f"{name:48s} max|diff| {difference:.3e}   |embedding|max {np.abs(embedding).max():.3f}"
+        )
+    cosine = (
+        (ported * original).sum(1)
+        / np.linalg.norm(ported, axis=1)
+        / np.linalg.norm(original, axis=1)
+    )
     print(f"images: {len(names)}  min cosine similarity: {cosine.min():.9f}")
     print(f"largest absolute embedding difference: {differences.max():.3e}")
 

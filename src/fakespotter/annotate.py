@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -37,7 +37,9 @@ def draw_faces(image: np.ndarray, rows: Sequence[Row]) -> Image.Image:
         text = f"{row.face}: {row.label} {row.p_fake:.2f}" + (" !" if row.warning else "")
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         ty = y0 - (bottom - top) - 2 * width if y0 - (bottom - top) - 2 * width >= 0 else y1 + width
-        draw.rectangle((x0, ty, x0 + right - left + 2 * width, ty + bottom - top + 2 * width), fill=colour)
+        draw.rectangle(
+            (x0, ty, x0 + right - left + 2 * width, ty + bottom - top + 2 * width), fill=colour
+        )
         draw.text((x0 + width, ty + width - top), text, fill=(255, 255, 255), font=font)
     return picture
 

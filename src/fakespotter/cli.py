@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.errors import UserError, first_line
 from fakespotter.cli_types import SafePath, VariantChoice
-
+from fakespotter.errors import UserError, first_line
 
 # Exit codes of every command (README, "Exit codes").
 EXIT_OK = 0  # every input gave a result
@@ -41,7 +40,7 @@ def _one_line_errors(func):
             _close_progress_bars()
             if _settings().get("debug"):
                 raise
-            raise click.ClickException(first_line(e))
+            raise click.ClickException(first_line(e)) from None
         except click.ClickException:
             _close_progress_bars()
             raise
@@ -64,8 +63,10 @@ class _Command(click.Command):
             return super().parse_args(ctx, args)
         except click.NoSuchOption as e:
             if e.option_name in GLOBAL_OPTIONS:
-                e.message = (f"{e.option_name} is an option of fakespotter itself: put it before "
-                             f"the command, e.g. fakespotter {e.option_name} ... {ctx.info_name} ...")
+                e.message = (
+                    f"{e.option_name} is an option of fakespotter itself: put it before "
+                    f"the command, e.g. fakespotter {e.option_name} ... {ctx.info_name} ..."
+                )
             raise
 
 
@@ -73,33 +74,56 @@ class _Group(click.Group):
     command_class = _Command
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Exit codes: 0 every input gave a result; 1 an error stopped the command; "
-                    "2 a usage error; 3 (detect) some inputs could not be read or scored; "
-                    "4 (detect --fail-on-fake) a face was labelled fake. Scope and limits: "
-                    "README, 'What it can and cannot detect'.")
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 every input gave a result; 1 an error stopped the command; "
+    "2 a usage error; 3 (detect) some inputs could not be read or scored; "
+    "4 (detect --fail-on-fake) a face was labelled fake. Scope and limits: "
+    "README, 'What it can and cannot detect'.",
+)
 @click.version_option(package_name="fakespotter")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for the networks (default: PyTorch's choice, one per core).")
-@click.option("--device", default="cpu", show_default=True,
-              help="Where the face-recognition network runs: cpu, cuda, cuda:1, mps, ...")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Processes that decode, detect and align photos while the network runs "
-                   "[default: one per core beyond the first (at most 4) for 64 photos or more; "
-                   "0: none].")
-@click.option("--debug", is_flag=True,
-              help="Show the full traceback of an error instead of its one-line reason.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for the networks (default: PyTorch's choice, one per core).",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the face-recognition network runs: cpu, cuda, cuda:1, mps, ...",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes that decode, detect and align photos while the network runs "
+    "[default: one per core beyond the first (at most 4) for 64 photos or more; "
+    "0: none].",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the full traceback of an error instead of its one-line reason.",
+)
 @click.pass_context
-def main(ctx: click.Context, threads: int | None, device: str, workers: int | None,
-         debug: bool) -> None:
+def main(
+    ctx: click.Context, threads: int | None, device: str, workers: int | None, debug: bool
+) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     # The group's options, for its commands (serve reads them too).
-    ctx.obj = {"device": device if device == "cpu" else _checked_device(device),
-               "threads": threads, "workers": workers, "debug": debug}
+    ctx.obj = {
+        "device": device if device == "cpu" else _checked_device(device),
+        "threads": threads,
+        "workers": workers,
+        "debug": debug,
+    }
 
 
 def _settings() -> dict:
@@ -122,16 +146,23 @@ def _checked_device(name: str) -> str:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise click.BadParameter(f"{name!r} is not a torch device (try cpu or cuda)",
-                                 param_hint="--device") from None
+        raise click.BadParameter(
+            f"{name!r} is not a torch device (try cpu or cuda)", param_hint="--device"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("no CUDA GPU is usable here (torch.cuda.is_available() is "
-                                 "False); use --device cpu", param_hint="--device")
+        raise click.BadParameter(
+            "no CUDA GPU is usable here (torch.cuda.is_available() is False); use --device cpu",
+            param_hint="--device",
+        )
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise click.BadParameter(f"there is no {name}: {torch.cuda.device_count()} CUDA "
-                                 f"device(s) here", param_hint="--device")
+        raise click.BadParameter(
+            f"there is no {name}: {torch.cuda.device_count()} CUDA device(s) here",
+            param_hint="--device",
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise click.BadParameter("MPS is not available here; use --device cpu", param_hint="--device")
+        raise click.BadParameter(
+            "MPS is not available here; use --device cpu", param_hint="--device"
+        )
     return str(device)
 
 
@@ -225,11 +256,18 @@ def _load_detector(model_path: str | None):
 
 def _limit_options(func):
     """--max-pixels and --max-bytes: refuse oversized inputs before decoding them."""
-    func = click.option("--max-bytes", type=click.IntRange(min=1), default=None,
-                        help="Refuse files larger than this many bytes [default: 104857600].")(func)
-    return click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-                        help="Refuse images with more pixels than this, before decoding "
-                             "[default: 50000000].")(func)
+    func = click.option(
+        "--max-bytes",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Refuse files larger than this many bytes [default: 104857600].",
+    )(func)
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Refuse images with more pixels than this, before decoding [default: 50000000].",
+    )(func)
 
 
 def _command_line() -> str:
@@ -258,38 +296,89 @@ def _limits(max_pixels, max_bytes) -> dict:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=SafePath())
-@click.option("--model", "model_path", type=SafePath(dir_okay=False),
-              help="Model file from `fakespotter train` (default: the shipped model).")
-@click.option("--aligned", is_flag=True,
-              help="Inputs are already aligned face crops (FFHQ style): skip face detection "
-                   "(an input that does not look like a face gets a warning).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "jsonl"]),
-              default=None,
-              help="jsonl: one JSON object per line. Rows are written as they are scored "
-                   "[default: from --output's extension (.json, .jsonl, .csv), else table].")
-@click.option("--output", type=SafePath(dir_okay=False, writable=True),
-              help="Write the results to this file instead of standard output (a file that is "
-                   "not a fakespotter output is never overwritten).")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
-                   "rows, drop a half-written last one, score only the files it lacks. Refuses "
-                   "a file that is not a fakespotter output or was begun with another model.")
+@click.option(
+    "--model",
+    "model_path",
+    type=SafePath(dir_okay=False),
+    help="Model file from `fakespotter train` (default: the shipped model).",
+)
+@click.option(
+    "--aligned",
+    is_flag=True,
+    help="Inputs are already aligned face crops (FFHQ style): skip face detection "
+    "(an input that does not look like a face gets a warning).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "jsonl"]),
+    default=None,
+    help="jsonl: one JSON object per line. Rows are written as they are scored "
+    "[default: from --output's extension (.json, .jsonl, .csv), else table].",
+)
+@click.option(
+    "--output",
+    type=SafePath(dir_okay=False, writable=True),
+    help="Write the results to this file instead of standard output (a file that is "
+    "not a fakespotter output is never overwritten).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
+    "rows, drop a half-written last one, score only the files it lacks. Refuses "
+    "a file that is not a fakespotter output or was begun with another model.",
+)
 @_limit_options
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
-              help="Faces scored together.")
-@click.option("--fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Video frames sampled per second.")
-@click.option("--report", "report_dir", type=SafePath(file_okay=False),
-              help="For videos: a timeline plot and the per-frame scores of each, in this folder "
-                   "(named <video name>-<hash of its path>, so equal names never collide).")
-@click.option("--annotate", "annotate_dir", type=SafePath(file_okay=False),
-              help="Write each photo with its face boxes, numbers and scores drawn into this "
-                   "folder (red fake, green real, yellow flagged).")
-@click.option("--fail-on-fake", is_flag=True,
-              help=f"Exit with code {EXIT_FAKE_FOUND} when any face is labelled fake (for scripts).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    help="Faces scored together.",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Video frames sampled per second.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=SafePath(file_okay=False),
+    help="For videos: a timeline plot and the per-frame scores of each, in this folder "
+    "(named <video name>-<hash of its path>, so equal names never collide).",
+)
+@click.option(
+    "--annotate",
+    "annotate_dir",
+    type=SafePath(file_okay=False),
+    help="Write each photo with its face boxes, numbers and scores drawn into this "
+    "folder (red fake, green real, yellow flagged).",
+)
+@click.option(
+    "--fail-on-fake",
+    is_flag=True,
+    help=f"Exit with code {EXIT_FAKE_FOUND} when any face is labelled fake (for scripts).",
+)
 @_one_line_errors
-def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_bytes,
-           batch_size, fps, report_dir, annotate_dir, fail_on_fake) -> None:
+def detect(
+    paths,
+    model_path,
+    aligned,
+    fmt,
+    output,
+    resume,
+    max_pixels,
+    max_bytes,
+    batch_size,
+    fps,
+    report_dir,
+    annotate_dir,
+    fail_on_fake,
+) -> None:
     """Score every face in PATHS (images, videos, or folders searched recursively).
 
     One row per face, with the probability that it is GAN-synthesized, the face box (faces
@@ -342,14 +431,32 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
     limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
     images = [f for f in todo if not is_video(f)]
-    found = find_faces(cropper, images, progress=_progress(), total=len(images), desc="detect",
-                       workers=_workers(len(images)), **limits)
+    found = find_faces(
+        cropper,
+        images,
+        progress=_progress(),
+        total=len(images),
+        desc="detect",
+        workers=_workers(len(images)),
+        **limits,
+    )
     rows = score_rows(det, found, batch_size=batch_size, model=model)
     summary = _Summary()
     per_file = itertools.chain(
         (list(group) for _, group in itertools.groupby(rows, key=lambda r: r.path)),
-        (video_rows(det, cropper, v, fps=fps, report_dir=report_dir and Path(report_dir),
-                    model=model, on_verdict=summary.add_video) for v in videos))
+        (
+            video_rows(
+                det,
+                cropper,
+                v,
+                fps=fps,
+                report_dir=report_dir and Path(report_dir),
+                model=model,
+                on_verdict=summary.add_video,
+            )
+            for v in videos
+        ),
+    )
     per_file = summary.counted(per_file)
     if annotate_dir:
         per_file = _annotated(per_file, annotate_dir, limits)
@@ -366,11 +473,14 @@ def detect(paths, model_path, aligned, fmt, output, resume, max_pixels, max_byte
 def _check_optional_packages(*, video: bool = False, report: bool = False) -> None:
     """Refuse before any work when an optional package the command will need is missing."""
     if video and not _installed("av"):
-        raise click.ClickException("reading video needs the 'video' extra: "
-                                   "pip install 'fakespotter[video]'")
+        raise click.ClickException(
+            "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
+        )
     if report and not _installed("matplotlib"):
-        raise click.ClickException("--report draws charts with matplotlib, the 'report' extra: "
-                                   "pip install 'fakespotter[report]'")
+        raise click.ClickException(
+            "--report draws charts with matplotlib, the 'report' extra: "
+            "pip install 'fakespotter[report]'"
+        )
 
 
 def _installed(name: str) -> bool:
@@ -419,9 +529,12 @@ class _Summary:
         for line in self.videos:
             click.echo(f"video {line}", err=True)
         without = self.no_face + self.failed
-        click.echo(f"{self.faces} faces: {self.fake} fake, {self.real} real, {self.flagged} flagged; "
-                   f"{without} inputs without a result ({self.no_face} no face, "
-                   f"{self.failed} unreadable or failed)", err=True)
+        click.echo(
+            f"{self.faces} faces: {self.fake} fake, {self.real} real, {self.flagged} flagged; "
+            f"{without} inputs without a result ({self.no_face} no face, "
+            f"{self.failed} unreadable or failed)",
+            err=True,
+        )
 
 
 def _annotated(per_file, out_dir: str, limits: dict):
@@ -440,8 +553,9 @@ def _annotated(per_file, out_dir: str, limits: dict):
         yield rows
 
 
-def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
-                header: bool = True) -> None:
+def _write_rows(
+    per_file, fmt: str, output: str | None, *, append: bool = False, header: bool = True
+) -> None:
     """Stream rows (a list per input file) to ``output`` or standard output as they come."""
     from fakespotter.results import RowWriter
 
@@ -461,8 +575,14 @@ def _write_rows(per_file, fmt: str, output: str | None, *, append: bool = False,
         writer.close()
 
 
-def _largest_faces(cropper, folder: str, label: str, limits: dict, augment_seed: int | None = None,
-                   name_no_face: bool = False):
+def _largest_faces(
+    cropper,
+    folder: str,
+    label: str,
+    limits: dict,
+    augment_seed: int | None = None,
+    name_no_face: bool = False,
+):
     """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
     with ``name_no_face`` each one without a face) is named on stderr after the progress bar."""
     from fakespotter.rows import NO_FACE
@@ -472,9 +592,18 @@ def _largest_faces(cropper, folder: str, label: str, limits: dict, augment_seed:
     files = list(iter_files([folder]))
     if not files:
         raise click.ClickException(f"no image files found in {folder}")
-    found = largest_faces(cropper, files, progress=_progress(), desc=label,
-                          workers=_workers(len(files)), augment_seed=augment_seed, **limits)
-    for path, reason in found.unreadable + ([(p, NO_FACE) for p in found.no_face] if name_no_face else []):
+    found = largest_faces(
+        cropper,
+        files,
+        progress=_progress(),
+        desc=label,
+        workers=_workers(len(files)),
+        augment_seed=augment_seed,
+        **limits,
+    )
+    for path, reason in found.unreadable + (
+        [(p, NO_FACE) for p in found.no_face] if name_no_face else []
+    ):
         click.echo(f"skipped {path}: {reason}", err=True)
     return found
 
@@ -485,31 +614,73 @@ WEAK_CV_AUC = 0.6
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False),
-              help="Folder of real face photos.")
-@click.option("--fake", "fake_dir", required=True, type=SafePath(exists=True, file_okay=False),
-              help="Folder of GAN-made face photos.")
-@click.option("--backbone", default="sface", show_default=True, type=_BackboneChoice(),
-              help="The face-recognition network whose neurons are counted.")
-@click.option("--variant", default="channel", show_default=True, type=VariantChoice(),
-              help="layer: the paper's per-layer counts; channel: per-channel counts; "
-                   "kmultisection: per-layer counts at 4 thresholds; embedding: the final "
-                   "embedding (baseline); or a registered coverage criterion.")
-@click.option("--neuron", default="raw", show_default=True, type=click.Choice(["raw", "activation"]),
-              help="raw: count a layer's own outputs; activation: the outputs of the "
-                   "nonlinearity after it.")
+@click.option(
+    "--real",
+    "real_dir",
+    required=True,
+    type=SafePath(exists=True, file_okay=False),
+    help="Folder of real face photos.",
+)
+@click.option(
+    "--fake",
+    "fake_dir",
+    required=True,
+    type=SafePath(exists=True, file_okay=False),
+    help="Folder of GAN-made face photos.",
+)
+@click.option(
+    "--backbone",
+    default="sface",
+    show_default=True,
+    type=_BackboneChoice(),
+    help="The face-recognition network whose neurons are counted.",
+)
+@click.option(
+    "--variant",
+    default="channel",
+    show_default=True,
+    type=VariantChoice(),
+    help="layer: the paper's per-layer counts; channel: per-channel counts; "
+    "kmultisection: per-layer counts at 4 thresholds; embedding: the final "
+    "embedding (baseline); or a registered coverage criterion.",
+)
+@click.option(
+    "--neuron",
+    default="raw",
+    show_default=True,
+    type=click.Choice(["raw", "activation"]),
+    help="raw: count a layer's own outputs; activation: the outputs of the nonlinearity after it.",
+)
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
-@click.option("--taps", type=click.IntRange(min=1), default=None,
-              help="Count only the first N layers; the network stops after the N-th, so "
-                   "scanning is faster (docs/results.md shows the accuracy cost) [default: all].")
-@click.option("--augment", is_flag=True,
-              help="Also train on one randomly perturbed copy of every photo (JPEG, blur, noise "
-                   "or resizing): scores that shift less on re-compressed or blurred photos.")
+@click.option(
+    "--taps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Count only the first N layers; the network stops after the N-th, so "
+    "scanning is faster (docs/results.md shows the accuracy cost) [default: all].",
+)
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="Also train on one randomly perturbed copy of every photo (JPEG, blur, noise "
+    "or resizing): scores that shift less on re-compressed or blurred photos.",
+)
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
 @_limit_options
 @_one_line_errors
-def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment, output, max_pixels,
-          max_bytes) -> None:
+def train(
+    real_dir,
+    fake_dir,
+    backbone,
+    variant,
+    neuron,
+    aligned,
+    taps,
+    augment,
+    output,
+    max_pixels,
+    max_bytes,
+) -> None:
     """Train a detector on folders of real and fake face photos."""
     import datetime
 
@@ -518,82 +689,151 @@ def train(real_dir, fake_dir, backbone, variant, neuron, aligned, taps, augment,
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
     from fakespotter.training import copies_of, fit_with_copies
 
-    det = FakeSpotter(backbone=backbone, variant=variant, neuron=neuron, progress=_progress(),
-                      taps=taps, device=_settings()["device"])
+    det = FakeSpotter(
+        backbone=backbone,
+        variant=variant,
+        neuron=neuron,
+        progress=_progress(),
+        taps=taps,
+        device=_settings()["device"],
+    )
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     real = _largest_faces(cropper, real_dir, "real", limits, name_no_face=True)
     fake = _largest_faces(cropper, fake_dir, "fake", limits, name_no_face=True)
     if len(real.crops) < 5 or len(fake.crops) < 5:
-        raise click.ClickException(f"need at least 5 faces of each class, found {len(real.crops)} "
-                                   f"real and {len(fake.crops)} fake")
+        raise click.ClickException(
+            f"need at least 5 faces of each class, found {len(real.crops)} "
+            f"real and {len(fake.crops)} fake"
+        )
     X = np.concatenate([real.crops, fake.crops])
     y = np.r_[np.zeros(len(real.crops), int), np.ones(len(fake.crops), int)]
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
     copies = None
     if augment:
-        copies = [_largest_faces(cropper, folder, f"{name}, augmented", limits, augment_seed=AUGMENT_SEED + label)
-                  for label, name, folder in ((0, "real", real_dir), (1, "fake", fake_dir))]
+        copies = [
+            _largest_faces(
+                cropper, folder, f"{name}, augmented", limits, augment_seed=AUGMENT_SEED + label
+            )
+            for label, name, folder in ((0, "real", real_dir), (1, "fake", fake_dir))
+        ]
         keep, copy_of = copies_of(real.paths + fake.paths, copies[0].paths + copies[1].paths)
         copy_crops = np.concatenate([c.crops for c in copies])[keep]
-        copy_y = np.r_[np.zeros(len(copies[0].paths), int), np.ones(len(copies[1].paths), int)][keep]
+        copy_y = np.r_[np.zeros(len(copies[0].paths), int), np.ones(len(copies[1].paths), int)][
+            keep
+        ]
         fit_with_copies(det, features, y, det.transform(copy_crops), copy_y, copy_of)
     else:
         fit_with_copies(det, features, y)
-    n_no_face, n_unreadable = len(real.no_face) + len(fake.no_face), len(real.unreadable) + len(fake.unreadable)
+    n_no_face, n_unreadable = (
+        len(real.no_face) + len(fake.no_face),
+        len(real.unreadable) + len(fake.unreadable),
+    )
     training = {
-        "n_real": len(real.crops), "n_fake": len(fake.crops), "n_no_face": n_no_face,
-        "n_unreadable": n_unreadable, "real": str(real_dir), "fake": str(fake_dir),
-        "aligned": aligned, "augment": augment, "command": _command_line(),
+        "n_real": len(real.crops),
+        "n_fake": len(fake.crops),
+        "n_no_face": n_no_face,
+        "n_unreadable": n_unreadable,
+        "real": str(real_dir),
+        "fake": str(fake_dir),
+        "aligned": aligned,
+        "augment": augment,
+        "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if variant != "embedding":  # the web page draws a face against these averages
         training[LAYER_MEANS_KEY] = det.layer_means(features, y)
     save_model(det, output, training)
-    click.echo(f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "
-               f"{det.cv_auc_:.3f} on {len(real.crops)} real + {len(fake.crops)} fake faces")
+    click.echo(
+        f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "
+        f"{det.cv_auc_:.3f} on {len(real.crops)} real + {len(fake.crops)} fake faces"
+    )
     if n_no_face + n_unreadable:
-        click.echo(f"{n_no_face + n_unreadable} images were left out (named above): {n_no_face} "
-                   f"without a face, {n_unreadable} unreadable", err=True)
+        click.echo(
+            f"{n_no_face + n_unreadable} images were left out (named above): {n_no_face} "
+            f"without a face, {n_unreadable} unreadable",
+            err=True,
+        )
     if min(len(real.crops), len(fake.crops)) < FEW_FACES_PER_CLASS:
-        click.echo(f"warning: only {min(len(real.crops), len(fake.crops))} faces in the smaller class; with "
-                   f"fewer than {FEW_FACES_PER_CLASS} of each the model is unlikely to generalize",
-                   err=True)
+        click.echo(
+            f"warning: only {min(len(real.crops), len(fake.crops))} faces in the smaller class; with "
+            f"fewer than {FEW_FACES_PER_CLASS} of each the model is unlikely to generalize",
+            err=True,
+        )
     if det.cv_auc_ < WEAK_CV_AUC:
-        click.echo(f"warning: cross-validated AUC {det.cv_auc_:.3f} is near chance (0.5): this "
-                   "model cannot tell these real and fake photos apart; check the folders",
-                   err=True)
+        click.echo(
+            f"warning: cross-validated AUC {det.cv_auc_:.3f} is near chance (0.5): this "
+            "model cannot tell these real and fake photos apart; check the folders",
+            err=True,
+        )
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=SafePath(exists=True, file_okay=False),
-              help="Folder of real face photos.")
-@click.option("--fake", "fake_dir", type=SafePath(exists=True, file_okay=False),
-              help="Folder of GAN-made face photos (without it: how many real photos pass).")
-@click.option("--model", "model_path", type=SafePath(dir_okay=False),
-              help="Model file from `fakespotter train` (default: the shipped model).")
+@click.option(
+    "--real",
+    "real_dir",
+    required=True,
+    type=SafePath(exists=True, file_okay=False),
+    help="Folder of real face photos.",
+)
+@click.option(
+    "--fake",
+    "fake_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Folder of GAN-made face photos (without it: how many real photos pass).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=SafePath(dir_okay=False),
+    help="Model file from `fakespotter train` (default: the shipped model).",
+)
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="How to print the metrics on standard output.")
-@click.option("--report", "report_dir", type=SafePath(file_okay=False),
-              help="Write report.md/.html, metrics.json and plots into this folder.")
-@click.option("--manifest", type=SafePath(exists=True, dir_okay=False),
-              help="CSV with file,generator,source columns for per-generator breakdowns "
-                   "(default: file-name prefixes).")
-@click.option("--perturb", default="",
-              help="Also score perturbed copies, e.g. jpeg:90,jpeg:50,blur:1,noise:5,resize:0.5")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the metrics on standard output.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=SafePath(file_okay=False),
+    help="Write report.md/.html, metrics.json and plots into this folder.",
+)
+@click.option(
+    "--manifest",
+    type=SafePath(exists=True, dir_okay=False),
+    help="CSV with file,generator,source columns for per-generator breakdowns "
+    "(default: file-name prefixes).",
+)
+@click.option(
+    "--perturb",
+    default="",
+    help="Also score perturbed copies, e.g. jpeg:90,jpeg:50,blur:1,noise:5,resize:0.5",
+)
 @_limit_options
 @_one_line_errors
-def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest, perturb,
-             max_pixels, max_bytes) -> None:
+def evaluate(
+    real_dir,
+    fake_dir,
+    model_path,
+    aligned,
+    fmt,
+    report_dir,
+    manifest,
+    perturb,
+    max_pixels,
+    max_bytes,
+) -> None:
     """Measure a detector on labelled folders (--real alone: how many real photos pass).
 
     Each image is scored by its largest face; an image without a face counts as predicted
     real. With --perturb, each perturbation's metrics are shown too.
     """
     import json
-
-    import numpy as np
 
     from fakespotter.metrics import evaluate_scores
     from fakespotter.training import score_labelled
@@ -607,14 +847,23 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
     det = _load_detector(model_path)
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    sets = [(_largest_faces(cropper, folder, name, limits), label)
-            for folder, name, label in ((real_dir, "real", 0), (fake_dir, "fake", 1)) if folder]
+    sets = [
+        (_largest_faces(cropper, folder, name, limits), label)
+        for folder, name, label in ((real_dir, "real", 0), (fake_dir, "fake", 1))
+        if folder
+    ]
     scored = score_labelled(det, sets)
-    all_paths, all_labels, all_scores, features = (scored["paths"], scored["labels"],
-                                                   list(scored["p_fake"]), scored["features"])
+    all_paths, all_labels, all_scores, features = (
+        scored["paths"],
+        scored["labels"],
+        list(scored["p_fake"]),
+        scored["features"],
+    )
     result = evaluate_scores(all_labels, all_scores)
-    result.update(n_no_face=sum(len(s.no_face) for s, _ in sets),
-                  n_unreadable=sum(len(s.unreadable) for s, _ in sets))
+    result.update(
+        n_no_face=sum(len(s.no_face) for s, _ in sets),
+        n_unreadable=sum(len(s.unreadable) for s, _ in sets),
+    )
     perturbed = {}
     if perturbations:
         from fakespotter.evaluation import perturbed_scores
@@ -622,10 +871,20 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
         perturbed = perturbed_scores(det, cropper, all_paths, perturbations, progress=_progress())
         result["perturbations"] = {
             name: {**evaluate_scores(all_labels, q["p_fake"]), "n_no_face": q["n_no_face"]}
-            for name, q in perturbed.items()}
+            for name, q in perturbed.items()
+        }
     if report_dir:
-        _write_report(report_dir, det, all_paths, all_labels, all_scores, features, manifest,
-                      perturbed, model_path)
+        _write_report(
+            report_dir,
+            det,
+            all_paths,
+            all_labels,
+            all_scores,
+            features,
+            manifest,
+            perturbed,
+            model_path,
+        )
         result["report"] = str(report_dir)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
@@ -634,33 +893,55 @@ def evaluate(real_dir, fake_dir, model_path, aligned, fmt, report_dir, manifest,
         if key == "perturbations":
             continue
         if value is not None:
-            click.echo(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+            click.echo(
+                f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}"
+            )
     if perturbed:
         columns = ("accuracy", "real_accuracy", "fake_accuracy", "auc", "n_no_face")
         click.echo(f"\n{'perturbation':14s} " + " ".join(f"{c:>13s}" for c in columns))
         for name, m in [("none", result), *result["perturbations"].items()]:
-            cells = ["-" if m.get(c) is None else (f"{m[c]:.4f}" if isinstance(m[c], float)
-                                                    else str(m[c])) for c in columns]
+            cells = [
+                "-"
+                if m.get(c) is None
+                else (f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]))
+                for c in columns
+            ]
             click.echo(f"{name:14s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
-def _write_report(report_dir, det, paths, labels, scores, features, manifest, perturbed,
-                  model_path) -> None:
+def _write_report(
+    report_dir, det, paths, labels, scores, features, manifest, perturbed, model_path
+) -> None:
     """The evaluation report: metrics, per-group breakdown, per-layer chart, perturbations."""
-    from fakespotter.evaluation import (classifier_weight_per_layer, groups_from_manifest,
-                                        groups_from_prefix, write_report)
+    from fakespotter.evaluation import (
+        classifier_weight_per_layer,
+        groups_from_manifest,
+        groups_from_prefix,
+        write_report,
+    )
 
     groups = groups_from_manifest(paths, manifest) if manifest else groups_from_prefix(paths)
     layer_kw = {}
     if det.variant != "embedding" and features is not None:
         weights, label = classifier_weight_per_layer(det)
-        layer_kw = dict(layer_counts=det.layer_counts(features),
-                        layer_names=det.taps_, layer_weights=weights, layer_weight_label=label,
-                        layer_labels=labels[:len(features)])
+        layer_kw = dict(
+            layer_counts=det.layer_counts(features),
+            layer_names=det.taps_,
+            layer_weights=weights,
+            layer_weight_label=label,
+            layer_labels=labels[: len(features)],
+        )
     perturbations = {name: {**q, "labels": labels} for name, q in perturbed.items()}
     meta = {"model": str(model_path or "default"), "command": _command_line()}
-    write_report(report_dir, labels=labels, p_fake=scores, groups=groups,
-                 perturbations=perturbations or None, meta=meta, **layer_kw)
+    write_report(
+        report_dir,
+        labels=labels,
+        p_fake=scores,
+        groups=groups,
+        perturbations=perturbations or None,
+        meta=meta,
+        **layer_kw,
+    )
     click.echo(f"wrote the report to {report_dir}", err=True)
 
 

@@ -270,12 +270,14 @@ class NeuronCoverage:
         self.feature_names: list[str] = []
         self.feature_slices: dict[str, slice] = {}
         self._widths = [criterion.n_features(tap) for tap in self.taps]
-        for tap, width in zip(self.taps, self._widths):
+        for tap, width in zip(self.taps, self._widths, strict=False):
             start = len(self.feature_names)
             self.feature_names += criterion.feature_names(tap)
             self.feature_slices[tap.name] = slice(start, len(self.feature_names))
             if len(self.feature_names) - start != width:
-                raise ValueError(f"criterion {criterion.name!r}: feature_names and n_features disagree")
+                raise ValueError(
+                    f"criterion {criterion.name!r}: feature_names and n_features disagree"
+                )
 
     @property
     def variant(self) -> str:
@@ -286,7 +288,9 @@ class NeuronCoverage:
     def n_features(self) -> int:
         return len(self.feature_names)
 
-    def subset(self, tap_names: Iterable[str], *, stop_after_last_tap: bool = True) -> NeuronCoverage:
+    def subset(
+        self, tap_names: Iterable[str], *, stop_after_last_tap: bool = True
+    ) -> NeuronCoverage:
         """Same model and fitted thresholds restricted to ``tap_names`` (in this object's tap order).
 
         Meant for a pruned extractor that only computes the taps a classifier uses.
@@ -331,13 +335,18 @@ class NeuronCoverage:
             raise ValueError("fit() got no images")
         bounds = np.cumsum([0, *lengths])
         self.thresholds_ = self._checked_thresholds(
-            [criterion.fit_params(tap, sums[a:b], int(n))
-             for tap, a, b, n in zip(self.taps, bounds[:-1], bounds[1:], counts)])
+            [
+                criterion.fit_params(tap, sums[a:b], int(n))
+                for tap, a, b, n in zip(self.taps, bounds[:-1], bounds[1:], counts, strict=False)
+            ]
+        )
         return self
 
     # -- features --------------------------------------------------------
 
-    def transform(self, x: torch.Tensor, return_output: bool = False) -> np.ndarray | tuple[np.ndarray, Any]:
+    def transform(
+        self, x: torch.Tensor, return_output: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, Any]:
         """N x n_features float32 features by the criterion (for MNC, Eq. 2: counts of
         neurons above their tap's threshold).
 
@@ -347,7 +356,9 @@ class NeuronCoverage:
         if self.thresholds_ is None:
             raise NotFittedError("NeuronCoverage is not fitted: call fit() or pass thresholds=")
         if return_output and self.stop_after_last_tap:
-            raise ValueError("return_output needs the full forward pass; set stop_after_last_tap=False")
+            raise ValueError(
+                "return_output needs the full forward pass; set stop_after_last_tap=False"
+            )
         criterion, params = self.criterion, self.thresholds_
 
         def reduce(i: int, out: torch.Tensor) -> torch.Tensor:
@@ -358,8 +369,10 @@ class NeuronCoverage:
                 )
             columns = criterion.features(tap, out, params[i], self._scratch_like)
             if columns.shape != (len(out), self._widths[i]):  # a criterion's bug, said plainly
-                raise ValueError(f"criterion {criterion.name!r} gave {tuple(columns.shape)} features "
-                                 f"for tap {tap.name!r}, expected {(len(out), self._widths[i])}")
+                raise ValueError(
+                    f"criterion {criterion.name!r} gave {tuple(columns.shape)} features "
+                    f"for tap {tap.name!r}, expected {(len(out), self._widths[i])}"
+                )
             return columns
 
         n = len(x)
@@ -379,11 +392,18 @@ class NeuronCoverage:
         matter too: comparing a channels-last output into an NCHW buffer is a strided walk,
         measured 10x slower.
         """
-        dense = out.is_contiguous() or (out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last))
+        dense = out.is_contiguous() or (
+            out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)
+        )
         if not dense:
             return torch.empty_like(out, dtype=dtype)
         buffer = getattr(self._local, "buffer", None)
-        if buffer is None or buffer.numel() < out.numel() or buffer.dtype != dtype or buffer.device != out.device:
+        if (
+            buffer is None
+            or buffer.numel() < out.numel()
+            or buffer.dtype != dtype
+            or buffer.device != out.device
+        ):
             buffer = torch.empty(out.numel(), dtype=dtype, device=out.device)
             self._local.buffer = buffer
         return torch.as_strided(buffer, out.shape, out.stride())
@@ -422,7 +442,9 @@ class NeuronCoverage:
                 calls[module] = call + 1
                 for i in by_call.get(call, ()):
                     if not isinstance(out, torch.Tensor):
-                        raise TypeError(f"tap {self.taps[i].name!r}: module output is {type(out).__name__}, not a tensor")
+                        raise TypeError(
+                            f"tap {self.taps[i].name!r}: module output is {type(out).__name__}, not a tensor"
+                        )
                     # Reduce now: in-place ops later in the net may overwrite `out`.
                     results[i] = reduce(i, out)
                     numels[i] = out.numel()
@@ -450,8 +472,10 @@ class NeuronCoverage:
         values = np.asarray(thresholds, dtype=np.float64)
         shape = (len(self.taps), *self.criterion.param_shape)
         if values.shape != shape:
-            raise ValueError(f"need thresholds of shape {shape} ({self.criterion.name!r} "
-                             f"parameters per tap), got shape {values.shape}")
+            raise ValueError(
+                f"need thresholds of shape {shape} ({self.criterion.name!r} "
+                f"parameters per tap), got shape {values.shape}"
+            )
         return values
 
 
@@ -470,8 +494,11 @@ def positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tenso
     return t.movedim(channel_dim, -1).reshape(n, -1, t.shape[channel_dim]), 1
 
 
-def counts_per_layer(features: np.ndarray, feature_slices: Mapping[str, slice],
-                     criterion: str | Criterion | None = None) -> np.ndarray:
+def counts_per_layer(
+    features: np.ndarray,
+    feature_slices: Mapping[str, slice],
+    criterion: str | Criterion | None = None,
+) -> np.ndarray:
     """N x L activated-neuron counts from N x F coverage features, by the criterion's
     ``layer_count`` (default: each layer's columns summed).
 

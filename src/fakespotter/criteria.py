@@ -97,7 +97,9 @@ class Criterion:
         n = self.n_features(tap)
         return [tap.name] if n == 1 else [f"{tap.name}:{j}" for j in range(n)]
 
-    def features(self, tap: Tap, out: torch.Tensor, params: np.ndarray, scratch: Scratch) -> torch.Tensor:
+    def features(
+        self, tap: Tap, out: torch.Tensor, params: np.ndarray, scratch: Scratch
+    ) -> torch.Tensor:
         """N x n_features(tap) float tensor from the batched output ``out`` and the tap's
         ``params``. Runs inside the forward hook (``out`` may be overwritten by in-place ops
         later). ``scratch(like, dtype)`` lends a reused buffer shaped and strided like
@@ -229,7 +231,9 @@ def register_criterion(criterion):
     if name in CRITERIA:
         raise ValueError(f"criterion {name!r} is registered already")
     if not all(isinstance(d, int) and d > 0 for d in obj.param_shape):
-        raise ValueError(f"criterion {name!r}: param_shape must hold positive ints, not {obj.param_shape!r}")
+        raise ValueError(
+            f"criterion {name!r}: param_shape must hold positive ints, not {obj.param_shape!r}"
+        )
     CRITERIA[name] = obj
     return criterion
 

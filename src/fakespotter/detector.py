@@ -18,13 +18,13 @@ Feature variants (``variant``): the name of a coverage criterion in
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
@@ -79,8 +79,19 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     # from pickles: NeuronCoverage holds a threading.local, and a loaded network is big.
     _CACHES = ("_coverage_cache", "_full_coverage_cache", "_moved", "_loaded_backbone")
 
-    def __init__(self, backbone="sface", variant="channel", neuron="raw", Cs=DEFAULT_CS,
-                 cv=5, batch_size=None, progress=False, taps=None, device=None, random_state=0):
+    def __init__(
+        self,
+        backbone="sface",
+        variant="channel",
+        neuron="raw",
+        Cs=DEFAULT_CS,
+        cv=5,
+        batch_size=None,
+        progress=False,
+        taps=None,
+        device=None,
+        random_state=0,
+    ):
         self.backbone = backbone
         self.variant = variant
         self.neuron = neuron
@@ -106,7 +117,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             if loaded is None or loaded.name != self.backbone:
                 loaded = get_backbone(self.backbone).load(progress=self.progress)
                 self._loaded_backbone = loaded
-        if self.device is not None and getattr(self, "_moved", None) != (id(loaded.model), str(self.device)):
+        if self.device is not None and getattr(self, "_moved", None) != (
+            id(loaded.model),
+            str(self.device),
+        ):
             loaded.model.to(self.device)
             self._moved = (id(loaded.model), str(self.device))
         return loaded
@@ -116,8 +130,9 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         from fakespotter.faces.pipeline import FaceCropper
 
         bb = self._backbone()
-        return FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned,
-                           progress=self.progress)
+        return FaceCropper(
+            bb.input_size, bb.alignment_template, aligned=aligned, progress=self.progress
+        )
 
     def _check_params(self) -> None:
         if self.variant not in variants():
@@ -129,9 +144,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         bb = self._backbone()
         size = self.batch_size or bb.batch_size
         steps = range(0, len(X), size)
-        for start in tqdm(steps, desc=desc, unit="batch", disable=not self.progress,
-                          file=sys.stderr, delay=1.0, leave=False):
-            yield bb.preprocess(X[start:start + size])
+        for start in tqdm(
+            steps,
+            desc=desc,
+            unit="batch",
+            disable=not self.progress,
+            file=sys.stderr,
+            delay=1.0,
+            leave=False,
+        ):
+            yield bb.preprocess(X[start : start + size])
 
     def _selected_taps(self) -> list[str]:
         """The ``taps`` parameter as layer names in execution order."""
@@ -141,12 +163,15 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         if isinstance(self.taps, (int, np.integer)) and not isinstance(self.taps, bool):
             if not 1 <= self.taps <= len(names):
                 raise UserError(f"taps must be between 1 and {len(names)}, not {self.taps}")
-            return names[:self.taps]
+            return names[: self.taps]
         wanted = [self.taps] if isinstance(self.taps, str) else list(self.taps)
         unknown = [n for n in wanted if n not in names]
         if unknown or not wanted:
-            raise UserError(f"backbone {self._backbone().name} has no layer {unknown[0]!r}"
-                            if unknown else "taps must name at least one layer")
+            raise UserError(
+                f"backbone {self._backbone().name} has no layer {unknown[0]!r}"
+                if unknown
+                else "taps must name at least one layer"
+            )
         return [n for n in names if n in set(wanted)]
 
     def _coverage(self, taps) -> NeuronCoverage:
@@ -156,8 +181,14 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         unknown = [n for n in taps if n not in by_name]
         if unknown:
             raise UserError(f"backbone {bb.name} has no layer {unknown[0]!r}")
-        return NeuronCoverage(bb.model, [by_name[n] for n in taps], self.variant, self.neuron,
-                              bb.activations, stop_after_last_tap=True)
+        return NeuronCoverage(
+            bb.model,
+            [by_name[n] for n in taps],
+            self.variant,
+            self.neuron,
+            bb.activations,
+            stop_after_last_tap=True,
+        )
 
     def _check_X(self, X) -> np.ndarray:
         X = np.asarray(X)
@@ -165,13 +196,14 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         if X.size == 0:  # a photo without faces: no crops, no rows
             return np.zeros((0, size, size, 3), np.uint8)
         if X.dtype != np.uint8 or X.ndim != 4 or X.shape[1:] != (size, size, 3):
-            raise ValueError(f"X must be uint8 face crops N x {size} x {size} x 3, "
-                             f"got {X.dtype} {X.shape}")
+            raise ValueError(
+                f"X must be uint8 face crops N x {size} x {size} x 3, got {X.dtype} {X.shape}"
+            )
         return X
 
     # -- features ------------------------------------------------------------------------
 
-    def fit_thresholds(self, X) -> "FakeSpotter":
+    def fit_thresholds(self, X) -> FakeSpotter:
         """Eq. 1: per-layer mean neuron output over ``X`` (real and fake together)."""
         self._check_params()
         X = self._check_X(X)
@@ -186,8 +218,13 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     def _fitted_coverage(self) -> NeuronCoverage:
         """The extractor for the fitted taps and thresholds, built once: building it names
         every feature (35k for FaceNet channels), too slow to repeat per batch."""
-        key = (id(self._backbone()), tuple(self.taps_), self.variant, self.neuron,
-               self.thresholds_.tobytes())
+        key = (
+            id(self._backbone()),
+            tuple(self.taps_),
+            self.variant,
+            self.neuron,
+            self.thresholds_.tobytes(),
+        )
         cached = getattr(self, "_coverage_cache", None)
         if cached is None or cached[0] != key:
             coverage = self._coverage(self.taps_)
@@ -203,7 +240,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             model = self._backbone().model
             device = next(model.parameters()).device
             with torch.inference_mode():
-                parts = [model(x.to(device)).float().cpu().numpy() for x in self._batches(X, "embeddings")]
+                parts = [
+                    model(x.to(device)).float().cpu().numpy()
+                    for x in self._batches(X, "embeddings")
+                ]
         else:
             coverage = self._fitted_coverage()
             parts = [coverage.transform(x) for x in self._batches(X, "coverage")]
@@ -228,19 +268,22 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         """Mean per-layer counts of the real (y = 0) and fake (y = 1) rows of ``features``;
         stored in a model file's training metadata under ``LAYER_MEANS_KEY``."""
         counts, y = self.layer_counts(features), np.asarray(y)
-        return {"layers": list(self.taps_), "real": counts[y == 0].mean(0).tolist(),
-                "fake": counts[y == 1].mean(0).tolist()}
+        return {
+            "layers": list(self.taps_),
+            "real": counts[y == 0].mean(0).tolist(),
+            "fake": counts[y == 1].mean(0).tolist(),
+        }
 
     # -- classifier ----------------------------------------------------------------------
 
-    def fit(self, X, y, groups=None) -> "FakeSpotter":
+    def fit(self, X, y, groups=None) -> FakeSpotter:
         """Thresholds, features, then the classifier, all from the training data alone;
         ``groups`` as in ``fit_features``."""
         y = _check_y(y, len(X))
         self.fit_thresholds(X)
         return self.fit_features(self.transform(X), y, groups=groups)
 
-    def fit_features(self, F: np.ndarray, y, groups=None) -> "FakeSpotter":
+    def fit_features(self, F: np.ndarray, y, groups=None) -> FakeSpotter:
         """Fit scaler, SVM and calibration on precomputed features (thresholds already fit).
 
         ``groups``: rows with the same group (a photo and its augmented copies) stay in the
@@ -259,14 +302,25 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         K = _gram(Z)
         # no more folds than the smaller class has photos (a small training set), without
         # changing the cv parameter itself
-        n_splits = max(2, min(self.cv, *np.bincount(y if groups is None else _group_labels(y, groups),
-                                                    minlength=2)))
+        n_splits = max(
+            2,
+            min(
+                self.cv,
+                *np.bincount(y if groups is None else _group_labels(y, groups), minlength=2),
+            ),
+        )
         if groups is None:
-            splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True,
-                                          random_state=self.random_state).split(Z, y))
+            splits = list(
+                StratifiedKFold(
+                    n_splits=n_splits, shuffle=True, random_state=self.random_state
+                ).split(Z, y)
+            )
         else:
-            splits = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
-                                               random_state=self.random_state).split(Z, y, groups))
+            splits = list(
+                StratifiedGroupKFold(
+                    n_splits=n_splits, shuffle=True, random_state=self.random_state
+                ).split(Z, y, groups)
+            )
         best = None
         for C in sorted(self.Cs):
             scores = np.zeros(len(y))
@@ -319,8 +373,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             cached = getattr(self, "_full_coverage_cache", None)
             if cached is None or cached[0] is not coverage:  # rebuilt when the fitted one is
                 # building it names every feature: too slow to repeat per call
-                cached = (coverage, coverage.subset([t.name for t in coverage.taps],
-                                                     stop_after_last_tap=False))
+                cached = (
+                    coverage,
+                    coverage.subset([t.name for t in coverage.taps], stop_after_last_tap=False),
+                )
                 self._full_coverage_cache = cached
             features, outputs = [], []
             for x in self._batches(X, "coverage"):
@@ -454,10 +510,17 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         elif meta["variant"] in CRITERIA:
             per_tap = CRITERIA[meta["variant"]].param_shape
         else:
-            raise ModelFileError(f"model file has an unknown variant {meta['variant']!r:.40} (this "
-                                 f"fakespotter has {', '.join(variants())})")
-        return {"thresholds": (k, *per_tap), "scaler_mean": (n,), "scaler_scale": (n,), "coef": (n,),
-                "intercept": (1,)}
+            raise ModelFileError(
+                f"model file has an unknown variant {meta['variant']!r:.40} (this "
+                f"fakespotter has {', '.join(variants())})"
+            )
+        return {
+            "thresholds": (k, *per_tap),
+            "scaler_mean": (n,),
+            "scaler_scale": (n,),
+            "coef": (n,),
+            "intercept": (1,),
+        }
 
     meta, arrays = modelfile.load(path, _SCHEMA, shapes)
     if meta["neuron"] not in NEURONS:  # the variant was checked by shapes()
@@ -466,25 +529,36 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         raise ModelFileError("model file taps do not match its variant")
     if not all(isinstance(t, str) for t in meta["taps"]):
         raise ModelFileError("model file tap names must be strings")
-    if len(meta["calibration"]) != 2 or not all(isinstance(v, (int, float)) and np.isfinite(v)
-                                                for v in meta["calibration"]):
+    if len(meta["calibration"]) != 2 or not all(
+        isinstance(v, (int, float)) and np.isfinite(v) for v in meta["calibration"]
+    ):
         raise ModelFileError("model file calibration must be two finite numbers")
     if backbone is None:
         spec = BACKBONES.get(meta["backbone"])
         if spec is None:
-            raise ModelFileError(f"model file needs backbone {meta['backbone']!r}, which this "
-                                 f"fakespotter does not have")
+            raise ModelFileError(
+                f"model file needs backbone {meta['backbone']!r}, which this "
+                f"fakespotter does not have"
+            )
         if spec.weights_sha256 != meta["weights_sha256"]:  # '' for a backbone with no files
-            raise ModelFileError(f"model file was made with other {meta['backbone']} weights "
-                                 f"(sha256 {meta['weights_sha256'][:12]}…)")
+            raise ModelFileError(
+                f"model file was made with other {meta['backbone']} weights "
+                f"(sha256 {meta['weights_sha256'][:12]}…)"
+            )
     elif backbone.name != meta["backbone"]:
-        raise ModelFileError(f"model file is for backbone {meta['backbone']!r}, not {backbone.name!r}")
+        raise ModelFileError(
+            f"model file is for backbone {meta['backbone']!r}, not {backbone.name!r}"
+        )
     if np.any(arrays["scaler_scale"] <= 0):
         raise ModelFileError("model file scaler has non-positive scales")
 
-    det = FakeSpotter(backbone=backbone if backbone is not None else meta["backbone"],
-                      variant=meta["variant"], neuron=meta["neuron"], device=device,
-                      taps=list(meta["taps"]) or None)
+    det = FakeSpotter(
+        backbone=backbone if backbone is not None else meta["backbone"],
+        variant=meta["variant"],
+        neuron=meta["neuron"],
+        device=device,
+        taps=list(meta["taps"]) or None,
+    )
     det.taps_ = list(meta["taps"])
     det.thresholds_ = arrays["thresholds"]
     det.scaler_mean_ = arrays["scaler_mean"]

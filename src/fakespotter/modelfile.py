@@ -62,8 +62,9 @@ def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarra
         raise
 
 
-def load(path: str | Path, schema: dict[str, type | tuple[type, ...]],
-         array_shapes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load(
+    path: str | Path, schema: dict[str, type | tuple[type, ...]], array_shapes
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and validate a model file.
 
     ``schema``: metadata key -> allowed type(s); every key must be present, no other allowed.
@@ -74,7 +75,9 @@ def load(path: str | Path, schema: dict[str, type | tuple[type, ...]],
         size = path.stat().st_size
         with open(path, "rb") as f:
             if size > MAX_FILE_BYTES:
-                raise ModelFileError(f"model file is {size} bytes, more than the {MAX_FILE_BYTES} allowed")
+                raise ModelFileError(
+                    f"model file is {size} bytes, more than the {MAX_FILE_BYTES} allowed"
+                )
             if size < 8:
                 raise ModelFileError("not a fakespotter model file (too short)")
             (header_len,) = struct.unpack("<Q", f.read(8))
@@ -104,8 +107,9 @@ def load(path: str | Path, schema: dict[str, type | tuple[type, ...]],
 
 def _parse_json(raw: bytes, what: str):
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
-                          parse_int=_plausible_int)
+        return json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=_plausible_int
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError):
         # RecursionError: a crafted header of deeply nested brackets
         raise ModelFileError(f"not a fakespotter model file (damaged {what})") from None
@@ -127,7 +131,9 @@ def _read_metadata(header) -> dict[str, Any]:
         raise ModelFileError("not a fakespotter model file (no metadata)")
     text = header["__metadata__"].get("fakespotter")
     if not isinstance(text, str):
-        raise ModelFileError("not a fakespotter model file (safetensors without fakespotter metadata)")
+        raise ModelFileError(
+            "not a fakespotter model file (safetensors without fakespotter metadata)"
+        )
     metadata = _parse_json(text.encode("utf-8"), "metadata")
     if not isinstance(metadata, dict):
         raise ModelFileError("not a fakespotter model file (metadata is not an object)")
@@ -135,8 +141,10 @@ def _read_metadata(header) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError("not a fakespotter model file (no format version)")
     if version > FORMAT_VERSION:
-        raise ModelFileError(f"model file format {version} is newer than this fakespotter "
-                             f"reads ({FORMAT_VERSION}); upgrade fakespotter")
+        raise ModelFileError(
+            f"model file format {version} is newer than this fakespotter "
+            f"reads ({FORMAT_VERSION}); upgrade fakespotter"
+        )
     if version < 1:
         raise ModelFileError(f"unknown model file format {version}")
     return metadata
@@ -170,17 +178,27 @@ def _check_layout(header: dict, expected: dict[str, tuple[int, ...]], data_len: 
     layout = {}
     for name, shape in expected.items():
         info = tensors[name]
-        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) \
-                or info["dtype"] not in _DTYPES:
+        if (
+            not isinstance(info, dict)
+            or not isinstance(info.get("dtype"), str)
+            or info["dtype"] not in _DTYPES
+        ):
             raise ModelFileError(f"tensor {name!r} has an unsupported type")
         if not isinstance(info.get("shape"), list) or info["shape"] != list(shape):
-            raise ModelFileError(f"tensor {name!r} has shape {info.get('shape')!r:.40}, expected {list(shape)}")
+            raise ModelFileError(
+                f"tensor {name!r} has shape {info.get('shape')!r:.40}, expected {list(shape)}"
+            )
         offsets = info.get("data_offsets")
         dtype = _DTYPES[info["dtype"]]
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) for o in offsets)
-                or offsets[1] - offsets[0] != nbytes or offsets[0] < 0 or offsets[1] > data_len):
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or offsets[1] - offsets[0] != nbytes
+            or offsets[0] < 0
+            or offsets[1] > data_len
+        ):
             raise ModelFileError(f"tensor {name!r} lies outside the file (damaged or truncated)")
         layout[name] = (dtype, tuple(shape), offsets[0], offsets[1])
     return layout

@@ -26,11 +26,12 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
-from fakespotter.rows import FIELDS, Row
 from fakespotter.errors import UserError
+from fakespotter.rows import FIELDS, Row
 
 FORMATS = ("table", "json", "csv", "jsonl")
 RESUMABLE = ("csv", "jsonl")
@@ -138,8 +139,10 @@ def check_overwritable(path: str | os.PathLike) -> None:
     except (FileNotFoundError, IsADirectoryError):
         return
     if head.strip() and not _looks_like_output(head):
-        raise UserError(f"{path} exists and is not a fakespotter output; will not overwrite "
-                         "it (remove it or choose another --output)")
+        raise UserError(
+            f"{path} exists and is not a fakespotter output; will not overwrite "
+            "it (remove it or choose another --output)"
+        )
 
 
 def _looks_like_output(head: str) -> bool:
@@ -172,18 +175,22 @@ def resume(path: str | os.PathLike, fmt: str, model: str | None = None) -> tuple
         if not text:
             return set(), True
         if text.startswith(_OLD_CSV_HEADER):
-            raise UserError(f"{path} was written by an older fakespotter (without model and "
-                             "warning columns); will not resume into it (start a new file)")
+            raise UserError(
+                f"{path} was written by an older fakespotter (without model and "
+                "warning columns); will not resume into it (start a new file)"
+            )
         if not text.startswith(_CSV_HEADER):
             raise UserError(f"{refuse} (its first line is not the header); will not resume into it")
-        records, keep = _complete_csv(text[len(_CSV_HEADER):], refuse)
+        records, keep = _complete_csv(text[len(_CSV_HEADER) :], refuse)
         keep += len(_CSV_HEADER)
     else:
         records, keep = _complete_jsonl(text, refuse)
     models = {r["model"] for r in records} - {None, ""}
     if model is not None and models - {model}:
-        raise UserError(f"{path} was begun with another model ({', '.join(sorted(models))}, "
-                         f"this one is {model}); resume with that model or write a new file")
+        raise UserError(
+            f"{path} was begun with another model ({', '.join(sorted(models))}, "
+            f"this one is {model}); resume with that model or write a new file"
+        )
     if keep < len(text):
         with open(path, "r+b") as f:
             f.truncate(len(encode(text[:keep])))
@@ -205,9 +212,11 @@ def _complete_csv(text: str, refuse: str) -> tuple[list[dict], int]:
         if line.endswith("\n") and quotes % 2 == 0:
             record = next(csv.reader([text[keep:start_next]]), [])
             if len(record) != len(FIELDS):
-                raise UserError(f"{refuse} (record {len(records) + 1} has {len(record)} fields, "
-                                 f"not {len(FIELDS)}); will not resume into it")
-            records.append(dict(zip(FIELDS, record)))
+                raise UserError(
+                    f"{refuse} (record {len(records) + 1} has {len(record)} fields, "
+                    f"not {len(FIELDS)}); will not resume into it"
+                )
+            records.append(dict(zip(FIELDS, record, strict=False)))
             keep, quotes = start_next, 0
         start = start_next
     return records, keep
@@ -227,8 +236,10 @@ def _complete_jsonl(text: str, refuse: str) -> tuple[list[dict], int]:
         except ValueError:
             record = None
         if not isinstance(record, dict) or list(record) != FIELDS:
-            raise UserError(f"{refuse} (line {len(records) + 1} is not a fakespotter row); "
-                             "will not resume into it")
+            raise UserError(
+                f"{refuse} (line {len(records) + 1} is not a fakespotter row); "
+                "will not resume into it"
+            )
         records.append(record)
         keep += len(line)
     return records, keep

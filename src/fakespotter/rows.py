@@ -6,8 +6,8 @@ rows, so their fields and the rule that turns a probability into a label live he
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
 
 FAKE_THRESHOLD = 0.5  # p_fake at or above this is labelled fake
 NO_FACE = "no face found"
@@ -39,8 +39,14 @@ class Row:
 FIELDS = [f.name for f in fields(Row)]
 
 
-def face_rows(path: str, faces: Sequence, p_fake: Sequence[float], *, model: str | None = None,
-              threshold: float = FAKE_THRESHOLD) -> list[Row]:
+def face_rows(
+    path: str,
+    faces: Sequence,
+    p_fake: Sequence[float],
+    *,
+    model: str | None = None,
+    threshold: float = FAKE_THRESHOLD,
+) -> list[Row]:
     """Rows for the faces of one photo (``FaceCrop`` objects and their scores, same order),
     numbered left to right; one ``no face found`` row when there is none."""
     if not len(faces):
@@ -49,9 +55,17 @@ def face_rows(path: str, faces: Sequence, p_fake: Sequence[float], *, model: str
     rows = []
     for number, i in enumerate(order):
         face, p = faces[i], float(p_fake[i])
-        rows.append(Row(path=path, face=number, box=[round(float(v), 1) for v in face.box],
-                        p_fake=p, label=label_for(p, threshold),
-                        detection_score=None if face.score is None else round(float(face.score), 4),
-                        face_size=int(round(face.size)), warning="; ".join(face.warnings) or None,
-                        model=model))
+        rows.append(
+            Row(
+                path=path,
+                face=number,
+                box=[round(float(v), 1) for v in face.box],
+                p_fake=p,
+                label=label_for(p, threshold),
+                detection_score=None if face.score is None else round(float(face.score), 4),
+                face_size=int(round(face.size)),
+                warning="; ".join(face.warnings) or None,
+                model=model,
+            )
+        )
     return rows

@@ -13,11 +13,11 @@ import multiprocessing
 import os
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -64,8 +64,14 @@ class Faces:
     error: str | None = None
 
 
-def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES, alter: Callable[[np.ndarray], np.ndarray] | None = None) -> Faces:
+def read_faces(
+    cropper: FaceCropper,
+    path: Path,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    alter: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Faces:
     """The faces of one file, or the one-line reason there are none; never raises for a bad file.
 
     ``alter`` changes the decoded photo before face finding (training-time augmentation).
@@ -89,10 +95,18 @@ def read_faces(cropper: FaceCropper, path: Path, *, max_pixels: int = MAX_PIXELS
     return Faces(path, faces, None if faces else NO_FACE)
 
 
-def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = False,
-               total: int | None = None, desc: str = "faces", max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_BYTES, workers: int = 0,
-               alter_of: Callable[[int], Callable | None] | None = None) -> Iterator[Faces]:
+def find_faces(
+    cropper: FaceCropper,
+    files: Iterable[Path],
+    *,
+    progress: bool = False,
+    total: int | None = None,
+    desc: str = "faces",
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    workers: int = 0,
+    alter_of: Callable[[int], Callable | None] | None = None,
+) -> Iterator[Faces]:
     """``read_faces`` for each file, in order; ``alter_of(i)`` gives file i's ``alter``
     (picklable when there are workers).
 
@@ -100,18 +114,34 @@ def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = 
     caller runs the backbone on earlier faces; at most ``IN_FLIGHT_PER_WORKER`` files per
     worker are ahead of the caller, so memory stays flat however many files there are.
     """
-    files = tqdm(files, total=total, desc=desc, unit="img", disable=not progress,
-                 file=sys.stderr, delay=1.0, leave=False, smoothing=0.05)
+    files = tqdm(
+        files,
+        total=total,
+        desc=desc,
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+        delay=1.0,
+        leave=False,
+        smoothing=0.05,
+    )
+
     def alter(i: int):
         return None if alter_of is None else alter_of(i)
 
     if workers <= 0:
         for i, path in enumerate(files):
-            yield read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i))
+            yield read_faces(
+                cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i)
+            )
         return
     config = (cropper.size, cropper.template, cropper.aligned, max_pixels, max_bytes)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=config)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=config,
+    )
     pending: deque = deque()  # (index, path, future), oldest first
     broken = False
 
@@ -124,8 +154,9 @@ def find_faces(cropper: FaceCropper, files: Iterable[Path], *, progress: bool = 
             except BrokenProcessPool:
                 # a worker died (killed, out of memory): finish in this process instead
                 broken = True
-                print("fakespotter: a worker process died; going on without workers",
-                      file=sys.stderr)
+                print(
+                    "fakespotter: a worker process died; going on without workers", file=sys.stderr
+                )
         return read_faces(cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i))
 
     try:
@@ -149,6 +180,8 @@ def default_workers(n_files: int) -> int:
     if n_files < 64:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 _worker: dict = {}
 
 
@@ -164,8 +197,9 @@ def _worker_read_faces(path: Path, alter) -> Faces:
     return read_faces(_worker["cropper"], path, alter=alter, **_worker["limits"])
 
 
-def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32,
-               model: str | None = None) -> Iterator[Row]:
+def score_rows(
+    detector, found: Iterable[Faces], *, batch_size: int = 32, model: str | None = None
+) -> Iterator[Row]:
     """Rows for each file in order (``rows.face_rows``); faces are scored in batches across
     files. ``model``: the scoring model's identity, recorded in every row.
 
@@ -183,7 +217,9 @@ def score_rows(detector, found: Iterable[Faces], *, batch_size: int = 32,
             if item.error:
                 yield Row(path=str(item.path), error=item.error, model=model)
                 continue
-            yield from face_rows(str(item.path), item.faces, p_fake[k:k + len(item.faces)], model=model)
+            yield from face_rows(
+                str(item.path), item.faces, p_fake[k : k + len(item.faces)], model=model
+            )
             k += len(item.faces)
         pending.clear()
 
@@ -207,9 +243,16 @@ def _folder_reason(path: Path) -> str | None:
     return None
 
 
-def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,
-               report_dir: Path | None = None, model: str | None = None,
-               on_verdict: Callable[[str, dict], None] | None = None) -> list[Row]:
+def video_rows(
+    detector,
+    cropper: FaceCropper,
+    video: Path,
+    *,
+    fps: float,
+    report_dir: Path | None = None,
+    model: str | None = None,
+    on_verdict: Callable[[str, dict], None] | None = None,
+) -> list[Row]:
     """One row per face track of a video: its mean score over the sampled frames, from its
     start to its end. ``on_verdict(path, video_summary)`` hears the whole video's verdict."""
     try:
@@ -233,6 +276,16 @@ def video_rows(detector, cropper: FaceCropper, video: Path, *, fps: float,
         on_verdict(str(video), result["video"])
     if not result["tracks"]:
         return [Row(path=str(video), error=NO_FACE, model=model)]
-    return [Row(path=str(video), face=t["track"], box=t["boxes"][0], p_fake=t["mean"],
-                label=t["label"], model=model, start=t["start"], end=t["end"])
-            for t in result["tracks"]]
+    return [
+        Row(
+            path=str(video),
+            face=t["track"],
+            box=t["boxes"][0],
+            p_fake=t["mean"],
+            label=t["label"],
+            model=model,
+            start=t["start"],
+            end=t["end"],
+        )
+        for t in result["tracks"]
+    ]

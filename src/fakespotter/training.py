@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -33,9 +33,17 @@ class LargestFaces:
     unreadable: list = field(default_factory=list)  # (image, reason) for the rest
 
 
-def largest_faces(cropper, files: Sequence[os.PathLike], *, progress: bool = False, desc: str = "faces",
-                  workers: int = 0, augment_seed: int | None = None, max_pixels: int = MAX_PIXELS,
-                  max_bytes: int = MAX_BYTES) -> LargestFaces:
+def largest_faces(
+    cropper,
+    files: Sequence[os.PathLike],
+    *,
+    progress: bool = False,
+    desc: str = "faces",
+    workers: int = 0,
+    augment_seed: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+) -> LargestFaces:
     """The largest face of every file, cropped by ``cropper`` (``scan.find_faces`` does the
     reading, in worker processes when ``workers > 0``). ``augment_seed``: crop the
     training-time augmentation of each image instead (``perturb.random_perturbation``)."""
@@ -44,9 +52,17 @@ def largest_faces(cropper, files: Sequence[os.PathLike], *, progress: bool = Fal
 
     alter_of = None if augment_seed is None else partial(RandomAugmentation, augment_seed)
     crops, out = [], LargestFaces(np.zeros((0, cropper.size, cropper.size, 3), np.uint8))
-    for item in find_faces(cropper, files, progress=progress, total=len(files), desc=desc,
-                           workers=workers, alter_of=alter_of, max_pixels=max_pixels,
-                           max_bytes=max_bytes):
+    for item in find_faces(
+        cropper,
+        files,
+        progress=progress,
+        total=len(files),
+        desc=desc,
+        workers=workers,
+        alter_of=alter_of,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+    ):
         if item.faces:
             crops.append(item.faces[0].crop)  # the cropper lists the largest face first
             out.paths.append(item.path)
@@ -67,16 +83,23 @@ def copies_of(photos: Sequence, copies: Sequence) -> tuple[np.ndarray, np.ndarra
     return keep, np.array([index[c] for c in copies if c in index], dtype=int)
 
 
-def fit_with_copies(detector, features: np.ndarray, y, copy_features: np.ndarray | None = None,
-                    copy_y=None, copy_of: Iterable[int] | None = None):
+def fit_with_copies(
+    detector,
+    features: np.ndarray,
+    y,
+    copy_features: np.ndarray | None = None,
+    copy_y=None,
+    copy_of: Iterable[int] | None = None,
+):
     """``detector.fit_features`` on photos plus their perturbed copies (thresholds already
     fit on the photos): copy k shares the cross-validation fold of photo ``copy_of[k]``."""
     y = np.asarray(y)
     if copy_features is None or len(copy_features) == 0:
         return detector.fit_features(features, y)
     groups = np.r_[np.arange(len(y)), np.asarray(list(copy_of), dtype=int)]
-    return detector.fit_features(np.concatenate([features, copy_features]),
-                                 np.r_[y, np.asarray(copy_y)], groups=groups)
+    return detector.fit_features(
+        np.concatenate([features, copy_features]), np.r_[y, np.asarray(copy_y)], groups=groups
+    )
 
 
 def scores_with_missing(p_fake_found: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -103,5 +126,9 @@ def score_labelled(detector, sets: Sequence[tuple[LargestFaces, int]]) -> dict:
         features = detector.transform(np.concatenate(crops))
         p_found = detector.predict_proba(features=features)[:, 1]
     missing = [(p, label) for s, label in sets for p in s.no_face]
-    return {"paths": paths + [p for p, _ in missing], "labels": labels + [lab for _, lab in missing],
-            "p_fake": np.r_[p_found, np.full(len(missing), NO_FACE_SCORE)], "features": features}
+    return {
+        "paths": paths + [p for p, _ in missing],
+        "labels": labels + [lab for _, lab in missing],
+        "p_fake": np.r_[p_found, np.full(len(missing), NO_FACE_SCORE)],
+        "features": features,
+    }

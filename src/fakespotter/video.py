@@ -30,8 +30,8 @@ Summaries (``p`` is a face's calibrated probability of being GAN-made):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -71,13 +71,16 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def sample_frames(path: str | os.PathLike, fps: float = 1.0,
-                  max_frames: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def sample_frames(
+    path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
     """(time in seconds, H x W x 3 uint8 RGB) for one frame every ``1 / fps`` seconds."""
     try:
         import av
     except ImportError:
-        raise VideoError("reading video needs the 'video' extra: pip install 'fakespotter[video]'") from None
+        raise VideoError(
+            "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
+        ) from None
     if fps <= 0:
         raise ValueError(f"fps must be positive, not {fps}")
     step = 1.0 / fps
@@ -119,9 +122,13 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def link_faces(boxes_per_frame: list[list], min_iou: float = MIN_IOU,
-               max_gap: int = MAX_GAP, embeddings: list | None = None,
-               min_similarity: float = DEFAULT_SIMILARITY) -> list[list[int]]:
+def link_faces(
+    boxes_per_frame: list[list],
+    min_iou: float = MIN_IOU,
+    max_gap: int = MAX_GAP,
+    embeddings: list | None = None,
+    min_similarity: float = DEFAULT_SIMILARITY,
+) -> list[list[int]]:
     """Track id of every box, matched greedily against each live track.
 
     Without ``embeddings``: a box and a track are a pair when the box overlaps the track's
@@ -175,7 +182,11 @@ def track_similarity(detector) -> float:
     does not say which: a wrapper, a stand-in)."""
     backbone = getattr(detector, "backbone", None)
     name = getattr(backbone, "name", backbone)  # a loaded Backbone or a registered name
-    return TRACK_SIMILARITY.get(name, DEFAULT_SIMILARITY) if isinstance(name, str) else DEFAULT_SIMILARITY
+    return (
+        TRACK_SIMILARITY.get(name, DEFAULT_SIMILARITY)
+        if isinstance(name, str)
+        else DEFAULT_SIMILARITY
+    )
 
 
 def confidently_fake(p) -> bool:
@@ -199,13 +210,22 @@ def merge_ranges(ranges: list, times: list[float]) -> list[list[float]]:
 
 
 def _summary(p: np.ndarray) -> dict:
-    return {"mean": float(p.mean()), "max": float(p.max()),
-            "fraction_fake": float((p >= FAKE_THRESHOLD).mean())}
+    return {
+        "mean": float(p.mean()),
+        "max": float(p.max()),
+        "fraction_fake": float((p >= FAKE_THRESHOLD).mean()),
+    }
 
 
-def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
-               max_frames: int | None = None, batch_size: int = 64,
-               min_similarity: float | None = None) -> dict:
+def scan_video(
+    path: str | os.PathLike,
+    detector,
+    cropper,
+    fps: float = 1.0,
+    max_frames: int | None = None,
+    batch_size: int = 64,
+    min_similarity: float | None = None,
+) -> dict:
     """Sample, find, track and score the faces of one video; see the module docstring.
 
     ``detector``: anything with ``predict_proba(crops)`` (a fitted FakeSpotter); when it
@@ -224,7 +244,7 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
     embed = getattr(detector, "predict_proba_and_embed", None)
     p_parts, e_parts = [], []
     for i in range(0, len(crops), batch_size):
-        batch = np.stack(crops[i:i + batch_size])
+        batch = np.stack(crops[i : i + batch_size])
         if embed is not None:
             proba, e = embed(batch)  # one forward pass for both
             e_parts.append(np.asarray(e, dtype=np.float64))
@@ -237,16 +257,17 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
     if embed is not None:
         e_all = np.concatenate(e_parts) if e_parts else np.zeros((0, 0))
         offsets = np.cumsum([0] + [len(b) for b in boxes_per_frame])
-        embeddings_per_frame = [e_all[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        embeddings_per_frame = [e_all[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=False)]
     if min_similarity is None:
         min_similarity = track_similarity(detector)
-    ids_per_frame = link_faces(boxes_per_frame, embeddings=embeddings_per_frame,
-                               min_similarity=min_similarity)
+    ids_per_frame = link_faces(
+        boxes_per_frame, embeddings=embeddings_per_frame, min_similarity=min_similarity
+    )
     tracks: dict[int, dict] = {}
     frame_max = np.full(len(times), np.nan)
     k = 0
-    for f, (boxes, ids) in enumerate(zip(boxes_per_frame, ids_per_frame)):
-        for box, tid in zip(boxes, ids):
+    for f, (boxes, ids) in enumerate(zip(boxes_per_frame, ids_per_frame, strict=False)):
+        for box, tid in zip(boxes, ids, strict=False):
             p = float(p_all[k])
             k += 1
             track = tracks.setdefault(tid, {"track": tid, "times": [], "boxes": [], "p_fake": []})
@@ -258,24 +279,45 @@ def scan_video(path: str | os.PathLike, detector, cropper, fps: float = 1.0,
     track_list = []
     for track in tracks.values():
         p = np.array(track["p_fake"])
-        track.update(n_frames=len(p), start=track["times"][0], end=track["times"][-1], **_summary(p),
-                     label="fake" if confidently_fake(p) else "real")
+        track.update(
+            n_frames=len(p),
+            start=track["times"][0],
+            end=track["times"][-1],
+            **_summary(p),
+            label="fake" if confidently_fake(p) else "real",
+        )
         track_list.append(track)
 
-    fake_ranges = merge_ranges([[t["start"], t["end"]] for t in track_list if t["label"] == "fake"],
-                               times)
-    video = {"n_faces": int(len(p_all)), "n_tracks": len(track_list),
-             "n_frames_with_faces": int(np.sum(~np.isnan(frame_max))),
-             "mean": None, "max": None, "fraction_fake": None, "label": None,
-             "fake_ranges": fake_ranges}
+    fake_ranges = merge_ranges(
+        [[t["start"], t["end"]] for t in track_list if t["label"] == "fake"], times
+    )
+    video = {
+        "n_faces": int(len(p_all)),
+        "n_tracks": len(track_list),
+        "n_frames_with_faces": int(np.sum(~np.isnan(frame_max))),
+        "mean": None,
+        "max": None,
+        "fraction_fake": None,
+        "label": None,
+        "fake_ranges": fake_ranges,
+    }
     if len(p_all):
         seen = frame_max[~np.isnan(frame_max)]
-        video.update(mean=float(p_all.mean()), max=float(p_all.max()),
-                     fraction_fake=float((seen >= FAKE_THRESHOLD).mean()),
-                     label="fake" if fake_ranges else "real")
-    return {"path": str(path), "fps": float(fps), "n_frames": len(times), "times": times,
-            "tracking": "position" if embed is None else "identity",
-            "tracks": track_list, "video": video}
+        video.update(
+            mean=float(p_all.mean()),
+            max=float(p_all.max()),
+            fraction_fake=float((seen >= FAKE_THRESHOLD).mean()),
+            label="fake" if fake_ranges else "real",
+        )
+    return {
+        "path": str(path),
+        "fps": float(fps),
+        "n_frames": len(times),
+        "times": times,
+        "tracking": "position" if embed is None else "identity",
+        "tracks": track_list,
+        "video": video,
+    }
 
 
 def plot_timeline(result: dict, png_path: str | os.PathLike):
@@ -294,16 +336,29 @@ def plot_timeline(result: dict, png_path: str | os.PathLike):
     xmax = max(end, step)
     fake_ranges = (result.get("video") or {}).get("fake_ranges")
     if fake_ranges is None:  # a result from before fake_ranges: the fake tracks' spans
-        fake_ranges = merge_ranges([[t["start"], t["end"]] for t in result["tracks"]
-                                    if t.get("label") == "fake"], result["times"])
+        fake_ranges = merge_ranges(
+            [[t["start"], t["end"]] for t in result["tracks"] if t.get("label") == "fake"],
+            result["times"],
+        )
     for i, (start, stop) in enumerate(fake_ranges):
         # half a sampling step either side: the time each sample stands for, so a range of
         # one sampled frame is still visible
-        ax.axvspan(max(start - step / 2, 0.0), min(stop + step / 2, xmax), color="tab:red",
-                   alpha=0.15, linewidth=0, label="fake" if i == 0 else None)
+        ax.axvspan(
+            max(start - step / 2, 0.0),
+            min(stop + step / 2, xmax),
+            color="tab:red",
+            alpha=0.15,
+            linewidth=0,
+            label="fake" if i == 0 else None,
+        )
     for track in result["tracks"]:
-        ax.plot(track["times"], track["p_fake"], marker="o", markersize=3,
-                label=f"track {track['track']} (mean {track['mean']:.2f})")
+        ax.plot(
+            track["times"],
+            track["p_fake"],
+            marker="o",
+            markersize=3,
+            label=f"track {track['track']} (mean {track['mean']:.2f})",
+        )
     ax.axhline(FAKE_THRESHOLD, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, xmax)

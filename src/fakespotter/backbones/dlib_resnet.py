@@ -93,7 +93,7 @@ def add_zero_extended(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib ``tt::add`` for unequal shapes: zero-extend both (at the end) to the larger shape."""
     if a.shape == b.shape:
         return a + b
-    shape = [max(sa, sb) for sa, sb in zip(a.shape, b.shape)]
+    shape = [max(sa, sb) for sa, sb in zip(a.shape, b.shape, strict=False)]
 
     def extend(t: torch.Tensor) -> torch.Tensor:
         _, c, h, w = t.shape
@@ -181,7 +181,9 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 N x 150 x 150 x 3 RGB -> float32 N x 3 x 150 x 150, ``(x - channel mean) / 256``."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 N x H x W x 3 RGB images, got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"expected uint8 N x H x W x 3 RGB images, got {images.dtype} {images.shape}"
+        )
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     return (x - _channel_means[None, :, None, None]) / 256.0
 
@@ -203,7 +205,7 @@ class _Reader:
             raise ValueError(f"negative length at byte {self.pos}")
         if self.pos + n > len(self.data):
             raise ValueError("file is truncated")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -249,7 +251,9 @@ class _Reader:
         shape = tuple(self.int() for _ in range(4))  # num_samples, k, nr, nc
         count = int(np.prod(shape))
         if version == 2:  # raw little-endian float32
-            return np.frombuffer(self.take(4 * count), dtype="<f4").astype(np.float32).reshape(shape)
+            return (
+                np.frombuffer(self.take(4 * count), dtype="<f4").astype(np.float32).reshape(shape)
+            )
         if version == 1:  # one float_details per element
             return np.array([self.float() for _ in range(count)], dtype=np.float32).reshape(shape)
         raise ValueError(f"unknown tensor version {version}")
@@ -271,8 +275,12 @@ class _Layer:
 
 def _layer_plan() -> list[_Layer]:
     """The anet_type layers from the input side up, as dlib stores their details."""
-    plan = [_Layer("con_4", "conv", (32, 3, 7, 2, 0)), _Layer("affine_", "affine"),
-            _Layer("relu_"), _Layer("max_pool_2", shape=(3, 2))]
+    plan = [
+        _Layer("con_4", "conv", (32, 3, 7, 2, 0)),
+        _Layer("affine_", "affine"),
+        _Layer("relu_"),
+        _Layer("max_pool_2", shape=(3, 2)),
+    ]
     in_ch = 32
     for name, out_ch, repeats, down in LEVELS:
         for i in range(repeats + int(down)):
@@ -280,8 +288,13 @@ def _layer_plan() -> list[_Layer]:
             p = f"{name}.{i}"
             plan += [
                 _Layer("tag"),  # tag1
-                _Layer("con_4", f"{p}.conv1", (out_ch, in_ch, 3, 2 if is_down else 1, 0 if is_down else 1)),
-                _Layer("affine_", f"{p}.affine1"), _Layer("relu_"),
+                _Layer(
+                    "con_4",
+                    f"{p}.conv1",
+                    (out_ch, in_ch, 3, 2 if is_down else 1, 0 if is_down else 1),
+                ),
+                _Layer("affine_", f"{p}.affine1"),
+                _Layer("relu_"),
                 _Layer("con_4", f"{p}.conv2", (out_ch, out_ch, 3, 1, 1)),
                 _Layer("affine_", f"{p}.affine2"),
             ]
@@ -301,16 +314,23 @@ def _read_details(r: _Reader, layer: _Layer) -> dict[str, np.ndarray]:
     if kind == "con_4":
         params = r.tensor().reshape(-1)
         filters, in_ch, k, stride, pad = layer.shape
-        header = [r.int() for _ in range(7)]  # num_filters, nr, nc, stride_y, stride_x, pad_y, pad_x
+        header = [
+            r.int() for _ in range(7)
+        ]  # num_filters, nr, nc, stride_y, stride_x, pad_y, pad_x
         if header != [filters, k, k, stride, stride, pad, pad]:
             raise ValueError(f"{layer.target}: conv header {header} does not match the network")
         weight_shape, bias_shape = r.alias_tensor(), r.alias_tensor()
         for _ in range(4):  # learning-rate and weight-decay multipliers
             r.float()
         n_weights = filters * in_ch * k * k
-        if (weight_shape != (filters, in_ch, k, k) or bias_shape != (1, filters, 1, 1)
-                or params.size != n_weights + filters):
-            raise ValueError(f"{layer.target}: filter shape {weight_shape} does not match the network")
+        if (
+            weight_shape != (filters, in_ch, k, k)
+            or bias_shape != (1, filters, 1, 1)
+            or params.size != n_weights + filters
+        ):
+            raise ValueError(
+                f"{layer.target}: filter shape {weight_shape} does not match the network"
+            )
         return {"weight": params[:n_weights].reshape(weight_shape), "bias": params[n_weights:]}
     if kind == "affine_":
         params = r.tensor().reshape(-1)
@@ -368,7 +388,9 @@ def _parse(data: bytes) -> tuple[dict[str, np.ndarray], tuple[float, float, floa
         innermost = depth == len(plan) - 1
         ok = {"tag": (1,), "skip": (1,)}.get(layer.kind, (2, 3) if innermost else (1, 2))
         if version not in ok:
-            raise ValueError(f"unexpected network structure: layer {len(plan) - 1 - depth} has version {version}")
+            raise ValueError(
+                f"unexpected network structure: layer {len(plan) - 1 - depth} has version {version}"
+            )
         versions.append(version)
     versions.reverse()
     if r.string() != "input_rgb_image_sized":
@@ -378,7 +400,7 @@ def _parse(data: bytes) -> tuple[dict[str, np.ndarray], tuple[float, float, floa
     if size != (INPUT_SIZE, INPUT_SIZE):
         raise ValueError(f"input size {size}, expected {INPUT_SIZE}x{INPUT_SIZE}")
     state: dict[str, np.ndarray] = {}
-    for i, (layer, version) in enumerate(zip(plan, versions)):
+    for i, (layer, version) in enumerate(zip(plan, versions, strict=False)):
         if layer.kind in ("tag", "skip"):
             continue
         for key, value in _read_details(r, layer).items():
@@ -404,6 +426,7 @@ def load_model(path: str | Path) -> DlibFaceResNet:
     expected = model.state_dict()
     if set(state) != set(expected):
         raise ValueError(f"{path}: parameters do not match the network")
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-                           for k, v in state.items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
+    )
     return model.eval().float()

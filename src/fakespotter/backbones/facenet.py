@@ -60,8 +60,14 @@ ALIGNMENT_TEMPLATE = np.array(
 class ConvBnRelu(nn.Module):
     """Bias-free conv + BatchNorm (gamma fixed at 1 in the original) + ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int | tuple[int, int],
-                 stride: int = 1, same: bool = True) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int | tuple[int, int],
+        stride: int = 1,
+        same: bool = True,
+    ) -> None:
         super().__init__()
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         # Keras "same" with stride 1 and odd kernels pads symmetrically.
@@ -92,7 +98,9 @@ class Block35(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b0 = self.branch_0_conv2d_1x1(x)
         b1 = self.branch_1_conv2d_0b_3x3(self.branch_1_conv2d_0a_1x1(x))
-        b2 = self.branch_2_conv2d_0c_3x3(self.branch_2_conv2d_0b_3x3(self.branch_2_conv2d_0a_1x1(x)))
+        b2 = self.branch_2_conv2d_0c_3x3(
+            self.branch_2_conv2d_0b_3x3(self.branch_2_conv2d_0a_1x1(x))
+        )
         up = self.conv2d_1x1(torch.cat([b0, b1, b2], dim=1))
         return self.relu(x + up * self.scale)
 
@@ -112,7 +120,9 @@ class Block17(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b0 = self.branch_0_conv2d_1x1(x)
-        b1 = self.branch_1_conv2d_0c_7x1(self.branch_1_conv2d_0b_1x7(self.branch_1_conv2d_0a_1x1(x)))
+        b1 = self.branch_1_conv2d_0c_7x1(
+            self.branch_1_conv2d_0b_1x7(self.branch_1_conv2d_0a_1x1(x))
+        )
         up = self.conv2d_1x1(torch.cat([b0, b1], dim=1))
         return self.relu(x + up * self.scale)
 
@@ -132,7 +142,9 @@ class Block8(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b0 = self.branch_0_conv2d_1x1(x)
-        b1 = self.branch_1_conv2d_0c_3x1(self.branch_1_conv2d_0b_1x3(self.branch_1_conv2d_0a_1x1(x)))
+        b1 = self.branch_1_conv2d_0c_3x1(
+            self.branch_1_conv2d_0b_1x3(self.branch_1_conv2d_0a_1x1(x))
+        )
         out = x + self.conv2d_1x1(torch.cat([b0, b1], dim=1)) * self.scale
         return self.relu(out) if self.relu is not None else out
 
@@ -150,7 +162,9 @@ class Mixed6a(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b0 = self.branch_0_conv2d_1a_3x3(x)
-        b1 = self.branch_1_conv2d_1a_3x3(self.branch_1_conv2d_0b_3x3(self.branch_1_conv2d_0a_1x1(x)))
+        b1 = self.branch_1_conv2d_1a_3x3(
+            self.branch_1_conv2d_0b_3x3(self.branch_1_conv2d_0a_1x1(x))
+        )
         return torch.cat([b0, b1, self.branch_2_maxpool_1a_3x3(x)], dim=1)
 
 
@@ -171,7 +185,9 @@ class Mixed7a(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b0 = self.branch_0_conv2d_1a_3x3(self.branch_0_conv2d_0a_1x1(x))
         b1 = self.branch_1_conv2d_1a_3x3(self.branch_1_conv2d_0a_1x1(x))
-        b2 = self.branch_2_conv2d_1a_3x3(self.branch_2_conv2d_0b_3x3(self.branch_2_conv2d_0a_1x1(x)))
+        b2 = self.branch_2_conv2d_1a_3x3(
+            self.branch_2_conv2d_0b_3x3(self.branch_2_conv2d_0a_1x1(x))
+        )
         return torch.cat([b0, b1, b2, self.branch_3_maxpool_1a_3x3(x)], dim=1)
 
 
@@ -234,16 +250,22 @@ def _read_weights(path: Path) -> tuple[dict[str, np.ndarray], str]:
     try:
         with h5py.File(path, "r") as f:
             if "model_weights" not in f or "model_config" not in f.attrs:
-                raise ValueError(f"{path}: not a Keras full-model h5 file (no model_weights/model_config)")
+                raise ValueError(
+                    f"{path}: not a Keras full-model h5 file (no model_weights/model_config)"
+                )
             config = f.attrs["model_config"]
             weights: dict[str, np.ndarray] = {}
             group = f["model_weights"]
             for layer in group.attrs["layer_names"]:
                 layer = layer.decode() if isinstance(layer, bytes) else layer
                 for weight_name in group[layer].attrs["weight_names"]:
-                    weight_name = weight_name.decode() if isinstance(weight_name, bytes) else weight_name
+                    weight_name = (
+                        weight_name.decode() if isinstance(weight_name, bytes) else weight_name
+                    )
                     param = weight_name.split("/")[-1].split(":")[0]
-                    weights[f"{layer.lower()}/{param}"] = np.asarray(group[layer][weight_name], dtype=np.float32)
+                    weights[f"{layer.lower()}/{param}"] = np.asarray(
+                        group[layer][weight_name], dtype=np.float32
+                    )
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path}: not a readable Keras HDF5 model ({exc})") from exc
     return weights, config.decode() if isinstance(config, bytes) else config
@@ -253,7 +275,11 @@ def _check_residual_scales(config_json: str, model: InceptionResNetV1) -> None:
     """The residual scales live in Lambda arguments; make sure the file agrees with the module."""
     try:
         layers = json.loads(config_json)["config"]["layers"]
-        file_scales = [l["config"]["arguments"]["scale"] for l in layers if l.get("class_name") == "Lambda"]
+        file_scales = [
+            layer["config"]["arguments"]["scale"]
+            for layer in layers
+            if layer.get("class_name") == "Lambda"
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError("model_config is not a Keras functional model config") from exc
     our_scales = [m.scale for m in model.modules() if isinstance(m, (Block35, Block17, Block8))]
@@ -298,7 +324,9 @@ def load_model(path: str | Path) -> InceptionResNetV1:
             state[f"{name}.running_var"] = torch.from_numpy(take(f"{bn}/moving_variance", (n,)))
     unused = set(weights) - used
     if unused:
-        raise ValueError(f"{path}: {len(unused)} weights not used by Inception-ResNet-v1, e.g. {sorted(unused)[0]}")
+        raise ValueError(
+            f"{path}: {len(unused)} weights not used by Inception-ResNet-v1, e.g. {sorted(unused)[0]}"
+        )
     model.load_state_dict(state, strict=False)
     return model.eval().float()
 

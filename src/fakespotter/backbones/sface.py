@@ -64,10 +64,18 @@ _FEATURE_MAP_SIZE = 7  # 112 / 2**4
 class ConvBnPrelu(nn.Module):
     """Bias-free conv, BatchNorm, per-channel PReLU: one block of the ONNX graph."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=_CONV_BN_EPS)
         self.prelu = nn.PReLU(out_channels)
@@ -113,8 +121,14 @@ ACTIVATIONS: dict[str, str] = {f"{name}.conv": f"{name}.prelu" for name, *_ in _
 def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB N x 112 x 112 x 3 -> float32 N x 3 x 112 x 112, (pixel - 127.5) * 0.0078125 as the graph does."""
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(f"expected uint8 N x {INPUT_SIZE} x {INPUT_SIZE} x 3, got {images.dtype} {images.shape}")
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3)
+    ):
+        raise ValueError(
+            f"expected uint8 N x {INPUT_SIZE} x {INPUT_SIZE} x 3, got {images.dtype} {images.shape}"
+        )
     planar = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(torch.float32)
     return (planar - PIXEL_OFFSET) * PIXEL_SCALE
 
@@ -132,7 +146,11 @@ def load_model(path: str | Path) -> SFace:
     model = SFace()
     try:
         _copy_weights(graph, model)
-    except (IndexError, KeyError, TypeError) as error:  # malformed nodes in an otherwise readable file
+    except (
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as error:  # malformed nodes in an otherwise readable file
         raise ValueError(f"{path} is not the SFace ONNX model: {error!r}") from None
     return model.eval()
 
@@ -147,7 +165,9 @@ def _copy_weights(graph: _Graph, model: SFace) -> None:
     def node(output: str, op_type: str) -> _Node:
         found = nodes_by_output.get(output)
         if found is None or found.op_type != op_type:
-            raise ValueError(f"ONNX graph has no {op_type} node producing {output!r}: not the SFace model")
+            raise ValueError(
+                f"ONNX graph has no {op_type} node producing {output!r}: not the SFace model"
+            )
         return found
 
     def constant(name: str) -> np.ndarray:
@@ -160,7 +180,9 @@ def _copy_weights(graph: _Graph, model: SFace) -> None:
         if shape is not None and value.size == int(np.prod(shape)):
             value = value.reshape(shape)
         if tuple(value.shape) != tuple(parameter.shape):
-            raise ValueError(f"tensor {name!r} has shape {value.shape}, expected {tuple(parameter.shape)}")
+            raise ValueError(
+                f"tensor {name!r} has shape {value.shape}, expected {tuple(parameter.shape)}"
+            )
         parameter.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
 
     def load_batchnorm(bn: nn.BatchNorm2d | nn.BatchNorm1d, onnx_node: _Node) -> None:
@@ -179,7 +201,11 @@ def _copy_weights(graph: _Graph, model: SFace) -> None:
             _check_conv_attributes(conv_node, block.conv)
             load(block.conv.weight, conv_node.inputs[1])
             load_batchnorm(block.bn, node(f"{name}_batchnorm", "BatchNormalization"))
-            load(block.prelu.weight, node(f"{name}_relu", "PRelu").inputs[1], tuple(block.prelu.weight.shape))
+            load(
+                block.prelu.weight,
+                node(f"{name}_relu", "PRelu").inputs[1],
+                tuple(block.prelu.weight.shape),
+            )
         load_batchnorm(model.bn1, node("bn1", "BatchNormalization"))
         gemm = node("pre_fc1", "Gemm")
         if gemm.attributes.get("transB", 0) != 1 or gemm.attributes.get("alpha", 1.0) != 1.0:
@@ -193,12 +219,18 @@ def _check_input_normalization(graph: _Graph, constants: dict[str, np.ndarray]) 
     """The port moves the graph's Sub/Mul into `preprocess`; make sure the file uses the same constants."""
     tensor_name = "data"
     for op_type, expected in (("Sub", PIXEL_OFFSET), ("Mul", PIXEL_SCALE)):
-        consumer = next((n for n in graph.nodes if n.op_type == op_type and n.inputs[:1] == [tensor_name]), None)
+        consumer = next(
+            (n for n in graph.nodes if n.op_type == op_type and n.inputs[:1] == [tensor_name]), None
+        )
         if consumer is None:
-            raise ValueError(f"ONNX graph does not start with the {op_type} of the input normalization")
+            raise ValueError(
+                f"ONNX graph does not start with the {op_type} of the input normalization"
+            )
         value = constants.get(consumer.inputs[1])
         if value is None or value.size != 1 or float(value.reshape(())) != expected:
-            raise ValueError(f"input {op_type} constant differs from the {expected} that preprocess applies")
+            raise ValueError(
+                f"input {op_type} constant differs from the {expected} that preprocess applies"
+            )
         tensor_name = consumer.outputs[0]
 
 
@@ -212,7 +244,9 @@ def _check_conv_attributes(onnx_node: _Node, conv: nn.Conv2d) -> None:
     }
     for key, value in expected.items():
         if key in onnx_node.attributes and onnx_node.attributes[key] != value:
-            raise ValueError(f"Conv {onnx_node.outputs[0]!r} has {key}={onnx_node.attributes[key]}, expected {value}")
+            raise ValueError(
+                f"Conv {onnx_node.outputs[0]!r} has {key}={onnx_node.attributes[key]}, expected {value}"
+            )
 
 
 def _evaluate_constants(graph: _Graph) -> dict[str, np.ndarray]:
@@ -232,7 +266,9 @@ def _evaluate_constants(graph: _Graph) -> dict[str, np.ndarray]:
             )
         elif onnx_node.op_type == "Reshape":
             data, shape = constants[onnx_node.inputs[0]], constants[onnx_node.inputs[1]]
-            target = [data.shape[i] if size == 0 else int(size) for i, size in enumerate(shape.tolist())]
+            target = [
+                data.shape[i] if size == 0 else int(size) for i, size in enumerate(shape.tolist())
+            ]
             constants[onnx_node.outputs[0]] = data.reshape(target)
     return constants
 
@@ -249,7 +285,9 @@ def _dequantize(
             if scale.shape[axis] * block_size < x.shape[axis] or scale.ndim != x.ndim:
                 raise ValueError("DequantizeLinear block scales do not cover the tensor")
             scale = np.repeat(scale, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
-            zero_point = np.repeat(zero_point, block_size, axis=axis).take(range(x.shape[axis]), axis=axis)
+            zero_point = np.repeat(zero_point, block_size, axis=axis).take(
+                range(x.shape[axis]), axis=axis
+            )
         else:
             per_axis = [1] * x.ndim
             per_axis[axis] = x.shape[axis]
@@ -264,7 +302,15 @@ def _dequantize(
 # TensorProto dims=1, data_type=2, float_data=4, int32_data=5, int64_data=7, name=8, raw_data=9, data_location=14.
 
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
-_ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64}
+_ONNX_DTYPES = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    4: np.uint16,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+}
 
 
 @dataclass

@@ -5,8 +5,12 @@ Charts need matplotlib (the ``report`` extra); everything else works without it.
 
 from fakespotter.evaluation.groups import groups_from_manifest, groups_from_prefix
 from fakespotter.evaluation.layers import classifier_weight_per_layer
-from fakespotter.evaluation.perturb import (Perturbation, image_rng, parse_perturbations,
-                                            perturbed_scores)
+from fakespotter.evaluation.perturb import (
+    Perturbation,
+    image_rng,
+    parse_perturbations,
+    perturbed_scores,
+)
 from fakespotter.evaluation.report import group_metrics, write_report
 
 __all__ = [

@@ -18,8 +18,9 @@ def _parts(path: str | os.PathLike) -> tuple[str, ...]:
     return PurePath(str(path).replace("\\", "/")).parts
 
 
-def groups_from_manifest(paths: Iterable[str | os.PathLike], manifest_csv: str | os.PathLike,
-                         column: str = "generator") -> list[str]:
+def groups_from_manifest(
+    paths: Iterable[str | os.PathLike], manifest_csv: str | os.PathLike, column: str = "generator"
+) -> list[str]:
     """Group of each path from a manifest CSV (columns ``file`` and ``column``).
 
     A manifest row matches a path when its ``file`` is a trailing part of the path
@@ -33,8 +34,10 @@ def groups_from_manifest(paths: Iterable[str | os.PathLike], manifest_csv: str |
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "file" not in fields or column not in fields:
-            raise UserError(f"{manifest_csv}: manifest needs columns 'file' and {column!r}, "
-                             f"has {', '.join(fields) or 'none'}")
+            raise UserError(
+                f"{manifest_csv}: manifest needs columns 'file' and {column!r}, "
+                f"has {', '.join(fields) or 'none'}"
+            )
         by_name: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for row in reader:
             parts = _parts(row["file"])
@@ -55,8 +58,10 @@ def groups_from_manifest(paths: Iterable[str | os.PathLike], manifest_csv: str |
             elif shared == best and shared:
                 best_groups.add(group)
         if len(best_groups) > 1:
-            raise UserError(f"{path}: matches manifest rows of several groups "
-                             f"({', '.join(sorted(best_groups))})")
+            raise UserError(
+                f"{path}: matches manifest rows of several groups "
+                f"({', '.join(sorted(best_groups))})"
+            )
         out.append(best_groups.pop() if best_groups else UNKNOWN)
     return out
 

@@ -13,10 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+
 from fakespotter.errors import UserError
 
-__all__ = ["KINDS", "Perturbation", "RandomAugmentation", "image_rng", "parse_perturbations",
-           "perturbed_scores", "random_perturbation"]
+__all__ = [
+    "KINDS",
+    "Perturbation",
+    "RandomAugmentation",
+    "image_rng",
+    "parse_perturbations",
+    "perturbed_scores",
+    "random_perturbation",
+]
 
 # kind -> what its value means (shown in error messages)
 KINDS = {
@@ -76,9 +84,12 @@ def random_perturbation(seed: int, index: int) -> tuple[Perturbation | None, np.
     kind = str(rng.choice(["none", "jpeg", "blur", "noise", "resize"]))
     if kind == "none":
         return None, rng
-    value = {"jpeg": lambda: float(rng.integers(30, 96)), "blur": lambda: float(rng.uniform(0.3, 2.0)),
-             "noise": lambda: float(rng.uniform(1.0, 8.0)),
-             "resize": lambda: float(rng.uniform(0.4, 0.9))}[kind]()
+    value = {
+        "jpeg": lambda: float(rng.integers(30, 96)),
+        "blur": lambda: float(rng.uniform(0.3, 2.0)),
+        "noise": lambda: float(rng.uniform(1.0, 8.0)),
+        "resize": lambda: float(rng.uniform(0.4, 0.9)),
+    }[kind]()
     return Perturbation(kind, value), rng
 
 
@@ -98,8 +109,7 @@ def _parse_one(spec: str) -> Perturbation:
     kind, sep, text = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise UserError(f"unknown perturbation {kind!r} in {spec!r} "
-                         f"(known: {', '.join(KINDS)})")
+        raise UserError(f"unknown perturbation {kind!r} in {spec!r} (known: {', '.join(KINDS)})")
     if not sep or not text.strip():
         raise UserError(f"perturbation {spec!r} needs a value: {kind}:N ({KINDS[kind]})")
     try:
@@ -149,8 +159,15 @@ def perturbed_scores(detector, cropper, paths, perturbations, *, progress: bool 
     out = {}
     for q in perturbations:
         crops, kept = [], []
-        bar = tqdm(paths, desc=q.name, unit="img", file=sys.stderr, delay=1.0, leave=False,
-                   disable=not progress)
+        bar = tqdm(
+            paths,
+            desc=q.name,
+            unit="img",
+            file=sys.stderr,
+            delay=1.0,
+            leave=False,
+            disable=not progress,
+        )
         for i, path in enumerate(bar):
             try:
                 faces = cropper(q(load_image(path), image_rng(0, i)))

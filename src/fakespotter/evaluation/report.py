@@ -27,9 +27,14 @@ __all__ = ["THRESHOLD", "group_metrics", "wilson_interval", "auc_interval", "wri
 THRESHOLD = FAKE_THRESHOLD  # the label rule's cut-off (rows.py)
 REAL_COLOR, FAKE_COLOR = "#1f77b4", "#d62728"
 METRIC_LABELS = {
-    "n_real": "real faces", "n_fake": "fake faces", "accuracy": "accuracy",
-    "real_accuracy": "real accuracy (passed as real)", "fake_accuracy": "fake accuracy (caught)",
-    "auc": "ROC AUC", "ap": "average precision", "eer": "equal error rate",
+    "n_real": "real faces",
+    "n_fake": "fake faces",
+    "accuracy": "accuracy",
+    "real_accuracy": "real accuracy (passed as real)",
+    "fake_accuracy": "fake accuracy (caught)",
+    "auc": "ROC AUC",
+    "ap": "average precision",
+    "eer": "equal error rate",
 }
 
 
@@ -48,13 +53,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | No
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def auc_interval(auc: float | None, n_real: int, n_fake: int, z: float = 1.96) -> list[float] | None:
+def auc_interval(
+    auc: float | None, n_real: int, n_fake: int, z: float = 1.96
+) -> list[float] | None:
     """Approximate 95 % interval of ROC AUC from the Hanley-McNeil (1982) standard error."""
     if auc is None or not n_real or not n_fake:
         return None
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (n_fake - 1) * (q1 - auc * auc)
-           + (n_real - 1) * (q2 - auc * auc)) / (n_real * n_fake)
+    var = (auc * (1 - auc) + (n_fake - 1) * (q1 - auc * auc) + (n_real - 1) * (q2 - auc * auc)) / (
+        n_real * n_fake
+    )
     se = math.sqrt(max(var, 0.0))
     return [max(0.0, auc - z * se), min(1.0, auc + z * se)]
 
@@ -87,18 +95,26 @@ def group_metrics(labels: np.ndarray, p_fake: np.ndarray, groups: Sequence[str])
         m = evaluate_scores(labels[mask], p_fake[mask], THRESHOLD)
         row: dict = {"n": int(mask.sum()), "mean_p_fake": float(p_fake[mask].mean())}
         if m["n_real"] == 0:
-            row.update(kind="fake", fake_accuracy=m["fake_accuracy"],
-                       fake_accuracy_ci95=_intervals(m)["fake_accuracy"])
+            row.update(
+                kind="fake",
+                fake_accuracy=m["fake_accuracy"],
+                fake_accuracy_ci95=_intervals(m)["fake_accuracy"],
+            )
         elif m["n_fake"] == 0:
-            row.update(kind="real", real_accuracy=m["real_accuracy"],
-                       real_accuracy_ci95=_intervals(m)["real_accuracy"])
+            row.update(
+                kind="real",
+                real_accuracy=m["real_accuracy"],
+                real_accuracy_ci95=_intervals(m)["real_accuracy"],
+            )
         else:
             row.update(kind="mixed", **m, ci95=_intervals(m))
         out[str(name)] = row
     return out
 
 
-def _perturbation_table(labels: np.ndarray, p_fake: np.ndarray, perturbations: Mapping) -> list[dict]:
+def _perturbation_table(
+    labels: np.ndarray, p_fake: np.ndarray, perturbations: Mapping
+) -> list[dict]:
     """Rows: ``none`` (the clean scores), then one per perturbation in the given order."""
     rows = [{"perturbation": "none", **evaluate_scores(labels, p_fake, THRESHOLD)}]
     for name, value in perturbations.items():
@@ -118,10 +134,13 @@ def _perturbation_table(labels: np.ndarray, p_fake: np.ndarray, perturbations: M
 def _layer_summary(labels, layer_counts, layer_names, layer_weights, weight_label) -> dict:
     counts = np.asarray(layer_counts, dtype=np.float64)
     if counts.ndim != 2 or len(counts) != len(labels):
-        raise ValueError(f"layer_counts must be N x L with N = {len(labels)} samples, "
-                         f"got shape {counts.shape}")
+        raise ValueError(
+            f"layer_counts must be N x L with N = {len(labels)} samples, got shape {counts.shape}"
+        )
     n_layers = counts.shape[1]
-    names = list(layer_names) if layer_names is not None else [f"layer {i}" for i in range(n_layers)]
+    names = (
+        list(layer_names) if layer_names is not None else [f"layer {i}" for i in range(n_layers)]
+    )
     if len(names) != n_layers:
         raise ValueError(f"{len(names)} layer names for {n_layers} layers")
     summary: dict = {"names": [str(n) for n in names]}
@@ -157,6 +176,7 @@ def _plain(value):
 
 
 # -- entry point -------------------------------------------------------------------------------
+
 
 def write_report(
     out_dir: str | os.PathLike,
@@ -194,8 +214,9 @@ def write_report(
     labels = np.asarray(labels, dtype=int)
     p_fake = np.asarray(p_fake, dtype=float)
     if labels.ndim != 1 or labels.shape != p_fake.shape:
-        raise ValueError(f"labels and p_fake must be equal-length vectors, got "
-                         f"{labels.shape} and {p_fake.shape}")
+        raise ValueError(
+            f"labels and p_fake must be equal-length vectors, got {labels.shape} and {p_fake.shape}"
+        )
     if len(labels) == 0:
         raise UserError("nothing to report: no scored samples")
     if not np.isin(labels, (0, 1)).all():
@@ -211,12 +232,21 @@ def write_report(
         "overall": overall,
         "overall_ci95": _intervals(overall),
         "groups": group_metrics(labels, p_fake, groups) if groups is not None else None,
-        "perturbations": (_perturbation_table(labels, p_fake, perturbations)
-                          if perturbations else None),
+        "perturbations": (
+            _perturbation_table(labels, p_fake, perturbations) if perturbations else None
+        ),
         # layer counts exist only for images with a face: their own labels may be given
-        "layers": (_layer_summary(labels if layer_labels is None else np.asarray(layer_labels, int),
-                                  layer_counts, layer_names, layer_weights,
-                                  layer_weight_label) if layer_counts is not None else None),
+        "layers": (
+            _layer_summary(
+                labels if layer_labels is None else np.asarray(layer_labels, int),
+                layer_counts,
+                layer_names,
+                layer_weights,
+                layer_weight_label,
+            )
+            if layer_counts is not None
+            else None
+        ),
         "meta": _plain(dict(meta or {})),
     }
 
@@ -235,6 +265,7 @@ def write_report(
 
 # -- text --------------------------------------------------------------------------------------
 
+
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -251,9 +282,15 @@ def _tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, header, rows, note) for each section: the same content for Markdown and HTML."""
     overall, ci = result["overall"], result["overall_ci95"]
     rows = [[METRIC_LABELS[k], _fmt_ci(v, ci.get(k))] for k, v in overall.items()]
-    sections = [("Overall", ["metric", "value [95% interval]"], rows,
-                 f"Threshold {result['threshold']}: p_fake >= threshold is called fake. "
-                 "Accuracy intervals: Wilson; AUC interval: Hanley-McNeil approximation.")]
+    sections = [
+        (
+            "Overall",
+            ["metric", "value [95% interval]"],
+            rows,
+            f"Threshold {result['threshold']}: p_fake >= threshold is called fake. "
+            "Accuracy intervals: Wilson; AUC interval: Hanley-McNeil approximation.",
+        )
+    ]
 
     if result["groups"]:
         rows = []
@@ -263,23 +300,48 @@ def _tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             elif g["kind"] == "real":
                 rate = f"passed {_fmt_ci(g['real_accuracy'], g['real_accuracy_ci95'])}"
             else:
-                rate = (f"real {_fmt(g['real_accuracy'])}, fake {_fmt(g['fake_accuracy'])}, "
-                        f"AUC {_fmt(g['auc'])}")
+                rate = (
+                    f"real {_fmt(g['real_accuracy'])}, fake {_fmt(g['fake_accuracy'])}, "
+                    f"AUC {_fmt(g['auc'])}"
+                )
             rows.append([name, g["kind"], str(g["n"]), rate, _fmt(g["mean_p_fake"])])
-        sections.append(("Per group", ["group", "kind", "n", "accuracy [95% interval]",
-                                       "mean p_fake"], rows,
-                         "All-fake group: share caught as fake. All-real group: share passed "
-                         "as real."))
+        sections.append(
+            (
+                "Per group",
+                ["group", "kind", "n", "accuracy [95% interval]", "mean p_fake"],
+                rows,
+                "All-fake group: share caught as fake. All-real group: share passed as real.",
+            )
+        )
 
     if result["perturbations"]:
         keys = ["auc", "accuracy", "real_accuracy", "fake_accuracy", "n_real", "n_fake"]
-        extra = sorted({k for r in result["perturbations"] for k in r} - set(keys)
-                       - {"perturbation", "ap", "eer"})
-        rows = [[r["perturbation"], *(_fmt(r.get(k)) for k in keys + extra)]
-                for r in result["perturbations"]]
-        sections.append(("Perturbations", ["perturbation", "AUC", "accuracy", "real acc.",
-                                           "fake acc.", "n real", "n fake", *extra], rows,
-                         "Each perturbation is applied to the photo before face detection."))
+        extra = sorted(
+            {k for r in result["perturbations"] for k in r}
+            - set(keys)
+            - {"perturbation", "ap", "eer"}
+        )
+        rows = [
+            [r["perturbation"], *(_fmt(r.get(k)) for k in keys + extra)]
+            for r in result["perturbations"]
+        ]
+        sections.append(
+            (
+                "Perturbations",
+                [
+                    "perturbation",
+                    "AUC",
+                    "accuracy",
+                    "real acc.",
+                    "fake acc.",
+                    "n real",
+                    "n fake",
+                    *extra,
+                ],
+                rows,
+                "Each perturbation is applied to the photo before face detection.",
+            )
+        )
 
     layers = result["layers"]
     if layers:
@@ -301,15 +363,19 @@ def _tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
         sections.append(("Neuron coverage per layer", header, rows, note))
 
     if result["meta"]:
-        rows = [[str(k), json.dumps(v) if not isinstance(v, str) else v]
-                for k, v in result["meta"].items()]
+        rows = [
+            [str(k), json.dumps(v) if not isinstance(v, str) else v]
+            for k, v in result["meta"].items()
+        ]
         sections.append(("Run", ["key", "value"], rows, ""))
     return sections
 
 
 PLOT_TITLES = {
-    "roc.png": "ROC curve", "scores.png": "Score distribution",
-    "layers.png": "Neuron coverage per layer", "perturbations.png": "Robustness",
+    "roc.png": "ROC curve",
+    "scores.png": "Score distribution",
+    "layers.png": "Neuron coverage per layer",
+    "perturbations.png": "Robustness",
 }
 
 
@@ -319,13 +385,21 @@ def _md_cell(text: str) -> str:
 
 def _markdown(result: dict, plots: list[str]) -> str:
     o = result["overall"]
-    lines = ["# FakeSpotter evaluation", "",
-             f"{o['n_real']} real and {o['n_fake']} fake faces. "
-             f"Real accuracy {_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
-             f"ROC AUC {_fmt(o['auc'])}.", ""]
+    lines = [
+        "# FakeSpotter evaluation",
+        "",
+        f"{o['n_real']} real and {o['n_fake']} fake faces. "
+        f"Real accuracy {_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
+        f"ROC AUC {_fmt(o['auc'])}.",
+        "",
+    ]
     for title, header, rows, note in _tables(result):
-        lines += [f"## {title}", "", "| " + " | ".join(map(_md_cell, header)) + " |",
-                  "|" + "---|" * len(header)]
+        lines += [
+            f"## {title}",
+            "",
+            "| " + " | ".join(map(_md_cell, header)) + " |",
+            "|" + "---|" * len(header),
+        ]
         lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
         lines += ["", note, ""] if note else [""]
     if plots:
@@ -350,38 +424,54 @@ def _html(result: dict, plots: list[str], out: Path) -> str:
     """A single file: the charts are embedded as data URIs so it can be mailed around."""
     esc = html.escape
     o = result["overall"]
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<title>FakeSpotter evaluation</title>", f"<style>{HTML_STYLE}</style></head><body>",
-             "<h1>FakeSpotter evaluation</h1>",
-             f"<p>{o['n_real']} real and {o['n_fake']} fake faces. Real accuracy "
-             f"{_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
-             f"ROC AUC {_fmt(o['auc'])}.</p>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>FakeSpotter evaluation</title>",
+        f"<style>{HTML_STYLE}</style></head><body>",
+        "<h1>FakeSpotter evaluation</h1>",
+        f"<p>{o['n_real']} real and {o['n_fake']} fake faces. Real accuracy "
+        f"{_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
+        f"ROC AUC {_fmt(o['auc'])}.</p>",
+    ]
     for title, header, rows, note in _tables(result):
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>"
-                     + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts.append(
+            f"<h2>{esc(title)}</h2><table><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in header)
+            + "</tr>"
+        )
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
         if note:
-            parts.append(f"<p class=\"note\">{esc(note)}</p>")
+            parts.append(f'<p class="note">{esc(note)}</p>')
     if plots:
         parts.append("<h2>Charts</h2>")
     for name in plots:
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
-        parts.append(f"<img alt=\"{esc(PLOT_TITLES[name])}\" src=\"data:image/png;base64,{data}\">")
+        parts.append(f'<img alt="{esc(PLOT_TITLES[name])}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
 # -- charts ------------------------------------------------------------------------------------
 
-def _write_plots(out: Path, labels: np.ndarray, p_fake: np.ndarray, result: dict,
-                 perturbations: Mapping | None) -> list[str]:
+
+def _write_plots(
+    out: Path, labels: np.ndarray, p_fake: np.ndarray, result: dict, perturbations: Mapping | None
+) -> list[str]:
     import matplotlib
 
     plt = _Figures()  # no pyplot: no process-wide backend or figure registry, no window
     written = []
-    with matplotlib.rc_context({"font.size": 11, "axes.titlesize": 13, "axes.grid": True,
-                         "grid.alpha": 0.3, "figure.dpi": 100}):
+    with matplotlib.rc_context(
+        {
+            "font.size": 11,
+            "axes.titlesize": 13,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "figure.dpi": 100,
+        }
+    ):
         if result["overall"]["auc"] is not None:
             _plot_roc(plt, out / "roc.png", labels, p_fake, result, perturbations)
             written.append("roc.png")
@@ -432,14 +522,30 @@ def _plot_roc(plt, path, labels, p_fake, result, perturbations) -> None:
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, linewidth=1.2, alpha=0.8, label=f"{name} (AUC {rows[name]['auc']:.3f})")
     fpr, tpr, _ = roc_curve(labels, p_fake)
-    ax.plot(fpr, tpr, color="black", linewidth=2.2,
-            label=f"{'clean' if perturbations else 'detector'} (AUC {o['auc']:.3f})")
-    ax.plot(1 - o["real_accuracy"], o["fake_accuracy"], "o", color="black", markersize=7,
-            markerfacecolor="white", label=f"threshold {THRESHOLD}")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
-           xlabel="false positive rate (real called fake)",
-           ylabel="true positive rate (fake caught)",
-           title=f"ROC: {o['n_real']} real vs {o['n_fake']} fake faces")
+    ax.plot(
+        fpr,
+        tpr,
+        color="black",
+        linewidth=2.2,
+        label=f"{'clean' if perturbations else 'detector'} (AUC {o['auc']:.3f})",
+    )
+    ax.plot(
+        1 - o["real_accuracy"],
+        o["fake_accuracy"],
+        "o",
+        color="black",
+        markersize=7,
+        markerfacecolor="white",
+        label=f"threshold {THRESHOLD}",
+    )
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        aspect="equal",
+        xlabel="false positive rate (real called fake)",
+        ylabel="true positive rate (fake caught)",
+        title=f"ROC: {o['n_real']} real vs {o['n_fake']} fake faces",
+    )
     ax.legend(loc="lower right", fontsize=9)
     _save(plt, fig, path)
 
@@ -451,12 +557,23 @@ def _plot_scores(plt, path, labels, p_fake) -> None:
         p = p_fake[labels == label]
         if len(p):
             ax.hist(p, bins=bins, color=color, alpha=0.35)
-            ax.hist(p, bins=bins, color=color, histtype="step", linewidth=1.8,
-                    label=f"{name} (n={len(p)})")
-    ax.axvline(THRESHOLD, color="black", linestyle="--", linewidth=1.2,
-               label=f"threshold {THRESHOLD}")
-    ax.set(xlim=(0, 1), xlabel="p_fake (probability the face is GAN-made)",
-           ylabel="number of faces", title="Scores of real and fake faces")
+            ax.hist(
+                p,
+                bins=bins,
+                color=color,
+                histtype="step",
+                linewidth=1.8,
+                label=f"{name} (n={len(p)})",
+            )
+    ax.axvline(
+        THRESHOLD, color="black", linestyle="--", linewidth=1.2, label=f"threshold {THRESHOLD}"
+    )
+    ax.set(
+        xlim=(0, 1),
+        xlabel="p_fake (probability the face is GAN-made)",
+        ylabel="number of faces",
+        title="Scores of real and fake faces",
+    )
     ax.legend(loc="upper center")
     _save(plt, fig, path)
 
@@ -468,13 +585,21 @@ def _plot_layers(plt, path, layers: dict) -> None:
     names = layers["names"]
     x = np.arange(len(names))
     has_both = layers["real_mean"] is not None and layers["fake_mean"] is not None
-    panels = ["counts"] + (["difference"] if has_both else []) + (
-        ["weights"] if "weights" in layers else [])
+    panels = (
+        ["counts"]
+        + (["difference"] if has_both else [])
+        + (["weights"] if "weights" in layers else [])
+    )
     ratios = {"counts": 3, "difference": 1.6, "weights": 1.6}
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False,
-                             figsize=(max(7.0, 0.28 * len(names) + 3), 2.2 + 2.3 * len(panels)),
-                             gridspec_kw={"height_ratios": [ratios[p] for p in panels]})
-    ax = dict(zip(panels, axes[:, 0]))
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        sharex=True,
+        squeeze=False,
+        figsize=(max(7.0, 0.28 * len(names) + 3), 2.2 + 2.3 * len(panels)),
+        gridspec_kw={"height_ratios": [ratios[p] for p in panels]},
+    )
+    ax = dict(zip(panels, axes[:, 0], strict=False))
 
     means = []
     for cls, color in (("real", REAL_COLOR), ("fake", FAKE_COLOR)):
@@ -483,28 +608,40 @@ def _plot_layers(plt, path, layers: dict) -> None:
             continue
         mean, std = np.asarray(mean), np.asarray(std)
         means.append(mean)
-        ax["counts"].plot(x, mean, "o-", color=color, markersize=3.5, linewidth=1.6,
-                          label=f"{cls} (n={layers[f'{cls}_n']}), mean")
-        ax["counts"].fill_between(x, np.maximum(mean - std, 0), mean + std, color=color,
-                                  alpha=0.2, label=f"{cls} ±1 std")
+        ax["counts"].plot(
+            x,
+            mean,
+            "o-",
+            color=color,
+            markersize=3.5,
+            linewidth=1.6,
+            label=f"{cls} (n={layers[f'{cls}_n']}), mean",
+        )
+        ax["counts"].fill_between(
+            x, np.maximum(mean - std, 0), mean + std, color=color, alpha=0.2, label=f"{cls} ±1 std"
+        )
     positive = np.concatenate(means) if means else np.zeros(0)
     positive = positive[positive > 0]
     if len(positive) and positive.max() / positive.min() > 100:
         ax["counts"].set_yscale("log")  # layer sizes span orders of magnitude
-    ax["counts"].set(ylabel="activated neurons per image",
-                     title="Neuron coverage per layer: real vs fake faces")
+    ax["counts"].set(
+        ylabel="activated neurons per image", title="Neuron coverage per layer: real vs fake faces"
+    )
     ax["counts"].legend(fontsize=9)
 
     if has_both:
         real_m, fake_m = np.asarray(layers["real_mean"]), np.asarray(layers["fake_mean"])
-        pooled = np.sqrt((np.asarray(layers["real_std"]) ** 2
-                          + np.asarray(layers["fake_std"]) ** 2) / 2)
+        pooled = np.sqrt(
+            (np.asarray(layers["real_std"]) ** 2 + np.asarray(layers["fake_std"]) ** 2) / 2
+        )
         effect = np.divide(fake_m - real_m, pooled, out=np.zeros_like(pooled), where=pooled > 0)
         dax = ax["difference"]
         dax.bar(x, effect, width=0.7, color=[FAKE_COLOR if e > 0 else REAL_COLOR for e in effect])
         dax.axhline(0, color="black", linewidth=0.8)
-        dax.set(ylabel="std units",
-                title="Fake minus real mean count, in pooled std (red: more neurons fire on fakes)")
+        dax.set(
+            ylabel="std units",
+            title="Fake minus real mean count, in pooled std (red: more neurons fire on fakes)",
+        )
         dax.title.set_fontsize(11)
 
     if "weights" in layers:
@@ -513,7 +650,9 @@ def _plot_layers(plt, path, layers: dict) -> None:
         wax.bar(x, weights, width=0.7, color=[FAKE_COLOR if w > 0 else REAL_COLOR for w in weights])
         wax.axhline(0, color="black", linewidth=0.8)
         label = layers["weight_label"]
-        wax.set(ylabel="weight", title="Classifier weight per layer" + (f": {label}" if label else ""))
+        wax.set(
+            ylabel="weight", title="Classifier weight per layer" + (f": {label}" if label else "")
+        )
         wax.title.set_fontsize(11)
 
     bottom = axes[-1, 0]
@@ -521,19 +660,23 @@ def _plot_layers(plt, path, layers: dict) -> None:
     bottom.set_xlim(-0.6, len(names) - 0.4)
     if len(names) <= 60:
         bottom.set_xticks(x)
-        bottom.set_xticklabels([f"{i} {_short(n)}" for i, n in enumerate(names)],
-                               rotation=90, fontsize=7)
+        bottom.set_xticklabels(
+            [f"{i} {_short(n)}" for i, n in enumerate(names)], rotation=90, fontsize=7
+        )
     _save(plt, fig, path)
 
 
 def _short(name: str, width: int = 22) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _plot_perturbations(plt, path, rows: list[dict]) -> None:
-    metrics = [("auc", "ROC AUC", "#444444"), ("accuracy", "accuracy", "#8c8c8c"),
-               ("real_accuracy", "real accuracy", REAL_COLOR),
-               ("fake_accuracy", "fake accuracy", FAKE_COLOR)]
+    metrics = [
+        ("auc", "ROC AUC", "#444444"),
+        ("accuracy", "accuracy", "#8c8c8c"),
+        ("real_accuracy", "real accuracy", REAL_COLOR),
+        ("fake_accuracy", "fake accuracy", FAKE_COLOR),
+    ]
     names = [r["perturbation"] for r in rows]
     x = np.arange(len(names))
     width = 0.2
@@ -543,9 +686,15 @@ def _plot_perturbations(plt, path, rows: list[dict]) -> None:
         ax.bar(x + (k - 1.5) * width, values, width, color=color, label=label)
     ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="chance")
     ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
-    ax.set(ylim=(0, 1.12), ylabel="score", xlabel="perturbation applied before face detection",
-           title="Robustness to photo perturbations")
+    ax.set_xticklabels(
+        names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center"
+    )
+    ax.set(
+        ylim=(0, 1.12),
+        ylabel="score",
+        xlabel="perturbation applied before face detection",
+        title="Robustness to photo perturbations",
+    )
     ax.grid(axis="x", visible=False)
     ax.legend(ncol=5, loc="upper center", fontsize=9, frameon=False)
     _save(plt, fig, path)

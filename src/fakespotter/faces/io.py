@@ -93,8 +93,9 @@ def _check_file(path: Path, max_bytes: int) -> None:
     if stat.st_size == 0:
         raise ImageError("empty file (0 bytes)")
     if stat.st_size > max_bytes:
-        raise ImageError(f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,}; "
-                         "--max-bytes raises it)")
+        raise ImageError(
+            f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
+        )
     if not os.access(path, os.R_OK):
         raise ImageError("permission denied")
 
@@ -145,5 +146,3 @@ def _float_to_l(im: Image.Image) -> Image.Image:
     if values.max(initial=0) <= 1.0:
         values = values * 255.0  # float images are usually 0..1
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
-
-

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,11 +22,15 @@ DETECTOR_WEIGHTS = get_detector("mtcnn").weight_files
 # width and height: medians over 300 images of ../shared/faces/train (128 and 256 px), made
 # left/right symmetric. Aligned inputs are warped from these fixed points, so they get the
 # same framing as detected faces without paying for detection.
-FFHQ_LANDMARKS = np.array([
-    [0.3755, 0.4706], [0.6245, 0.4706],  # eye centres
-    [0.5000, 0.6210],                    # nose tip
-    [0.3823, 0.7320], [0.6177, 0.7320],  # mouth corners
-])
+FFHQ_LANDMARKS = np.array(
+    [
+        [0.3755, 0.4706],
+        [0.6245, 0.4706],  # eye centres
+        [0.5000, 0.6210],  # nose tip
+        [0.3823, 0.7320],
+        [0.6177, 0.7320],  # mouth corners
+    ]
+)
 
 
 # Faces smaller than this share of the photo's short side are ignored: too few pixels to judge,
@@ -82,14 +86,21 @@ class FaceCrop:
     def warnings(self) -> list[str]:
         """Why this face is outside what the detector was measured on (empty: it is not)."""
         out = []
-        if self.face_probability is not None and self.face_probability < MIN_ALIGNED_FACE_PROBABILITY:
-            out.append(f"does not look like a face (face check {self.face_probability:.2f}, "
-                       f"aligned faces score >= {MIN_ALIGNED_FACE_PROBABILITY})")
+        if (
+            self.face_probability is not None
+            and self.face_probability < MIN_ALIGNED_FACE_PROBABILITY
+        ):
+            out.append(
+                f"does not look like a face (face check {self.face_probability:.2f}, "
+                f"aligned faces score >= {MIN_ALIGNED_FACE_PROBABILITY})"
+            )
         if self.score is not None and self.score < MIN_DETECTION_SCORE:
             out.append(f"low face-detection confidence ({self.score:.2f} < {MIN_DETECTION_SCORE})")
         if self.score is not None and self.size < MIN_MEASURED_FACE_PX:
-            out.append(f"small face ({self.size:.0f} px; measured on faces of "
-                       f">= {MIN_MEASURED_FACE_PX} px)")
+            out.append(
+                f"small face ({self.size:.0f} px; measured on faces of "
+                f">= {MIN_MEASURED_FACE_PX} px)"
+            )
         if self.rotation:
             out.append(f"found only after turning the photo {self.rotation} degrees clockwise")
         return out
@@ -104,8 +115,15 @@ class FaceCropper:
     orientation); such faces say so in their warnings.
     """
 
-    def __init__(self, size: int, template: np.ndarray, *, aligned: bool = False,
-                 detector: MTCNN | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        template: np.ndarray,
+        *,
+        aligned: bool = False,
+        detector: MTCNN | None = None,
+        progress: bool = True,
+    ) -> None:
         self.size = int(size)
         self.template = np.asarray(template, dtype=np.float64)
         self.aligned = aligned
@@ -136,23 +154,42 @@ class FaceCropper:
             x0, y0 = corners.min(axis=0)
             x1, y1 = corners.max(axis=0)
             clipped = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
-            crops.append(FaceCrop(clipped, face.score, _unturn(face.landmarks, turns, h, w),
-                                  self._warp(turned, face.landmarks), size=float(min(x1 - x0, y1 - y0)),
-                                  rotation=(360 - 90 * turns) % 360))
+            crops.append(
+                FaceCrop(
+                    clipped,
+                    face.score,
+                    _unturn(face.landmarks, turns, h, w),
+                    self._warp(turned, face.landmarks),
+                    size=float(min(x1 - x0, y1 - y0)),
+                    rotation=(360 - 90 * turns) % 360,
+                )
+            )
         return crops
 
     def _aligned_face(self, image: np.ndarray) -> FaceCrop:
         h, w = image.shape[:2]
         points = FFHQ_LANDMARKS * np.array([w, h])
         scale = min(1.0, ALIGNED_CHECK_SIDE / max(1, min(h, w)))
-        small = image if scale == 1.0 else np.asarray(
-            Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                          Image.BILINEAR))
+        small = (
+            image
+            if scale == 1.0
+            else np.asarray(
+                Image.fromarray(image).resize(
+                    (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+                )
+            )
+        )
         sh, sw = small.shape[:2]
         with _one_thread():
             p = float(self.detector.face_probability(small, ALIGNED_FACE_BOX * [sw, sh, sw, sh])[0])
-        return FaceCrop((0.0, 0.0, float(w), float(h)), None, points, self._warp(image, points),
-                        size=float(min(h, w)), face_probability=p)
+        return FaceCrop(
+            (0.0, 0.0, float(w), float(h)),
+            None,
+            points,
+            self._warp(image, points),
+            size=float(min(h, w)),
+            face_probability=p,
+        )
 
     def _warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return warp_face(image, landmarks, self.template, self.size)

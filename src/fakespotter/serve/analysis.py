@@ -29,8 +29,13 @@ class LayerInfo:
     training_mean: list[float] | None  # over all training faces (from the scaler's mean)
 
     def as_dict(self) -> dict:
-        return {"layers": self.names, "neurons": self.neurons, "real_mean": self.real_mean,
-                "fake_mean": self.fake_mean, "training_mean": self.training_mean}
+        return {
+            "layers": self.names,
+            "neurons": self.neurons,
+            "real_mean": self.real_mean,
+            "fake_mean": self.fake_mean,
+            "training_mean": self.training_mean,
+        }
 
 
 def per_layer(detector, features: np.ndarray) -> np.ndarray | None:
@@ -57,8 +62,12 @@ def _valid_means(stored, names: list[str]) -> bool:
     """Stored averages are used only when they are for exactly this model's layers."""
     if not isinstance(stored, dict) or stored.get("layers") != names:
         return False
-    return all(isinstance(stored.get(k), list) and len(stored[k]) == len(names)
-               and all(isinstance(v, (int, float)) for v in stored[k]) for k in ("real", "fake"))
+    return all(
+        isinstance(stored.get(k), list)
+        and len(stored[k]) == len(names)
+        and all(isinstance(v, (int, float)) for v in stored[k])
+        for k in ("real", "fake")
+    )
 
 
 class FaceScorer:
@@ -93,8 +102,13 @@ class FaceScorer:
         # face_rows numbers faces in its own order (left to right): scoring the faces by
         # their index instead of their p_fake gives, row by row, which face each row is
         order = [int(r.p_fake) for r in face_rows(name, faces, np.arange(len(faces)))]
-        return [dict(row.as_dict(), layer_counts=None if counts is None
-                     else [float(v) for v in counts[i]]) for row, i in zip(rows, order)]
+        return [
+            dict(
+                row.as_dict(),
+                layer_counts=None if counts is None else [float(v) for v in counts[i]],
+            )
+            for row, i in zip(rows, order, strict=False)
+        ]
 
     def scan_video(self, path, name: str, fps: float, max_frames: int) -> dict:
         """A video -> :func:`fakespotter.video.scan_video`'s result, reported under ``name``.

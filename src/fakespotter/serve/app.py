@@ -34,8 +34,9 @@ from fakespotter.serve.analysis import FaceScorer
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
-IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif",
-                         "image/tiff"})
+IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"}
+)
 # Some clients label every upload this way; the decoder then decides.
 UNTYPED = frozenset({"", "application/octet-stream"})
 MULTIPART_SLACK = 64 * 1024  # room for the multipart headers around the file itself
@@ -49,11 +50,15 @@ COPY_CHUNK = 1024 * 1024
 STATIC_DIR = Path(str(files("fakespotter.serve") / "static"))
 DOCS_STATIC = "/docs-static"  # Swagger UI and ReDoc files, from the fastapi-offline package
 # The docs pages may load nothing from elsewhere: ReDoc's sidebar shows a logo from its CDN.
-DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
-               "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
-               "worker-src 'self' blob:; connect-src 'self'")
-NO_DOCS = ("the API docs page needs the fastapi-offline package (pip install "
-           "'fakespotter[serve]'); the API itself is described at /openapi.json")
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+    "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "worker-src 'self' blob:; connect-src 'self'"
+)
+NO_DOCS = (
+    "the API docs page needs the fastapi-offline package (pip install "
+    "'fakespotter[serve]'); the API itself is described at /openapi.json"
+)
 
 
 class FaceRow(BaseModel):
@@ -147,11 +152,19 @@ class Problem(BaseModel):
     detail: str
 
 
-def create_app(model_path: str | os.PathLike | None = None, aligned: bool = False, *,
-               max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
-               max_video_bytes: int = MAX_VIDEO_BYTES, max_video_fps: float = MAX_VIDEO_FPS,
-               max_video_frames: int = MAX_VIDEO_FRAMES, device: str | None = None,
-               detector=None, cropper=None) -> FastAPI:
+def create_app(
+    model_path: str | os.PathLike | None = None,
+    aligned: bool = False,
+    *,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_UPLOAD_PIXELS,
+    max_video_bytes: int = MAX_VIDEO_BYTES,
+    max_video_fps: float = MAX_VIDEO_FPS,
+    max_video_frames: int = MAX_VIDEO_FRAMES,
+    device: str | None = None,
+    detector=None,
+    cropper=None,
+) -> FastAPI:
     """The app, with its model loaded.
 
     ``model_path``: a model file (default: the shipped model). ``aligned``: uploads are
@@ -172,27 +185,42 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
     if cropper is None:
         cropper = detector.face_cropper(aligned)
     scorer = FaceScorer(detector, cropper, None if model_path is None else model_id(model_path))
-    layers = scorer.layers.as_dict() if scorer.layers else dict.fromkeys(
-        ("layers", "neurons", "real_mean", "fake_mean", "training_mean"))
+    layers = (
+        scorer.layers.as_dict()
+        if scorer.layers
+        else dict.fromkeys(("layers", "neurons", "real_mean", "fake_mean", "training_mean"))
+    )
     backbone = detector._backbone().name
-    model_info = ModelInfo(backbone=backbone, variant=detector.variant,
-                           neuron=detector.neuron, aligned=cropper.aligned,
-                           cv_auc=float(detector.cv_auc_), **layers)
+    model_info = ModelInfo(
+        backbone=backbone,
+        variant=detector.variant,
+        neuron=detector.neuron,
+        aligned=cropper.aligned,
+        cv_auc=float(detector.cv_auc_),
+        **layers,
+    )
 
-    app = FastAPI(title="fakespotter",
-                  summary="Is this face photo real or made by a GAN? (FakeSpotter neuron coverage)",
-                  description="Upload a photo to `POST /api/detect` as the multipart form field "
-                              "`image`, or a short video to `POST /api/detect-video` as the "
-                              "field `video` (and optionally `fps`). Every error answers "
-                              '`{"detail": "<one line of text>"}`.',
-                  docs_url=None, redoc_url=None)  # offline versions below
+    app = FastAPI(
+        title="fakespotter",
+        summary="Is this face photo real or made by a GAN? (FakeSpotter neuron coverage)",
+        description="Upload a photo to `POST /api/detect` as the multipart form field "
+        "`image`, or a short video to `POST /api/detect-video` as the "
+        "field `video` (and optionally `fps`). Every error answers "
+        '`{"detail": "<one line of text>"}`.',
+        docs_url=None,
+        redoc_url=None,
+    )  # offline versions below
     app.state.scorer = scorer
     _add_error_handlers(app)
     _add_docs(app)
-    errors = {413: {"model": Problem, "description": "file or image too large"},
-              415: {"model": Problem, "description": "not an image"},
-              422: {"model": Problem,
-                    "description": "unreadable image, or the form field `image` is missing"}}
+    errors = {
+        413: {"model": Problem, "description": "file or image too large"},
+        415: {"model": Problem, "description": "not an image"},
+        422: {
+            "model": Problem,
+            "description": "unreadable image, or the form field `image` is missing",
+        },
+    }
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
@@ -202,8 +230,7 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit + MULTIPART_SLACK:
             option = "--max-video-bytes" if video else "--max-bytes"
-            return JSONResponse({"detail": _too_large(int(length), limit, option)},
-                                status_code=413)
+            return JSONResponse({"detail": _too_large(int(length), limit, option)}, status_code=413)
         return await call_next(request)
 
     @app.get("/", include_in_schema=False)
@@ -238,16 +265,21 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
         pixels = _decode(data, Path(name).suffix, max_pixels)
         return scorer.score(pixels, name)
 
-    video_errors = {413: {"model": Problem, "description": "file too large"},
-                    415: {"model": Problem, "description": "not a video"},
-                    422: {"model": Problem, "description": "unreadable video, bad fps, or the "
-                                                           "form field `video` is missing"},
-                    501: {"model": Problem, "description": "video support is not installed"}}
+    video_errors = {
+        413: {"model": Problem, "description": "file too large"},
+        415: {"model": Problem, "description": "not a video"},
+        422: {
+            "model": Problem,
+            "description": "unreadable video, bad fps, or the form field `video` is missing",
+        },
+        501: {"model": Problem, "description": "video support is not installed"},
+    }
 
     @app.post(VIDEO_PATH, response_model=VideoResult, responses=video_errors)
-    def detect_video(video: UploadFile = File(..., description="a short video (MP4, WebM, ...)"),
-                     fps: float = Form(1.0, description=f"frames sampled per second, at most "
-                                                        f"{max_video_fps:g}")):
+    def detect_video(
+        video: UploadFile = File(..., description="a short video (MP4, WebM, ...)"),
+        fps: float = Form(1.0, description=f"frames sampled per second, at most {max_video_fps:g}"),
+    ):
         """Score a short video, uploaded as the multipart form field `video`, with the
         optional form field `fps` (`curl -F video=@clip.mp4 -F fps=1 .../api/detect-video`):
         sample frames, find and follow each face across them, score it in every frame;
@@ -257,11 +289,13 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
             raise HTTPException(415, f"not a video: content type {ctype!r}")
         if not (math.isfinite(fps) and 0 < fps <= max_video_fps):
             hint = "; start the server with --max-video-fps to raise it" if fps > 0 else ""
-            raise HTTPException(422, f"fps must be above 0 and at most {max_video_fps:g}, "
-                                     f"not {fps:g}{hint}")
+            raise HTTPException(
+                422, f"fps must be above 0 and at most {max_video_fps:g}, not {fps:g}{hint}"
+            )
         if importlib.util.find_spec("av") is None:
-            raise HTTPException(501, "reading video needs the 'video' extra: "
-                                     "pip install 'fakespotter[video]'")
+            raise HTTPException(
+                501, "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
+            )
         from fakespotter.video import VIDEO_SUFFIXES, VideoError
 
         name = Path(video.filename or "upload").name
@@ -277,9 +311,14 @@ def create_app(model_path: str | os.PathLike | None = None, aligned: bool = Fals
             duration = _duration(tmp)
         times = result["times"]
         truncated = result["n_frames"] >= max_video_frames and (
-            duration is None or duration > times[-1] + 1.0 / fps)
-        return {**result, "max_frames": max_video_frames, "truncated": truncated,
-                "duration": duration}
+            duration is None or duration > times[-1] + 1.0 / fps
+        )
+        return {
+            **result,
+            "max_frames": max_video_frames,
+            "truncated": truncated,
+            "duration": duration,
+        }
 
     return app
 
@@ -292,8 +331,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if not is_body_allowed_for_status_code(exc.status_code):
             return Response(status_code=exc.status_code, headers=headers)
-        return JSONResponse({"detail": first_line(exc.detail)}, status_code=exc.status_code,
-                            headers=headers)
+        return JSONResponse(
+            {"detail": first_line(exc.detail)}, status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -301,8 +341,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception):  # logged by the server too
-        return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); "
-                                       "see the server's log"}, status_code=500)
+        return JSONResponse(
+            {"detail": f"internal server error ({type(exc).__name__}); see the server's log"},
+            status_code=500,
+        )
 
 
 def _docs_assets() -> Path | None:
@@ -328,14 +370,16 @@ def _add_docs(app: FastAPI) -> None:
         if assets is None:
             return missing()
         root = request.scope.get("root_path", "")
-        page = get_swagger_ui_html(openapi_url=root + app.openapi_url,
-                                   title=f"{app.title} API",
-                                   swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-                                   oauth2_redirect_url=None,
-                                   # no spec validation badge: it loads from swagger.io
-                                   swagger_ui_parameters={"validatorUrl": None})
+        page = get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+            oauth2_redirect_url=None,
+            # no spec validation badge: it loads from swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
         page.headers["content-security-policy"] = DOCS_POLICY
         return page
 
@@ -344,16 +388,24 @@ def _add_docs(app: FastAPI) -> None:
         if assets is None or not (assets / "redoc.standalone.js").is_file():
             return missing()
         root = request.scope.get("root_path", "")
-        page = get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} API",
-                              redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-                              with_google_fonts=False)
+        page = get_redoc_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
         page.headers["content-security-policy"] = DOCS_POLICY
         return page
 
 
-_PLACES = {"body": "form field", "query": "query parameter", "path": "path parameter",
-           "header": "header", "cookie": "cookie"}
+_PLACES = {
+    "body": "form field",
+    "query": "query parameter",
+    "path": "path parameter",
+    "header": "header",
+    "cookie": "cookie",
+}
 
 
 def _validation_message(errors) -> str:
@@ -372,8 +424,6 @@ def _validation_message(errors) -> str:
         else:
             parts.append(f"request {place}: {msg}")
     return first_line("; ".join(parts)) if parts else "invalid request"
-
-
 
 
 @contextlib.contextmanager
@@ -424,8 +474,9 @@ def _decode(data: bytes, suffix: str, max_pixels: int):
         if e.reason.startswith("not an image"):
             raise HTTPException(415, e.reason) from None
         if e.reason.startswith("image too large"):  # the command line's hint, the server's way
-            reason = e.reason.replace("--max-pixels raises it",
-                                      "start the server with --max-pixels to raise it")
+            reason = e.reason.replace(
+                "--max-pixels raises it", "start the server with --max-pixels to raise it"
+            )
             raise HTTPException(413, reason) from None
         raise HTTPException(422, e.reason) from None
     finally:
@@ -434,5 +485,7 @@ def _decode(data: bytes, suffix: str, max_pixels: int):
 
 def _too_large(size: int | None, limit: int, option: str) -> str:
     got = "" if size is None else f"{size / 1e6:.1f} MB, "
-    return (f"file too large ({got}limit {limit / 1e6:.1f} MB; start the server with {option} "
-            "to raise it)")
+    return (
+        f"file too large ({got}limit {limit / 1e6:.1f} MB; start the server with {option} "
+        "to raise it)"
+    )

@@ -24,29 +24,76 @@ def _settings() -> dict:
 
 
 @click.command(name="serve")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 exposes it to the network).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0: any free port).")
-@click.option("--model", "model_path", type=SafePath(dir_okay=False),
-              help="Model file from `fakespotter train` (default: the shipped model).")
-@click.option("--aligned", is_flag=True,
-              help="Uploads are already aligned face crops (FFHQ style): skip face detection.")
-@click.option("--max-bytes", type=click.IntRange(min=1), default=MAX_UPLOAD_BYTES,
-              show_default=True, help="Refuse files larger than this many bytes.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_UPLOAD_PIXELS,
-              show_default=True, help="Refuse images with more pixels than this, before decoding.")
-@click.option("--max-video-bytes", type=click.IntRange(min=1), default=MAX_VIDEO_BYTES,
-              show_default=True, help="Refuse videos larger than this many bytes.")
-@click.option("--max-video-frames", type=click.IntRange(min=1), default=MAX_VIDEO_FRAMES,
-              show_default=True,
-              help="Score at most this many sampled frames of a video; the rest is not seen.")
-@click.option("--max-video-fps", type=click.FloatRange(min=0, min_open=True),
-              default=MAX_VIDEO_FPS, show_default=True,
-              help="Refuse video requests that sample more frames per second than this.")
-def serve_command(host: str, port: int, model_path: str | None, aligned: bool, max_bytes: int,
-                  max_pixels: int, max_video_bytes: int, max_video_frames: int,
-                  max_video_fps: float) -> None:
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 exposes it to the network).",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=SafePath(dir_okay=False),
+    help="Model file from `fakespotter train` (default: the shipped model).",
+)
+@click.option(
+    "--aligned",
+    is_flag=True,
+    help="Uploads are already aligned face crops (FFHQ style): skip face detection.",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=MAX_UPLOAD_BYTES,
+    show_default=True,
+    help="Refuse files larger than this many bytes.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=MAX_UPLOAD_PIXELS,
+    show_default=True,
+    help="Refuse images with more pixels than this, before decoding.",
+)
+@click.option(
+    "--max-video-bytes",
+    type=click.IntRange(min=1),
+    default=MAX_VIDEO_BYTES,
+    show_default=True,
+    help="Refuse videos larger than this many bytes.",
+)
+@click.option(
+    "--max-video-frames",
+    type=click.IntRange(min=1),
+    default=MAX_VIDEO_FRAMES,
+    show_default=True,
+    help="Score at most this many sampled frames of a video; the rest is not seen.",
+)
+@click.option(
+    "--max-video-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=MAX_VIDEO_FPS,
+    show_default=True,
+    help="Refuse video requests that sample more frames per second than this.",
+)
+def serve_command(
+    host: str,
+    port: int,
+    model_path: str | None,
+    aligned: bool,
+    max_bytes: int,
+    max_pixels: int,
+    max_video_bytes: int,
+    max_video_frames: int,
+    max_video_fps: float,
+) -> None:
     """Serve a web page and a JSON API (POST /api/detect, /api/detect-video) that score
     uploaded photos and short videos.
 
@@ -57,17 +104,26 @@ def serve_command(host: str, port: int, model_path: str | None, aligned: bool, m
 
         from fakespotter.serve.app import create_app
     except ImportError as e:
-        raise click.ClickException(f"serving needs the 'serve' extra: pip install "
-                                   f"'fakespotter[serve]' ({e.name} is missing)") from None
+        raise click.ClickException(
+            f"serving needs the 'serve' extra: pip install "
+            f"'fakespotter[serve]' ({e.name} is missing)"
+        ) from None
     if settings.get("threads"):
         import torch
 
         torch.set_num_threads(int(settings["threads"]))
     try:
-        app = create_app(model_path, aligned, max_bytes=max_bytes, max_pixels=max_pixels,
-                         max_video_bytes=max_video_bytes, max_video_fps=max_video_fps,
-                         max_video_frames=max_video_frames, device=settings.get("device"))
+        app = create_app(
+            model_path,
+            aligned,
+            max_bytes=max_bytes,
+            max_pixels=max_pixels,
+            max_video_bytes=max_video_bytes,
+            max_video_fps=max_video_fps,
+            max_video_frames=max_video_frames,
+            device=settings.get("device"),
+        )
     except (UserError, OSError) as e:  # bad model file, missing weights: one line
-        raise click.ClickException(first_line(e))
+        raise click.ClickException(first_line(e)) from None
     click.echo(f"fakespotter: open http://{host}:{port}/ (API docs at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
