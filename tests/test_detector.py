@@ -267,3 +267,12 @@ def test_fitted_detector_runs_in_a_spawned_worker(fitted):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         proba = pool.submit(_predict_proba_in_worker, fitted, X).result(timeout=120)
     np.testing.assert_array_equal(proba, fitted.predict_proba(X))
+
+
+def test_a_backbone_passed_in_is_never_moved():
+    bb = tiny_backbone()
+    det = FakeSpotter(backbone=bb, device="meta")  # any device other than the backbone's
+    used = det._backbone()
+    assert next(used.model.parameters()).device.type == "meta"
+    assert next(bb.model.parameters()).device.type == "cpu" and det.backbone is bb
+    assert det._backbone() is used  # moved once, then reused

@@ -29,7 +29,7 @@ def draw_faces(image: np.ndarray, rows: Sequence[Row]) -> Image.Image:
     width = max(2, round(min(picture.size) / 250))
     font = ImageFont.load_default(size=max(12, round(min(picture.size) / 40)))
     for row in rows:
-        if row.box is None:
+        if row.box is None or row.label is None:  # rows with a box always have a label
             continue
         colour = COLOURS["flagged" if row.warning else row.label]
         x0, y0, x1, y1 = row.box

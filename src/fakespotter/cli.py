@@ -276,7 +276,9 @@ def _command_line() -> str:
     import shlex
 
     ctx = click.get_current_context()
-    parts = ["fakespotter", ctx.info_name]
+    parts = ["fakespotter"]
+    if ctx.info_name is not None:  # None only for a context made without a command name
+        parts.append(ctx.info_name)
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if value in (None, False, "", ()):

@@ -135,7 +135,7 @@ def find_taps(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Tap]:
 
         return hook
 
-    hooks = {}
+    hooks: dict[nn.Module, ForwardHook] = {}
     for module, name in names.items():
         if isinstance(module, nn.Conv2d):
             hooks[module] = make_hook(name, "conv")
@@ -331,7 +331,7 @@ class NeuronCoverage:
             flat = torch.cat(batch_stats).cpu().numpy()  # one transfer per batch
             sums = flat.astype(np.float64) if sums is None else sums + flat
             counts += numels
-        if not counts.any():
+        if sums is None or not counts.any():  # sums is None only when counts are all 0
             raise ValueError("fit() got no images")
         bounds = np.cumsum([0, *lengths])
         self.thresholds_ = self._checked_thresholds(
@@ -408,10 +408,6 @@ class NeuronCoverage:
             self._local.buffer = buffer
         return torch.as_strided(buffer, out.shape, out.stride())
 
-    def fit_transform(self, batches: Sequence[torch.Tensor]) -> np.ndarray:
-        self.fit(batches)
-        return np.concatenate([self.transform(x) for x in batches])
-
     # -- one hooked forward pass -----------------------------------------
 
     def _run(
@@ -468,7 +464,9 @@ class NeuronCoverage:
             raise RuntimeError(f"taps never ran in the forward pass: {missing}")
         return results, numels, output  # type: ignore[return-value]
 
-    def _checked_thresholds(self, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    def _checked_thresholds(
+        self, thresholds: Sequence[float] | Sequence[np.ndarray] | np.ndarray
+    ) -> np.ndarray:
         values = np.asarray(thresholds, dtype=np.float64)
         shape = (len(self.taps), *self.criterion.param_shape)
         if values.shape != shape:

@@ -17,8 +17,10 @@ Feature variants (``variant``): the name of a coverage criterion in
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.svm import SVC
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
@@ -110,20 +113,24 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     # -- the network ---------------------------------------------------------------------
 
     def _backbone(self) -> Backbone:
+        """The network, on ``device``. A Backbone passed in is never changed: when it must
+        move to another device, the detector works on its own copy."""
         if isinstance(self.backbone, Backbone):
             loaded = self.backbone
-        else:
-            loaded = getattr(self, "_loaded_backbone", None)
-            if loaded is None or loaded.name != self.backbone:
-                loaded = get_backbone(self.backbone).load(progress=self.progress)
-                self._loaded_backbone = loaded
-        if self.device is not None and getattr(self, "_moved", None) != (
-            id(loaded.model),
-            str(self.device),
-        ):
-            loaded.model.to(self.device)
-            self._moved = (id(loaded.model), str(self.device))
-        return loaded
+            if self.device is not None and _device_of(loaded) != torch.device(self.device):
+                moved: Backbone | None = getattr(self, "_moved", None)
+                if moved is None or moved.name != loaded.name:
+                    moved = replace(loaded, model=copy.deepcopy(loaded.model).to(self.device))
+                    self._moved = moved
+                return moved
+            return loaded
+        cached: Backbone | None = getattr(self, "_loaded_backbone", None)
+        if cached is None or cached.name != self.backbone:
+            cached = get_backbone(self.backbone).load(progress=self.progress)
+            self._loaded_backbone = cached
+        if self.device is not None and _device_of(cached) != torch.device(self.device):
+            cached.model.to(self.device)  # the detector's own network: moved in place
+        return cached
 
     def face_cropper(self, aligned: bool = False):
         """Turns a photo (H x W x 3 uint8) into this detector's aligned face crops."""
@@ -212,6 +219,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             return self
         coverage = self._coverage(self._selected_taps()).fit(self._batches(X, "thresholds"))
         self.taps_ = [t.name for t in coverage.taps]
+        assert coverage.thresholds_ is not None  # fit() sets them
         self.thresholds_ = coverage.thresholds_
         return self
 
@@ -279,9 +287,15 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, groups=None) -> FakeSpotter:
         """Thresholds, features, then the classifier, all from the training data alone;
         ``groups`` as in ``fit_features``."""
+        self.fit_transform(X, y, groups=groups)
+        return self
+
+    def fit_transform(self, X, y, groups=None) -> np.ndarray:
+        """``fit``, returning the training crops' features (one extraction pass, not two)."""
         y = _check_y(y, len(X))
-        self.fit_thresholds(X)
-        return self.fit_features(self.transform(X), y, groups=groups)
+        features = self.fit_thresholds(X).transform(X)
+        self.fit_features(features, y, groups=groups)
+        return features
 
     def fit_features(self, F: np.ndarray, y, groups=None) -> FakeSpotter:
         """Fit scaler, SVM and calibration on precomputed features (thresholds already fit).
@@ -321,7 +335,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
                     n_splits=n_splits, shuffle=True, random_state=self.random_state
                 ).split(Z, y, groups)
             )
-        best = None
+        best: tuple[float, float, np.ndarray] | None = None
         for C in sorted(self.Cs):
             scores = np.zeros(len(y))
             for train, test in splits:
@@ -330,6 +344,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             auc = roc_auc_score(y, scores)
             if best is None or auc > best[0] + 1e-4:
                 best = (auc, C, scores)
+        if best is None:
+            raise ValueError("Cs must hold at least one regularization strength")
         self.cv_auc_, self.C_, oof = best
         self.calibration_ = _platt(oof, y)
         svm = _svm(self.C_).fit(K, y)
@@ -395,7 +411,13 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False  # X is a stack of images, not a table
+        tags.transformer_tags = TransformerTags()  # transform: crops -> coverage features
         return tags
+
+
+def _device_of(backbone: Backbone) -> torch.device:
+    first = next(backbone.model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _group_labels(y: np.ndarray, groups) -> np.ndarray:
@@ -432,7 +454,7 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 # -- model file ----------------------------------------------------------------------------
 
-_SCHEMA = {
+_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "package_version": str,
     "backbone": str,
     "weights_sha256": str,
@@ -565,7 +587,8 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
     det.scaler_scale_ = arrays["scaler_scale"]
     det.coef_ = arrays["coef"]
     det.intercept_ = float(arrays["intercept"][0])
-    det.calibration_ = tuple(float(v) for v in meta["calibration"])
+    a, b = (float(v) for v in meta["calibration"])  # two numbers, checked above
+    det.calibration_ = (a, b)
     det.C_ = float(meta["C"])
     det.cv_auc_ = float(meta["cv_auc"])
     det.classes_ = np.array([0, 1])

@@ -33,7 +33,7 @@ class ModelFileError(UserError):
     """The file is not a model this version of fakespotter can load (one-line reason)."""
 
 
-def model_id(path: str | Path) -> str:
+def model_id(path: str | os.PathLike) -> str:
     """A short identity of a model file: the first 16 hex digits of its sha256. Recorded in
     every result row, so a resumed scan can tell which model began it."""
     import hashlib

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FAKE_THRESHOLD = 0.5  # p_fake at or above this is labelled fake
 NO_FACE = "no face found"
@@ -42,7 +46,7 @@ FIELDS = [f.name for f in fields(Row)]
 def face_rows(
     path: str,
     faces: Sequence,
-    p_fake: Sequence[float],
+    p_fake: Sequence[float] | np.ndarray,
     *,
     model: str | None = None,
     threshold: float = FAKE_THRESHOLD,

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class LargestFaces:
 
 def largest_faces(
     cropper,
-    files: Sequence[os.PathLike],
+    files: Sequence[Path],
     *,
     progress: bool = False,
     desc: str = "faces",
@@ -96,6 +96,8 @@ def fit_with_copies(
     y = np.asarray(y)
     if copy_features is None or len(copy_features) == 0:
         return detector.fit_features(features, y)
+    if copy_of is None:
+        raise ValueError("copy_of is required with copy_features")
     groups = np.r_[np.arange(len(y)), np.asarray(list(copy_of), dtype=int)]
     return detector.fit_features(
         np.concatenate([features, copy_features]), np.r_[y, np.asarray(copy_y)], groups=groups

@@ -143,7 +143,8 @@ def link_faces(
     """
     last: dict[int, tuple[int, tuple]] = {}  # track id -> (frame index, last box)
     recent: dict[int, list] = {}  # track id -> its last RECENT embeddings
-    ids_per_frame, next_id = [], 0
+    ids_per_frame: list[list[int]] = []
+    next_id = 0
     for f, boxes in enumerate(boxes_per_frame):
         live = [t for t, (seen, _) in last.items() if f - seen <= max_gap + 1]
         pairs = []
@@ -166,14 +167,17 @@ def link_faces(
                 continue
             ids[j] = t
             used.add(t)
+        frame_ids: list[int] = []
         for j, box in enumerate(boxes):
-            if ids[j] is None:
-                ids[j], next_id = next_id, next_id + 1
-            last[ids[j]] = (f, tuple(box))
+            tid = ids[j]
+            if tid is None:
+                tid, next_id = next_id, next_id + 1
+            frame_ids.append(tid)
+            last[tid] = (f, tuple(box))
             if embeddings is not None:
-                seen = recent.get(ids[j], []) + [np.asarray(embeddings[f][j], np.float64)]
-                recent[ids[j]] = seen[-RECENT:]
-        ids_per_frame.append(ids)
+                seen = recent.get(tid, []) + [np.asarray(embeddings[f][j], np.float64)]
+                recent[tid] = seen[-RECENT:]
+        ids_per_frame.append(frame_ids)
     return ids_per_frame
 
 
@@ -278,20 +282,20 @@ def scan_video(
 
     track_list = []
     for track in tracks.values():
-        p = np.array(track["p_fake"])
+        track_p = np.array(track["p_fake"])
         track.update(
-            n_frames=len(p),
+            n_frames=len(track_p),
             start=track["times"][0],
             end=track["times"][-1],
-            **_summary(p),
-            label="fake" if confidently_fake(p) else "real",
+            **_summary(track_p),
+            label="fake" if confidently_fake(track_p) else "real",
         )
         track_list.append(track)
 
     fake_ranges = merge_ranges(
         [[t["start"], t["end"]] for t in track_list if t["label"] == "fake"], times
     )
-    video = {
+    video: dict[str, object] = {
         "n_faces": int(len(p_all)),
         "n_tracks": len(track_list),
         "n_frames_with_faces": int(np.sum(~np.isnan(frame_max))),

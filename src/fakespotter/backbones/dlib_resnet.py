@@ -38,6 +38,7 @@ The ``.dat`` file is dlib's own serialization; :func:`load_model` parses it with
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +242,7 @@ class _Reader:
     def string(self) -> str:
         return self.take(self.int()).decode("latin-1")
 
-    def expect_int(self, expected: int, what: str) -> None:
+    def expect_int(self, expected: builtins.int, what: str) -> None:
         got = self.int()
         if got != expected:
             raise ValueError(f"{what}: expected {expected}, found {got}")
@@ -258,9 +259,11 @@ class _Reader:
             return np.array([self.float() for _ in range(count)], dtype=np.float32).reshape(shape)
         raise ValueError(f"unknown tensor version {version}")
 
-    def alias_tensor(self) -> tuple[int, int, int, int]:
+    # builtins.int: in this class body, plain ``int`` names the method above
+    def alias_tensor(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         self.expect_int(1, "alias_tensor version")
-        return tuple(self.int() for _ in range(4))
+        num_samples, k, nr, nc = (self.int() for _ in range(4))
+        return num_samples, k, nr, nc
 
 
 @dataclass

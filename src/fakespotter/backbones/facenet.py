@@ -35,9 +35,9 @@ BN_EPSILON = 1e-3
 # documented LFW recipe (Sandberg's align_dataset_mtcnn --image_size 160
 # --margin 32) adds 16 source pixels on each side of the box and resizes the
 # result to 160x160 without keeping the aspect ratio. Derivation:
-# 1. Landmarks inside the MTCNN box, measured by running MTCNN's ONet (weights
-#    ~/.cache/fakespotter/mtcnn/onet.pt, 3 refinement passes) on 100 FFHQ faces
-#    from /work/shared/faces/test/real; medians as fractions of box width/height:
+# 1. Landmarks inside the MTCNN box, measured by running MTCNN's ONet (the
+#    pipeline's weights, 3 refinement passes) on 100 FFHQ faces of the developer
+#    set's test/real folder; medians as fractions of box width/height:
 #    eyes (0.255, 0.38) / (0.735, 0.38), nose (0.49, 0.59), mouth corners
 #    (0.27, 0.745) / (0.72, 0.745); box height / width = 1.35.
 # 2. Assuming an LFW face box ~95 px wide (so ~128 px high) in its 250 px image,

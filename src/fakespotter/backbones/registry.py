@@ -53,6 +53,11 @@ class Lazy:
         return f"Lazy({self.ref!r})"
 
 
+def _lazy(ref: str) -> Any:
+    """``Lazy(ref)`` typed as the spec field it fills: reading the field resolves it."""
+    return Lazy(ref)
+
+
 class _Resolving:
     """Reading a field that holds a :class:`Lazy` gives the value it refers to."""
 
@@ -134,7 +139,8 @@ class BackboneSpec(_Resolving):
         # Channels-last conv weights make oneDNN run every conv in NHWC: SFace's depthwise
         # convs measured 27% faster per image than NCHW (batch 32, one thread); outputs agree
         # to 1e-6.
-        model = model.eval().to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time, but torch's overload stubs omit it
+        model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return Backbone(
             name=self.name,
             model=model,
@@ -155,14 +161,14 @@ class Backbone:
     """
 
     name: str
-    model: nn.Module
+    model: nn.Module = field(repr=False)  # a repr names the backbone, not its layers
     input_size: int
     # uint8 N x S x S x 3 RGB crops -> the float tensor the network expects
-    preprocess: Callable[[np.ndarray], torch.Tensor]
-    alignment_template: np.ndarray  # 5 x 2: eyes, nose, mouth corners in the crop
+    preprocess: Callable[[np.ndarray], torch.Tensor] = field(repr=False)
+    alignment_template: np.ndarray = field(repr=False)  # 5 x 2: eyes, nose, mouth corners
     # tap name -> module whose output is that tap's output after its nonlinearity
-    activations: dict[str, str] = field(default_factory=dict)
-    weights_sha256: str = ""
+    activations: dict[str, str] = field(default_factory=dict, repr=False)
+    weights_sha256: str = field(default="", repr=False)
     # crops per forward pass that ran fastest per image on a CPU (benchmarks/speed.py):
     # smaller batches keep a network's activations in cache
     batch_size: int = 32
@@ -250,8 +256,8 @@ def get_detector(name: str) -> DetectorSpec:
 def _builtin(
     name: str, module: str, network: str, summary: str, weight: WeightFile
 ) -> BackboneSpec:
-    def ref(attr: str) -> Lazy:
-        return Lazy(f"fakespotter.backbones.{module}:{attr}")
+    def ref(attr: str) -> Any:
+        return _lazy(f"fakespotter.backbones.{module}:{attr}")
 
     return BackboneSpec(
         name=name,
@@ -373,6 +379,6 @@ register_detector(
                 1_559_269,
             ),
         ),
-        from_files=Lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
+        from_files=_lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
     )
 )

@@ -187,11 +187,13 @@ def _copy_weights(graph: _Graph, model: SFace) -> None:
 
     def load_batchnorm(bn: nn.BatchNorm2d | nn.BatchNorm1d, onnx_node: _Node) -> None:
         gamma, beta, mean, variance = onnx_node.inputs[1:5]
+        # built with track_running_stats=True, so the running statistics exist
+        assert bn.running_mean is not None and bn.running_var is not None
         load(bn.weight, gamma)
         load(bn.bias, beta)
         load(bn.running_mean, mean)
         load(bn.running_var, variance)
-        bn.eps = float(onnx_node.attributes.get("epsilon", 1e-5))
+        bn.eps = float(_scalar_attribute(onnx_node, "epsilon", 1e-5))
 
     _check_input_normalization(graph, constants)
     with torch.no_grad():
@@ -249,6 +251,14 @@ def _check_conv_attributes(onnx_node: _Node, conv: nn.Conv2d) -> None:
             )
 
 
+def _scalar_attribute(onnx_node: _Node, key: str, default: float) -> float:
+    """A node's int or float attribute (``default`` when absent)."""
+    value = onnx_node.attributes.get(key, default)
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{onnx_node.op_type} attribute {key!r} is not a number: {value!r}")
+    return value
+
+
 def _evaluate_constants(graph: _Graph) -> dict[str, np.ndarray]:
     """Initializers plus the DequantizeLinear / Reshape nodes computed from them (the weight subgraph)."""
     constants = dict(graph.initializers)
@@ -256,13 +266,16 @@ def _evaluate_constants(graph: _Graph) -> dict[str, np.ndarray]:
         if not all(name in constants for name in onnx_node.inputs if name):
             continue
         if onnx_node.op_type == "DequantizeLinear":
-            inputs = [constants[name] if name else None for name in onnx_node.inputs] + [None]
+            inputs = [constants[name] if name else None for name in onnx_node.inputs]
+            x, scale, zero_point = (inputs + [None, None, None])[:3]
+            if x is None or scale is None:
+                raise ValueError(f"DequantizeLinear {onnx_node.outputs[0]!r} lacks x or x_scale")
             constants[onnx_node.outputs[0]] = _dequantize(
-                inputs[0],
-                inputs[1],
-                inputs[2],
-                axis=int(onnx_node.attributes.get("axis", 1)),
-                block_size=int(onnx_node.attributes.get("block_size", 0)),
+                x,
+                scale,
+                zero_point,
+                axis=int(_scalar_attribute(onnx_node, "axis", 1)),
+                block_size=int(_scalar_attribute(onnx_node, "block_size", 0)),
             )
         elif onnx_node.op_type == "Reshape":
             data, shape = constants[onnx_node.inputs[0]], constants[onnx_node.inputs[1]]
@@ -346,6 +359,7 @@ def _fields(buffer: memoryview):
     while position < end:
         key, position = _read_varint(buffer, position)
         number, wire_type = key >> 3, key & 7
+        value: int | memoryview
         if wire_type == _WIRE_VARINT:
             value, position = _read_varint(buffer, position)
         elif wire_type in (_WIRE_FIXED64, _WIRE_FIXED32):

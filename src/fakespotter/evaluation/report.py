@@ -81,7 +81,9 @@ def _intervals(m: dict) -> dict:
     }
 
 
-def group_metrics(labels: np.ndarray, p_fake: np.ndarray, groups: Sequence[str]) -> dict[str, dict]:
+def group_metrics(
+    labels: np.ndarray, p_fake: np.ndarray, groups: Sequence[str] | np.ndarray
+) -> dict[str, dict]:
     """Metrics per group, groups sorted by name.
 
     An all-fake group (one generator) reports ``fake_accuracy`` (share caught), an all-real
@@ -181,8 +183,8 @@ def _plain(value):
 def write_report(
     out_dir: str | os.PathLike,
     *,
-    labels: Sequence[int],
-    p_fake: Sequence[float],
+    labels: Sequence[int] | np.ndarray,
+    p_fake: Sequence[float] | np.ndarray,
     groups: Sequence[str] | None = None,
     layer_counts: np.ndarray | None = None,
     layer_labels: Sequence[int] | None = None,

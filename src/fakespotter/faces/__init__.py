@@ -1,16 +1,13 @@
 """Face pipeline: load an image, detect faces (MTCNN), align them to a template."""
 
 from fakespotter.faces.align import (
-    ARCFACE_TEMPLATE_112,
     estimate_similarity,
-    resize_aligned,
     warp_face,
 )
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS, ImageError, load_image
 from fakespotter.faces.mtcnn import MTCNN, Face, nms
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112",
     "MAX_BYTES",
     "MAX_PIXELS",
     "MTCNN",
@@ -19,6 +16,5 @@ __all__ = [
     "estimate_similarity",
     "load_image",
     "nms",
-    "resize_aligned",
     "warp_face",
 ]

@@ -12,17 +12,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],  # left eye (smaller x)
-        [73.5318, 51.5014],  # right eye
-        [56.0252, 71.7366],  # nose tip
-        [41.5493, 92.3655],  # left mouth corner
-        [70.7299, 92.2041],  # right mouth corner
-    ]
-)
-"""The widely used 5-point template for 112 x 112 crops (insightface). Scale it by size/112."""
-
 # Shrinking by more than this with plain bilinear sampling aliases; pre-resize instead.
 _MAX_BILINEAR_SHRINK = 1.25
 
@@ -86,22 +75,6 @@ def warp_face(
         points = (points + 0.5) * np.array([new_w / width, new_h / height]) - 0.5
     matrix = estimate_similarity(points, template)  # in the cropped (and resized) frame
     return _warp_bilinear(source, matrix, size, fill)
-
-
-def resize_aligned(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an already aligned face image (e.g. an FFHQ crop) to size x size.
-
-    A non-square image is centre-cropped to a square first, so nothing is stretched.
-    """
-    image = _check_rgb(image)
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = image[top : top + side, left : left + side]
-    if side == size:
-        return square.copy()
-    resized = Image.fromarray(square).resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(resized).copy()
 
 
 def _check_rgb(image: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ x0 <= x < x1. Boxes are not clipped to the image; a face may reach past the bord
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,6 +178,11 @@ def _frozen(points: np.ndarray) -> np.ndarray:
     return points
 
 
+def _box(box: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1
+
+
 def _normalize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - 127.5) * 0.0078125
 
@@ -257,11 +263,10 @@ class MTCNN:
         **options,
     ) -> MTCNN:
         """Build from facenet-pytorch state-dict files; options go to ``__init__``."""
-        nets = []
-        for net, path in ((PNet(), pnet), (RNet(), rnet), (ONet(), onet)):
+        nets = PNet(), RNet(), ONet()
+        for net, path in zip(nets, (pnet, rnet, onet), strict=True):
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-            nets.append(net)
         return cls(*nets, **options)
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -278,7 +283,7 @@ class MTCNN:
             if len(boxes) == 0 and self.retry_padded:
                 boxes, scores, landmarks = self._detect_padded(pixels)
         faces = [
-            Face(box=tuple(float(v) for v in box), score=float(score), landmarks=_frozen(points))
+            Face(box=_box(box), score=float(score), landmarks=_frozen(points))
             for box, score, points in zip(boxes, scores, landmarks, strict=True)
         ]
         faces.sort(key=lambda face: face.area, reverse=True)

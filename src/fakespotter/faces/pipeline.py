@@ -175,7 +175,7 @@ class FaceCropper:
             if scale == 1.0
             else np.asarray(
                 Image.fromarray(image).resize(
-                    (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+                    (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
                 )
             )
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -50,7 +51,8 @@ def layer_info(detector) -> LayerInfo | None:
     by_name = {t.name: t for t in detector._backbone().taps()}
     names = list(detector.taps_)
     neurons = [int(by_name[n].neurons) for n in names]
-    training_mean = per_layer(detector, np.asarray(detector.scaler_mean_)[None, :])[0]
+    # not the embedding variant (checked above), so per_layer would not return None
+    training_mean = detector.layer_counts(np.asarray(detector.scaler_mean_)[None, :])[0]
     real_mean = fake_mean = None
     stored = getattr(detector, "training_", {}).get(LAYER_MEANS_KEY)
     if _valid_means(stored, names):
@@ -58,7 +60,7 @@ def layer_info(detector) -> LayerInfo | None:
     return LayerInfo(names, neurons, real_mean, fake_mean, [float(v) for v in training_mean])
 
 
-def _valid_means(stored, names: list[str]) -> bool:
+def _valid_means(stored: object, names: list[str]) -> TypeGuard[dict]:
     """Stored averages are used only when they are for exactly this model's layers."""
     if not isinstance(stored, dict) or stored.get("layers") != names:
         return False
@@ -101,7 +103,8 @@ class FaceScorer:
         rows = face_rows(name, faces, p_fake, model=self.model)
         # face_rows numbers faces in its own order (left to right): scoring the faces by
         # their index instead of their p_fake gives, row by row, which face each row is
-        order = [int(r.p_fake) for r in face_rows(name, faces, np.arange(len(faces)))]
+        index_rows = face_rows(name, faces, np.arange(len(faces)))
+        order = [int(r.p_fake) for r in index_rows if r.p_fake is not None]  # all are set
         return [
             dict(
                 row.as_dict(),

@@ -17,7 +17,7 @@ import re
 import tempfile
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -213,7 +213,8 @@ def create_app(
     app.state.scorer = scorer
     _add_error_handlers(app)
     _add_docs(app)
-    errors = {
+    # the type FastAPI declares for `responses`
+    errors: dict[int | str, dict[str, Any]] = {
         413: {"model": Problem, "description": "file or image too large"},
         415: {"model": Problem, "description": "not an image"},
         422: {
@@ -265,7 +266,7 @@ def create_app(
         pixels = _decode(data, Path(name).suffix, max_pixels)
         return scorer.score(pixels, name)
 
-    video_errors = {
+    video_errors: dict[int | str, dict[str, Any]] = {
         413: {"model": Problem, "description": "file too large"},
         415: {"model": Problem, "description": "not a video"},
         422: {
