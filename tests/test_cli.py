@@ -404,14 +404,3 @@ def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
     # same thresholds (from the photos themselves), a classifier that also saw the copies
     assert (models[True].thresholds_ == models[False].thresholds_).all()
     assert not (models[True].coef_ == models[False].coef_).all()
-
-
-def test_command_modules_import_alone():
-    import subprocess
-    import sys
-
-    for module in ("fakespotter.serve.cli", "fakespotter.cli"):  # no import cycle between them
-        done = subprocess.run(
-            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr

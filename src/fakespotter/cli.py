@@ -11,6 +11,7 @@ import click
 from fakespotter import weights
 from fakespotter.cli_types import SafePath, VariantChoice
 from fakespotter.errors import UserError, first_line
+from fakespotter.results import FORMATS
 
 # Exit codes of every command (README, "Exit codes").
 EXIT_OK = 0  # every input gave a result
@@ -313,7 +314,7 @@ def _limits(max_pixels, max_bytes) -> dict:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "csv", "jsonl"]),
+    type=click.Choice(list(FORMATS)),
     default=None,
     help="jsonl: one JSON object per line. Rows are written as they are scored "
     "[default: from --output's extension (.json, .jsonl, .csv), else table].",

@@ -26,14 +26,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from fakespotter.errors import UserError
 from fakespotter.rows import FIELDS, Row
 
-FORMATS = ("table", "json", "csv", "jsonl")
 RESUMABLE = ("csv", "jsonl")
 SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _CSV_HEADER = ",".join(FIELDS) + "\n"
@@ -67,13 +67,13 @@ def _csv_cell(name: str, value) -> str:
     return str(value)
 
 
-def _csv_line(row: Row) -> str:
+def _csv_line(row: Row, index: int) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow([_csv_cell(n, getattr(row, n)) for n in FIELDS])
     return buf.getvalue()
 
 
-def _table_line(row: Row) -> str:
+def _table_line(row: Row, index: int) -> str:
     if row.error:
         return f"{'-':>7}  {'-':6} {'-':>4}  {'-':>19}  {row.path}  ({row.error})\n"
     box = ",".join(str(round(v)) for v in row.box) if row.box else "-"
@@ -83,30 +83,51 @@ def _table_line(row: Row) -> str:
     return f"{row.p_fake:7.3f}  {row.label:5}{flag} {row.face:>4}  {box:>19}  {row.path}{note}\n"
 
 
+def _jsonl_line(row: Row, index: int) -> str:
+    return json.dumps(row.as_dict()) + "\n"
+
+
+def _json_item(row: Row, index: int) -> str:
+    return ("\n  " if index == 0 else ",\n  ") + json.dumps(row.as_dict())
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How one output format writes: what opens it, each row (given its index), what closes
+    it (given the row count)."""
+
+    header: str
+    line: Callable[[Row, int], str]
+    footer: Callable[[int], str] = lambda n_rows: ""
+
+
+# The output formats, one entry each: --format's choices and RowWriter read this table.
+WRITERS: dict[str, OutputFormat] = {
+    "table": OutputFormat(_TABLE_HEADER, _table_line),
+    "json": OutputFormat("[", _json_item, lambda n_rows: "\n]\n" if n_rows else "]\n"),
+    "csv": OutputFormat(_CSV_HEADER, _csv_line),
+    "jsonl": OutputFormat("", _jsonl_line),
+}
+FORMATS = tuple(WRITERS)
+
+
 class RowWriter:
     """Streams rows to a binary file in one format; ``write`` takes all rows of one input file."""
 
     def __init__(self, out: BinaryIO, fmt: str, *, header: bool = True, fsync_every: int = 0):
-        if fmt not in FORMATS:
+        if fmt not in WRITERS:
             raise UserError(f"unknown output format {fmt!r}")
         self.out, self.fmt, self.fsync_every = out, fmt, fsync_every
+        self._format = WRITERS[fmt]
         self.n_rows = 0
         self._unsynced = 0
-        start = {"csv": _CSV_HEADER, "table": _TABLE_HEADER, "json": "["}.get(fmt, "")
-        if header and start:
-            self._put(start)
+        if header:
+            self._put(self._format.header)
 
     def write(self, rows: Iterable[Row]) -> None:
         lines = []
         for row in rows:
-            if self.fmt == "csv":
-                lines.append(_csv_line(row))
-            elif self.fmt == "table":
-                lines.append(_table_line(row))
-            else:
-                sep = ("\n  " if self.n_rows == 0 else ",\n  ") if self.fmt == "json" else ""
-                end = "" if self.fmt == "json" else "\n"
-                lines.append(sep + json.dumps(row.as_dict()) + end)
+            lines.append(self._format.line(row, self.n_rows))
             self.n_rows += 1
         self._put("".join(lines))
         self._unsynced += len(lines)
@@ -114,8 +135,7 @@ class RowWriter:
             self.sync()
 
     def close(self) -> None:
-        if self.fmt == "json":
-            self._put("\n]\n" if self.n_rows else "]\n")
+        self._put(self._format.footer(self.n_rows))
         self.sync()
 
     def sync(self) -> None:

@@ -1,0 +1,82 @@
+"""The package's modules import each other without cycles (imports at module level; those
+inside functions or under ``TYPE_CHECKING`` run later or never, and do not count)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fakespotter"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_level_imports(path: Path, modules: set[str]) -> set[str]:
+    """Our modules that ``path`` imports when it is imported."""
+    found = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue  # for type checkers only
+            if isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+
+    visit(ast.parse(path.read_text()).body)
+    return {m for m in found if m in modules}
+
+
+def test_no_import_cycle_in_the_package():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: top_level_imports(path, set(paths)) for name, path in paths.items()}
+    for name in graph:  # importing a.b runs a/__init__.py first
+        parent = name.rpartition(".")[0]
+        if parent in graph and parent != name:
+            graph[name].add(parent)
+    cycles, state = [], {}
+
+    def walk(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open" and nxt != node.rpartition(".")[0]:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                walk(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name, [name])
+    assert cycles == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fakespotter.serve.cli",
+        "fakespotter.cli",
+        "fakespotter.scan",
+        "fakespotter.criteria",
+        "fakespotter.training",
+    ],
+)
+def test_modules_import_alone(module):
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
