@@ -62,7 +62,7 @@ def main() -> None:
     wild_args = ["evaluate", "--real", f"{FACES}/wild/real", "--format", "json"]
     test = run(test_args)
     wild = run(wild_args)
-    from fakespotter.detector import default_model_path, load_model
+    from fakespotter.persistence import default_model_path, load_model
 
     det = load_model(default_model_path())
     t = det.training_

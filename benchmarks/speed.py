@@ -261,7 +261,7 @@ def throwaway_model(backbone: str) -> FakeSpotter:
 
 def pick_model(backbones: Iterable[str]) -> tuple[FakeSpotter, str]:
     """The shipped default model if its backbone is being measured, else a throwaway one."""
-    from fakespotter.detector import default_model_path, load_model
+    from fakespotter.persistence import default_model_path, load_model
 
     backbones = list(backbones)
     try:

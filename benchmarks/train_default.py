@@ -4,7 +4,10 @@
     python benchmarks/train_default.py    # picks the best on val, trains it with the CLI
 
 Selection uses the `val` split only (never `test` or `wild`): the backbone and variant with
-the highest validation AUC, a smaller/faster model winning ties within 0.002. Training is the
+the highest validation AUC, a smaller/faster model winning ties within 0.002. The model's
+operating point (the threshold at which at most 1% of val real photos are called fake, and an
+uncertain band that lets at most 5% of val fakes through as real) and its novelty limit (99th
+percentile of val faces) are chosen on `val` too, by `fakespotter train --val-real --val-fake`. Training is the
 user's own command, `fakespotter train`, on `../shared/faces/train`, through the same MTCNN
 detection + alignment that photos in the wild take; the command and data land in the file's
 metadata.
@@ -47,7 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "out/reproduce/full/results.json")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="reproduce.py's results.json [default: the newest full run under out/reproduce/]",
+    )
     parser.add_argument("--backbone", help="override the choice")
     parser.add_argument("--variant", help="override the choice")
     parser.add_argument(
@@ -57,7 +65,16 @@ def main() -> None:
     if args.backbone and args.variant:
         backbone, variant = args.backbone, args.variant
     else:
-        pick = choose(args.results)
+        runs = sorted(
+            (ROOT / "out" / "reproduce").glob("full-*/results.json"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if args.results is None and not runs:
+            sys.exit(
+                "train_default: no full reproduce.py run found; run it first or pass "
+                "--backbone and --variant"
+            )
+        pick = choose(args.results or runs[-1])
         backbone, variant = pick["backbone"], pick["variant"]
         print(f"chosen on val: {backbone}/{variant} (val AUC {pick['val']['auc']:.4f})")
     TARGET.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +85,12 @@ def main() -> None:
         "../shared/faces/train/real",
         "--fake",
         "../shared/faces/train/fake",
+        # the operating point (threshold for 1% false alarms, uncertain band) and the novelty
+        # limit are chosen on val, never on test or wild
+        "--val-real",
+        "../shared/faces/val/real",
+        "--val-fake",
+        "../shared/faces/val/fake",
         "--backbone",
         backbone,
         "--variant",

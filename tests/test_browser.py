@@ -40,7 +40,7 @@ from fakespotter.serve.app import create_app  # noqa: E402
 def model_file(request, weight_file) -> Path:
     """The shipped model when this checkout has one (the page as users see it), else a tiny
     dlib model trained on noise 'faces' (conftest's tiny_model)."""
-    from fakespotter.detector import default_model_path
+    from fakespotter.persistence import default_model_path
 
     try:
         path = default_model_path()

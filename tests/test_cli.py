@@ -26,7 +26,7 @@ def trained(tiny_model, tmp_path) -> Path:
 
 
 def test_train_stores_what_the_web_page_needs(trained):
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     model = load_model(trained)
     means = model.training_["layer_means"]  # per-layer class averages for the page's chart
@@ -164,7 +164,7 @@ def test_user_mistakes_give_one_line_errors(tmp_path, trained):
 def test_detect_finds_the_astronaut_with_default_model(weight_file):
     for name in ("facenet", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
-    from fakespotter.detector import default_model_path
+    from fakespotter.persistence import default_model_path
 
     try:
         default_model_path()
@@ -304,7 +304,7 @@ def test_device_option_refuses_what_is_not_here():
 
 def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
     """--taps N trains on the first N layers only; --workers gives the rows --workers 0 gives."""
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     weight_file("dlib")
     real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=5)
@@ -372,7 +372,7 @@ def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
 
 
 def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     weight_file("dlib")
     real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=7)

@@ -8,8 +8,9 @@ import pytest
 from test_detector import _rewrite, tiny_backbone, toy_faces
 
 from fakespotter import modelfile
-from fakespotter.detector import FakeSpotter, default_model_path, load_model, save_model
+from fakespotter.detector import FakeSpotter
 from fakespotter.modelfile import ModelFileError
+from fakespotter.persistence import default_model_path, load_model, save_model
 
 
 def test_shipped_model_written_before_criteria_loads():

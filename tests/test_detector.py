@@ -17,8 +17,9 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from fakespotter.backbones import Backbone
-from fakespotter.detector import FakeSpotter, load_model, save_model
+from fakespotter.detector import FakeSpotter
 from fakespotter.modelfile import ModelFileError
+from fakespotter.persistence import load_model, save_model
 
 SIZE = 16
 

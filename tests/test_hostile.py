@@ -274,13 +274,13 @@ _WORDS = [
 )
 @given(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=8)), max_size=8))
 def test_fuzz_cli_arguments(tmp_path, monkeypatch, args):
-    import fakespotter.detector
+    import fakespotter.persistence
 
     def no_shipped_model():
         raise FileNotFoundError("this fakespotter has no shipped model; pass --model FILE")
 
     # keep each example fast: no network, no big network loads from a shipped default model
-    monkeypatch.setattr(fakespotter.detector, "default_model_path", no_shipped_model)
+    monkeypatch.setattr(fakespotter.persistence, "default_model_path", no_shipped_model)
     if "fetch" in args:
         return
     garbage = tmp_path / "garbage.safetensors"

@@ -20,8 +20,9 @@ from test_detector import tiny_backbone, toy_faces
 
 from fakespotter import modelfile
 from fakespotter.cli import main
-from fakespotter.detector import FakeSpotter, load_model, save_model
+from fakespotter.detector import FakeSpotter
 from fakespotter.modelfile import ModelFileError
+from fakespotter.persistence import load_model, save_model
 
 _edits = byte_edits()
 

@@ -102,7 +102,7 @@ def test_train_detect_evaluate_with_a_registered_backbone(tmp_path, toy, weight_
     assert result.exit_code == 0, result.output
     assert "toy/layer" in result.output
 
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     det = load_model(model)
     assert det.backbone == "toy" and det.taps_ == ["conv1", "conv2", "fc"]

@@ -51,7 +51,7 @@ def toy():
 def test_toy_criterion_through_the_cli(tmp_path, toy):
     from fakespotter.backbones import BACKBONES
     from fakespotter.cli import main
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     if not weights.is_cached(BACKBONES["dlib"].weights):
         pytest.skip("dlib weights not cached; run `fakespotter weights fetch` first")

@@ -489,7 +489,8 @@ def test_detector_gives_scores_and_embeddings_from_one_pass(tiny_model):
     forward pass, for the full, pruned and embedding variants."""
     import torch
 
-    from fakespotter.detector import FakeSpotter, load_model
+    from fakespotter.detector import FakeSpotter
+    from fakespotter.persistence import load_model
 
     det = load_model(tiny_model)
     rng = np.random.default_rng(0)
@@ -553,7 +554,7 @@ def test_real_backbone_splits_real_people_in_the_same_place(
     embeddings give one track per person (box overlap alone gives one track)."""
     for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
-    from fakespotter.detector import default_model_path, load_model
+    from fakespotter.persistence import default_model_path, load_model
 
     if model == "tiny dlib":
         det = load_model(request.getfixturevalue("tiny_model"))

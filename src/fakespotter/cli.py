@@ -244,10 +244,10 @@ class _BackboneChoice(click.Choice):
 
 
 def _load_detector(model_path: str | None):
-    from fakespotter.detector import load_model
+    from fakespotter.persistence import load_model
 
     if model_path is None:
-        from fakespotter.detector import default_model_path
+        from fakespotter.persistence import default_model_path
 
         model_path = default_model_path()
     det = load_model(model_path, device=_settings()["device"])
@@ -362,6 +362,13 @@ def _limits(max_pixels, max_bytes) -> dict:
     "folder (red fake, green real, yellow flagged).",
 )
 @click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Label a face fake at this P(fake) or above, real below, with no uncertain band "
+    "[default: the model's operating point, chosen on held-out photos; 0.5 for older models].",
+)
+@click.option(
     "--fail-on-fake",
     is_flag=True,
     help=f"Exit with code {EXIT_FAKE_FOUND} when any face is labelled fake (for scripts).",
@@ -380,6 +387,7 @@ def detect(
     fps,
     report_dir,
     annotate_dir,
+    threshold,
     fail_on_fake,
 ) -> None:
     """Score every face in PATHS (images, videos, or folders searched recursively).
@@ -413,7 +421,7 @@ def detect(
     videos = [f for f in files if is_video(f)]
     _check_optional_packages(video=bool(videos), report=bool(videos and report_dir))
     if model_path is None:
-        from fakespotter.detector import default_model_path
+        from fakespotter.persistence import default_model_path
 
         model_path = default_model_path()
     model = model_id(model_path)
@@ -430,6 +438,8 @@ def detect(
         click.echo(f"nothing to do: all {len(files)} files are already in {output}", err=True)
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
+    if threshold is not None:  # the user's own cut-off replaces the model's operating point
+        det.threshold_, det.uncertain_ = threshold, None
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
@@ -498,7 +508,8 @@ class _Summary:
     """Counts the rows as they are written, for the closing line and the exit code."""
 
     def __init__(self) -> None:
-        self.faces = self.fake = self.real = self.flagged = self.no_face = self.failed = 0
+        self.faces = self.fake = self.real = self.uncertain = 0
+        self.flagged = self.no_face = self.failed = 0
         self.videos: list[str] = []
 
     def counted(self, per_file):
@@ -514,6 +525,7 @@ class _Summary:
                     self.faces += 1
                     self.fake += row.label == "fake"
                     self.real += row.label == "real"
+                    self.uncertain += row.label == "uncertain"
                     self.flagged += row.warning is not None
             yield rows
 
@@ -533,7 +545,9 @@ class _Summary:
             click.echo(f"video {line}", err=True)
         without = self.no_face + self.failed
         click.echo(
-            f"{self.faces} faces: {self.fake} fake, {self.real} real, {self.flagged} flagged; "
+            f"{self.faces} faces: {self.fake} fake, {self.real} real"
+            + (f", {self.uncertain} uncertain" if self.uncertain else "")
+            + f", {self.flagged} flagged; "
             f"{without} inputs without a result ({self.no_face} no face, "
             f"{self.failed} unreadable or failed)",
             err=True,
@@ -611,6 +625,47 @@ def _largest_faces(
     return found
 
 
+def _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, limits) -> None:
+    """The novelty signal, and with held-out photos the operating point (training.py)."""
+    from fakespotter.training import (
+        choose_operating_point,
+        held_out_novelty_threshold,
+        novelty_threshold,
+        score_labelled,
+    )
+
+    if not val_real_dir:
+        det.novelty_threshold_ = held_out_novelty_threshold(det, features)
+        det.novelty_info_ = {
+            "chosen_on": "20% of the training faces, held out of the fit",
+            "percentile": 99.0,
+        }
+        return
+    det.fit_novelty(features)
+    sets = [
+        (_largest_faces(cropper, folder, name, limits), label)
+        for folder, name, label in ((val_real_dir, "val real", 0), (val_fake_dir, "val fake", 1))
+    ]
+    scored = score_labelled(det, sets)
+    point = choose_operating_point(scored["p_fake"], scored["labels"])
+    det.threshold_ = point["threshold"]
+    det.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
+    det.operating_point_ = {**point, "chosen_on": f"{val_real_dir} + {val_fake_dir}"}
+    det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"]))
+    det.novelty_info_ = {"chosen_on": f"{val_real_dir} + {val_fake_dir}", "percentile": 99.0}
+    band = (
+        "no uncertain band"
+        if det.uncertain_ is None
+        else (f"uncertain from {det.uncertain_[0]:.3f}")
+    )
+    click.echo(
+        f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} ({band}); "
+        f"real photos called fake {point['real_fake']:.1%}, uncertain {point['real_uncertain']:.1%}; "
+        f"fakes caught {point['fake_fake']:.1%}, uncertain {point['fake_uncertain']:.1%}",
+        err=True,
+    )
+
+
 # train warns when the model it wrote is unlikely to be of use
 FEW_FACES_PER_CLASS = 100
 WEAK_CV_AUC = 0.6
@@ -668,6 +723,20 @@ WEAK_CV_AUC = 0.6
     help="Also train on one randomly perturbed copy of every photo (JPEG, blur, noise "
     "or resizing): scores that shift less on re-compressed or blurred photos.",
 )
+@click.option(
+    "--val-real",
+    "val_real_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Held-out real photos (never trained on): the operating threshold is chosen on them "
+    "and --val-fake so that at most 1% of these real photos are labelled fake, with an "
+    "'uncertain' band below it; and the novelty warning's distance.",
+)
+@click.option(
+    "--val-fake",
+    "val_fake_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Held-out GAN-made photos, for --val-real.",
+)
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
 @_limit_options
 @_one_line_errors
@@ -680,18 +749,30 @@ def train(
     aligned,
     taps,
     augment,
+    val_real_dir,
+    val_fake_dir,
     output,
     max_pixels,
     max_bytes,
 ) -> None:
-    """Train a detector on folders of real and fake face photos."""
+    """Train a detector on folders of real and fake face photos.
+
+    With --val-real and --val-fake, the model also stores an operating point chosen on those
+    held-out photos (threshold for at most 1% false alarms, an uncertain band that lets at
+    most 5% of fakes through as real) and the novelty distance beyond which a face is flagged
+    as unlike the training faces (99th percentile of the held-out faces). Without them: the
+    plain 0.5 cut-off, and the novelty limit from the training faces themselves.
+    """
     import datetime
 
     import numpy as np
 
-    from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter, save_model
+    from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
+    from fakespotter.persistence import save_model
     from fakespotter.training import copies_of, fit_with_copies
 
+    if bool(val_real_dir) != bool(val_fake_dir):
+        raise click.UsageError("--val-real and --val-fake go together")
     det = FakeSpotter(
         backbone=backbone,
         variant=variant,
@@ -746,6 +827,7 @@ def train(
     }
     if variant != "embedding":  # the web page draws a face against these averages
         training[LAYER_MEANS_KEY] = det.layer_means(features, y)
+    _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, limits)
     save_model(det, output, training)
     click.echo(
         f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "

@@ -34,10 +34,12 @@ from tqdm import tqdm
 
 from fakespotter.backbones import Backbone, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
-from fakespotter.criteria import CRITERIA, EMBEDDING, variants
+from fakespotter.criteria import EMBEDDING, variants
 from fakespotter.errors import UserError
+from fakespotter.rows import FAKE_THRESHOLD
 
 NEURONS = ("raw", "activation")
+NOVELTY_COMPONENTS = 50  # principal components of the novelty signal
 LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
 DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -69,6 +71,11 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     Attributes (after ``fit``, ``fit_features`` or ``load_model``):
         n_features_in_: number of feature columns the classifier sees (``transform``'s
             output width, ``len(coef_)``), not the pixels of a crop.
+        threshold_, uncertain_: the operating point (``training.choose_operating_point``):
+            P(fake) at which a face is labelled fake (default 0.5), and the (low, threshold)
+            band labelled uncertain, or None.
+        novelty_components_, novelty_scale_, novelty_threshold_: the novelty signal
+            (``fit_novelty``) and the distance above which a face gets a warning.
 
     Pickling (and so ``ProcessPoolExecutor`` workers, ``copy.deepcopy``) keeps parameters
     and fitted attributes and drops the caches, which are rebuilt on first use: the
@@ -304,6 +311,11 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         same cross-validation fold, so C and the calibration are chosen on unseen photos.
         """
         y = _check_y(y, len(F))
+        # a new classifier: the operating point and novelty signal of an earlier fit are void
+        for name in ("novelty_components_", "novelty_scale_", "novelty_threshold_"):
+            self.__dict__.pop(name, None)
+        self.threshold_ = FAKE_THRESHOLD
+        self.uncertain_: tuple[float, float] | None = None
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = int(F.shape[1])
         self.scaler_mean_ = F.mean(0).astype(np.float64)
@@ -406,7 +418,76 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         return self.predict_proba(features=F), E / np.maximum(norms, 1e-12)
 
     def predict(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
-        return (self.predict_proba(X, features=features)[:, 1] >= 0.5).astype(int)
+        """1 (fake) where P(fake) reaches the operating threshold, else 0."""
+        p = self.predict_proba(X, features=features)[:, 1]
+        return (p >= getattr(self, "threshold_", FAKE_THRESHOLD)).astype(int)
+
+    # -- the operating point and the novelty signal ----------------------------------------
+
+    def labels(self, p_fake: np.ndarray) -> list[str]:
+        """ "fake" at or above ``threshold_``, "uncertain" inside ``uncertain_`` (lo, threshold)
+        when the model has such a band, else "real"."""
+        threshold = getattr(self, "threshold_", FAKE_THRESHOLD)
+        band = getattr(self, "uncertain_", None)
+        out = []
+        for p in np.asarray(p_fake, dtype=np.float64):
+            if p >= threshold:
+                out.append("fake")
+            elif band is not None and p >= band[0]:
+                out.append("uncertain")
+            else:
+                out.append("real")
+        return out
+
+    def fit_novelty(self, F: np.ndarray, n_components: int = NOVELTY_COMPONENTS) -> FakeSpotter:
+        """Learn the training faces' feature distribution: the top principal components of
+        the standardized features and the spread along each (``novelty`` measures a face's
+        Mahalanobis distance in them)."""
+        from sklearn.utils.extmath import randomized_svd
+
+        check_is_fitted(self, "scaler_mean_")
+        Z = ((F - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
+        k = int(min(n_components, Z.shape[0] - 1, Z.shape[1]))
+        _, sigma, components = randomized_svd(Z, k, random_state=self.random_state)
+        scale = sigma / np.sqrt(max(1, len(Z) - 1))
+        keep = scale > 1e-6 * scale.max()
+        self.novelty_components_ = components[keep].astype(np.float32)
+        self.novelty_scale_ = scale[keep].astype(np.float64)
+        return self
+
+    def novelty(self, features: np.ndarray) -> np.ndarray | None:
+        """Each face's distance from the training faces (Mahalanobis, in the principal
+        components ``fit_novelty`` kept); None for a model without that signal."""
+        components = getattr(self, "novelty_components_", None)
+        if components is None:
+            return None
+        Z = ((np.asarray(features) - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
+        projected = (Z @ components.T) / self.novelty_scale_
+        return np.sqrt((projected.astype(np.float64) ** 2).mean(axis=1))
+
+    def assess(self, crops: np.ndarray) -> dict:
+        """Everything a result row says of each crop: P(fake), label, novelty and the novelty
+        warning (None where the face is like the training faces or the model cannot tell)."""
+        features = self.transform(crops)
+        p = self.predict_proba(features=features)[:, 1] if len(features) else np.zeros(0)
+        novelty = self.novelty(features) if len(features) else None
+        limit = getattr(self, "novelty_threshold_", None)
+        warnings: list[str | None] = [None] * len(p)
+        if novelty is not None and limit is not None:
+            warnings = [
+                f"unlike the faces the model was trained on (novelty {v:.2f} > {limit:.2f}): "
+                "its score was never measured on faces like this"
+                if v > limit
+                else None
+                for v in novelty
+            ]
+        return {
+            "p_fake": p,
+            "labels": self.labels(p),
+            "novelty": novelty,
+            "warnings": warnings,
+            "features": features,
+        }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -450,148 +531,3 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
     lr = LogisticRegression(C=1e6).fit(scores.reshape(-1, 1), y)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
-
-
-# -- model file ----------------------------------------------------------------------------
-
-_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "package_version": str,
-    "backbone": str,
-    "weights_sha256": str,
-    "variant": str,
-    "neuron": str,
-    "taps": list,
-    "n_features": int,
-    "C": (float, int),
-    "cv_auc": (float, int),
-    "calibration": list,
-    "training": dict,
-}
-
-
-def save_model(detector: FakeSpotter, path, training: dict | None = None) -> None:
-    """Write a fitted detector to one safetensors file (JSON metadata + arrays, no pickle)."""
-    from fakespotter import __version__, modelfile
-
-    check_is_fitted(detector, "coef_")
-    bb = detector._backbone()
-    metadata = {
-        "package_version": __version__,
-        "backbone": bb.name,
-        "weights_sha256": bb.weights_sha256,
-        "variant": detector.variant,
-        "neuron": detector.neuron,
-        "taps": list(detector.taps_),
-        "n_features": int(len(detector.coef_)),
-        "C": float(detector.C_),
-        "cv_auc": float(detector.cv_auc_),
-        "calibration": [float(v) for v in detector.calibration_],
-        "training": dict(training or {}),
-    }
-    arrays = {
-        "thresholds": np.asarray(detector.thresholds_, np.float64),
-        "scaler_mean": detector.scaler_mean_,
-        "scaler_scale": detector.scaler_scale_,
-        "coef": detector.coef_,
-        "intercept": np.array([detector.intercept_], np.float64),
-    }
-    modelfile.save(path, metadata, arrays)
-
-
-DEFAULT_MODEL = "default.safetensors"
-
-
-def default_model_path():
-    """The model shipped inside the package (see benchmarks/train_default.py)."""
-    from importlib.resources import files
-
-    path = files("fakespotter") / "data" / DEFAULT_MODEL
-    if not path.is_file():
-        raise FileNotFoundError("this fakespotter has no shipped model; pass --model FILE")
-    return path
-
-
-def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpotter:
-    """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason.
-
-    ``backbone``: an already loaded network to use instead of the registered one (tests).
-    ``device``: where the network runs (default CPU).
-    """
-    from fakespotter import modelfile
-    from fakespotter.backbones import BACKBONES
-    from fakespotter.modelfile import ModelFileError
-
-    def shapes(meta):
-        n, k = meta["n_features"], len(meta["taps"])
-        if not 0 < n <= 10_000_000 or k > 100_000:
-            raise ModelFileError("model file declares an implausible number of features")
-        # the criterion's parameters per tap: (k,) for layer and channel, as in every model
-        # file written before criteria were pluggable, so those still load unchanged
-        if meta["variant"] == EMBEDDING:
-            per_tap = ()
-        elif meta["variant"] in CRITERIA:
-            per_tap = CRITERIA[meta["variant"]].param_shape
-        else:
-            raise ModelFileError(
-                f"model file has an unknown variant {meta['variant']!r:.40} (this "
-                f"fakespotter has {', '.join(variants())})"
-            )
-        return {
-            "thresholds": (k, *per_tap),
-            "scaler_mean": (n,),
-            "scaler_scale": (n,),
-            "coef": (n,),
-            "intercept": (1,),
-        }
-
-    meta, arrays = modelfile.load(path, _SCHEMA, shapes)
-    if meta["neuron"] not in NEURONS:  # the variant was checked by shapes()
-        raise ModelFileError(f"model file has an unknown neuron kind {meta['neuron']!r:.40}")
-    if (meta["variant"] == EMBEDDING) != (len(meta["taps"]) == 0):
-        raise ModelFileError("model file taps do not match its variant")
-    if not all(isinstance(t, str) for t in meta["taps"]):
-        raise ModelFileError("model file tap names must be strings")
-    if len(meta["calibration"]) != 2 or not all(
-        isinstance(v, (int, float)) and np.isfinite(v) for v in meta["calibration"]
-    ):
-        raise ModelFileError("model file calibration must be two finite numbers")
-    if backbone is None:
-        spec = BACKBONES.get(meta["backbone"])
-        if spec is None:
-            raise ModelFileError(
-                f"model file needs backbone {meta['backbone']!r}, which this "
-                f"fakespotter does not have"
-            )
-        if spec.weights_sha256 != meta["weights_sha256"]:  # '' for a backbone with no files
-            raise ModelFileError(
-                f"model file was made with other {meta['backbone']} weights "
-                f"(sha256 {meta['weights_sha256'][:12]}…)"
-            )
-    elif backbone.name != meta["backbone"]:
-        raise ModelFileError(
-            f"model file is for backbone {meta['backbone']!r}, not {backbone.name!r}"
-        )
-    if np.any(arrays["scaler_scale"] <= 0):
-        raise ModelFileError("model file scaler has non-positive scales")
-
-    det = FakeSpotter(
-        backbone=backbone if backbone is not None else meta["backbone"],
-        variant=meta["variant"],
-        neuron=meta["neuron"],
-        device=device,
-        taps=list(meta["taps"]) or None,
-    )
-    det.taps_ = list(meta["taps"])
-    det.thresholds_ = arrays["thresholds"]
-    det.scaler_mean_ = arrays["scaler_mean"]
-    det.scaler_scale_ = arrays["scaler_scale"]
-    det.coef_ = arrays["coef"]
-    det.intercept_ = float(arrays["intercept"][0])
-    a, b = (float(v) for v in meta["calibration"])  # two numbers, checked above
-    det.calibration_ = (a, b)
-    det.C_ = float(meta["C"])
-    det.cv_auc_ = float(meta["cv_auc"])
-    det.classes_ = np.array([0, 1])
-    det.n_features_in_ = int(len(det.coef_))
-    det.training_ = meta["training"]
-    return det

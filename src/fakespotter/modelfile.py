@@ -63,11 +63,15 @@ def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarra
 
 
 def load(
-    path: str | Path, schema: dict[str, type | tuple[type, ...]], array_shapes
+    path: str | Path,
+    schema: dict[str, type | tuple[type, ...]],
+    array_shapes,
+    optional: dict[str, type | tuple[type, ...]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and validate a model file.
 
-    ``schema``: metadata key -> allowed type(s); every key must be present, no other allowed.
+    ``schema``: metadata key -> allowed type(s); every key must be present, no other allowed
+    beyond ``optional`` (keys that newer files add: absent in older ones).
     ``array_shapes(metadata) -> {name: shape}``: the exact tensors the metadata implies.
     """
     path = Path(path)
@@ -86,7 +90,7 @@ def load(
             raw_header = f.read(header_len)
             header = _parse_json(raw_header, "header")
             metadata = _read_metadata(header)
-            _check_metadata(metadata, schema)
+            _check_metadata(metadata, schema, optional or {})
             expected = array_shapes(metadata)
             data_start = 8 + header_len
             layout = _check_layout(header, expected, size - data_start)
@@ -150,15 +154,15 @@ def _read_metadata(header) -> dict[str, Any]:
     return metadata
 
 
-def _check_metadata(metadata: dict[str, Any], schema) -> None:
+def _check_metadata(metadata: dict[str, Any], schema, optional) -> None:
     keys = set(metadata) - {"format_version"}
     missing = sorted(set(schema) - keys)
-    extra = sorted(keys - set(schema))
+    extra = sorted(keys - set(schema) - set(optional))
     if missing:
         raise ModelFileError(f"model file lacks {missing[0]!r}")
     if extra:
         raise ModelFileError(f"model file has an unexpected key {extra[0]!r}")
-    for key, types in schema.items():
+    for key, types in [*schema.items(), *((k, t) for k, t in optional.items() if k in keys)]:
         value = metadata[key]
         if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
             raise ModelFileError(f"model file key {key!r} has the wrong type")

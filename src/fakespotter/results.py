@@ -39,7 +39,7 @@ SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv"
 _CSV_HEADER = ",".join(FIELDS) + "\n"
 _OLD_CSV_HEADER = "path,face,box,p_fake,label,error\n"  # fakespotter 0.1 before row warnings
 _JSONL_START = '{"path": '  # how every json row begins
-_TABLE_HEADER = f"{'p_fake':>7}  {'label':6} {'face':>4}  {'box':>19}  path\n"
+_TABLE_HEADER = f"{'p_fake':>7}  {'label':10} {'face':>4}  {'box':>19}  path\n"
 
 
 def format_for(output: str | os.PathLike | None, fmt: str | None) -> str:
@@ -75,12 +75,12 @@ def _csv_line(row: Row, index: int) -> str:
 
 def _table_line(row: Row, index: int) -> str:
     if row.error:
-        return f"{'-':>7}  {'-':6} {'-':>4}  {'-':>19}  {row.path}  ({row.error})\n"
+        return f"{'-':>7}  {'-':10} {'-':>4}  {'-':>19}  {row.path}  ({row.error})\n"
     box = ",".join(str(round(v)) for v in row.box) if row.box else "-"
     # a flagged row: "!" after the label, and why at the end of the line
     flag = "!" if row.warning else " "
     note = f"  (warning: {row.warning})" if row.warning else ""
-    return f"{row.p_fake:7.3f}  {row.label:5}{flag} {row.face:>4}  {box:>19}  {row.path}{note}\n"
+    return f"{row.p_fake:7.3f}  {row.label:9}{flag} {row.face:>4}  {box:>19}  {row.path}{note}\n"
 
 
 def _jsonl_line(row: Row, index: int) -> str:

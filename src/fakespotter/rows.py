@@ -27,11 +27,12 @@ class Row:
     face: int | None = None  # faces of one photo are numbered left to right from 0
     box: list[float] | None = None  # x0, y0, x1, y1 in the photo's pixels, clipped to it
     p_fake: float | None = None  # calibrated probability that the face is GAN-made
-    label: str | None = None  # "fake" or "real"
+    label: str | None = None  # "fake", "real", or "uncertain" (the model's band)
     error: str | None = None  # why there is no score (unreadable file, no face found, ...)
     detection_score: float | None = None  # the face detector's confidence (None: --aligned)
     face_size: int | None = None  # short side of the face box in pixels
     warning: str | None = None  # the face is outside what the detector was measured on
+    novelty: float | None = None  # distance from the training faces (None: not measured)
     start: float | None = None  # videos: when the face track begins, in seconds
     end: float | None = None  # videos: when it ends
     model: str | None = None  # the scoring model's identity (sha256 prefix of its file)
@@ -43,32 +44,45 @@ class Row:
 FIELDS = [f.name for f in fields(Row)]
 
 
+def left_to_right(faces: Sequence) -> list[int]:
+    """The indices of ``faces`` (anything with a ``box``) in the order rows number them."""
+    return sorted(range(len(faces)), key=lambda i: (faces[i].box[0], faces[i].box[1]))
+
+
 def face_rows(
     path: str,
     faces: Sequence,
     p_fake: Sequence[float] | np.ndarray,
     *,
     model: str | None = None,
-    threshold: float = FAKE_THRESHOLD,
+    labels: Sequence[str] | None = None,
+    novelty: Sequence[float] | np.ndarray | None = None,
+    warnings: Sequence[str | None] | None = None,
 ) -> list[Row]:
     """Rows for the faces of one photo (``FaceCrop`` objects and their scores, same order),
-    numbered left to right; one ``no face found`` row when there is none."""
+    numbered left to right; one ``no face found`` row when there is none.
+
+    ``labels``, ``novelty`` and ``warnings`` (one per face, same order) come from the
+    detector (``FakeSpotter.assess``): its operating point and novelty signal. Without
+    ``labels`` the plain ``FAKE_THRESHOLD`` cut-off labels them.
+    """
     if not len(faces):
         return [Row(path=path, error=NO_FACE, model=model)]
-    order = sorted(range(len(faces)), key=lambda i: (faces[i].box[0], faces[i].box[1]))
     rows = []
-    for number, i in enumerate(order):
+    for number, i in enumerate(left_to_right(faces)):
         face, p = faces[i], float(p_fake[i])
+        notes = [*face.warnings, *([warnings[i]] if warnings is not None and warnings[i] else [])]
         rows.append(
             Row(
                 path=path,
                 face=number,
                 box=[round(float(v), 1) for v in face.box],
                 p_fake=p,
-                label=label_for(p, threshold),
+                label=label_for(p) if labels is None else labels[i],
                 detection_score=None if face.score is None else round(float(face.score), 4),
                 face_size=int(round(face.size)),
-                warning="; ".join(face.warnings) or None,
+                warning="; ".join(notes) or None,
+                novelty=None if novelty is None else round(float(novelty[i]), 3),
                 model=model,
             )
         )

@@ -211,15 +211,21 @@ def score_rows(
 
     def flush() -> Iterator[Row]:
         crops = [face.crop for item in pending for face in item.faces]
-        p_fake = detector.predict_proba(np.stack(crops))[:, 1] if crops else np.zeros(0)
+        found = assess(detector, np.stack(crops)) if crops else {"p_fake": np.zeros(0)}
         k = 0
         for item in pending:
             if item.error:
                 yield Row(path=str(item.path), error=item.error, model=model)
                 continue
+            part = slice(k, k + len(item.faces))
+
+            def of(key: str, part: slice = part):  # this file's share of a per-face result
+                return None if found.get(key) is None else found[key][part]
+
             yield from face_rows(
-                str(item.path), item.faces, p_fake[k : k + len(item.faces)], model=model
-            )
+                str(item.path), item.faces, found["p_fake"][part], model=model,
+                labels=of("labels"), novelty=of("novelty"), warnings=of("warnings"),
+            )  # fmt: skip
             k += len(item.faces)
         pending.clear()
 
@@ -230,6 +236,14 @@ def score_rows(
             yield from flush()
             n_faces = 0
     yield from flush()
+
+
+def assess(detector, crops: np.ndarray) -> dict:
+    """``detector.assess`` (a fitted FakeSpotter), or just P(fake) from a stand-in that only
+    has ``predict_proba``."""
+    if hasattr(detector, "assess"):
+        return detector.assess(crops)
+    return {"p_fake": detector.predict_proba(crops)[:, 1]}
 
 
 def _folder_reason(path: Path) -> str | None:

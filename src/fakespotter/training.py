@@ -134,3 +134,73 @@ def score_labelled(detector, sets: Sequence[tuple[LargestFaces, int]]) -> dict:
         "p_fake": np.r_[p_found, np.full(len(missing), NO_FACE_SCORE)],
         "features": features,
     }
+
+
+# The operating point's defaults (README, "Reading the labels").
+MAX_FALSE_ALARM = 0.01  # at most this share of held-out real photos is labelled fake
+MAX_MISSED = 0.05  # at most this share of held-out fakes is labelled real; between: uncertain
+NOVELTY_PERCENTILE = 99.0  # a face farther than this percentile of held-out faces is flagged
+
+
+def choose_operating_point(
+    p_fake, labels, *, max_false_alarm: float = MAX_FALSE_ALARM, max_missed: float = MAX_MISSED
+) -> dict:
+    """The threshold and uncertain band, chosen on held-out photos (never the test split).
+
+    * ``threshold``: the lowest P(fake) at which at most ``max_false_alarm`` of the real
+      photos would be labelled fake;
+    * ``uncertain``: [low, threshold), with ``low`` the highest P(fake) below which at most
+      ``max_missed`` of the fakes fall (labelled real); None when that is not below the
+      threshold. Photos scoring in the band are labelled "uncertain".
+
+    Returns the two and the rates they give on these photos.
+    """
+    p, y = np.asarray(p_fake, dtype=np.float64), np.asarray(labels)
+    real, fake = np.sort(p[y == 0]), np.sort(p[y == 1])
+    if not len(real) or not len(fake):
+        raise ValueError("choosing an operating point needs real and fake photos")
+    # at most floor(a * n) reals may reach the threshold: just above the next one down
+    allowed = int(np.floor(max_false_alarm * len(real)))
+    threshold = (
+        float(np.nextafter(real[len(real) - allowed - 1], np.inf)) if allowed < len(real) else 0.0
+    )
+    threshold = min(max(threshold, 0.0), 1.0)
+    missed = int(np.floor(max_missed * len(fake)))  # this many fakes may fall below `low`
+    low = float(fake[missed]) if missed < len(fake) else threshold
+    band = [low, threshold] if low < threshold else None
+    lab = np.full(len(p), "real", dtype=object)
+    if band is not None:
+        lab[p >= low] = "uncertain"
+    lab[p >= threshold] = "fake"
+    rates = {
+        f"{name}_{what}": float(np.mean(lab[y == cls] == what))
+        for cls, name in ((0, "real"), (1, "fake"))
+        for what in ("fake", "uncertain", "real")
+    }
+    return {
+        "threshold": threshold,
+        "uncertain": band,
+        "max_false_alarm": max_false_alarm,
+        "max_missed": max_missed,
+        "n_real": int(len(real)),
+        "n_fake": int(len(fake)),
+        **rates,
+    }
+
+
+def novelty_threshold(novelty, percentile: float = NOVELTY_PERCENTILE) -> float:
+    """The novelty above which a face is flagged: a high percentile of held-out faces'."""
+    return float(np.percentile(np.asarray(novelty, dtype=np.float64), percentile))
+
+
+def held_out_novelty_threshold(
+    detector, features: np.ndarray, *, held_out: float = 0.2, seed: int = 0
+) -> float:
+    """Without held-out photos: fit the novelty signal on most training faces, take the limit
+    from the rest (training faces score closer than new ones would), then refit on all."""
+    order = np.random.default_rng(seed).permutation(len(features))
+    cut = max(1, int(round(len(features) * (1 - held_out))))
+    detector.fit_novelty(features[order[:cut]])
+    limit = novelty_threshold(detector.novelty(features[order[cut:]]))
+    detector.fit_novelty(features)
+    return limit

@@ -16,7 +16,7 @@ import numpy as np
 
 from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter train`
 from fakespotter.faces.pipeline import FaceCropper
-from fakespotter.rows import face_rows
+from fakespotter.rows import face_rows, left_to_right
 
 
 @dataclass(frozen=True)
@@ -96,21 +96,19 @@ class FaceScorer:
                 [row] = face_rows(name, faces, [], model=self.model)  # "no face found"
                 return [dict(row.as_dict(), layer_counts=None)]
             crops = np.stack([f.crop for f in faces])
-            det = self.detector
-            features = det.transform(crops)
-            p_fake = det.predict_proba(features=features)[:, 1]
-            counts = per_layer(det, features)
-        rows = face_rows(name, faces, p_fake, model=self.model)
-        # face_rows numbers faces in its own order (left to right): scoring the faces by
-        # their index instead of their p_fake gives, row by row, which face each row is
-        index_rows = face_rows(name, faces, np.arange(len(faces)))
-        order = [int(r.p_fake) for r in index_rows if r.p_fake is not None]  # all are set
+            found = self.detector.assess(crops)
+            counts = per_layer(self.detector, found["features"])
+        rows = face_rows(
+            name, faces, found["p_fake"], model=self.model, labels=found["labels"],
+            novelty=found["novelty"], warnings=found["warnings"],
+        )  # fmt: skip
+        order = left_to_right(faces)  # the face each row is about
         return [
             dict(
                 row.as_dict(),
                 layer_counts=None if counts is None else [float(v) for v in counts[i]],
             )
-            for row, i in zip(rows, order, strict=False)
+            for row, i in zip(rows, order, strict=True)
         ]
 
     def scan_video(self, path, name: str, fps: float, max_frames: int) -> dict:

@@ -69,11 +69,12 @@ class FaceRow(BaseModel):
     face: int | None  # faces of one photo are numbered left to right from 0
     box: list[float] | None  # x0, y0, x1, y1 in the photo's pixels, clipped to it
     p_fake: float | None  # calibrated probability that the face is GAN-made
-    label: Literal["real", "fake"] | None  # fake when p_fake >= 0.5
+    label: Literal["real", "fake", "uncertain"] | None  # by the model's operating point
     error: str | None  # why there is no score ("no face found")
     detection_score: float | None  # the face detector's confidence (None: aligned uploads)
     face_size: int | None  # short side of the face box in pixels
     warning: str | None  # the face is outside what the detector was measured on
+    novelty: float | None = None  # distance from the training faces (None: not measured)
     start: float | None  # videos only (a track's first second): None for a photo
     end: float | None  # videos only (a track's last second): None for a photo
     model: str | None  # the scoring model's identity (sha256 prefix of its file)
@@ -99,6 +100,8 @@ class ModelInfo(BaseModel):
     real_mean: list[float] | None
     fake_mean: list[float] | None
     training_mean: list[float] | None
+    threshold: float = 0.5  # P(fake) at which a face is labelled fake
+    uncertain: list[float] | None = None  # [low, threshold): labelled uncertain
 
 
 class VideoTrack(BaseModel):
@@ -177,7 +180,7 @@ def create_app(
     from fakespotter.modelfile import model_id
 
     if detector is None:
-        from fakespotter.detector import default_model_path, load_model
+        from fakespotter.persistence import default_model_path, load_model
 
         if model_path is None:
             model_path = default_model_path()
@@ -197,6 +200,10 @@ def create_app(
         neuron=detector.neuron,
         aligned=cropper.aligned,
         cv_auc=float(detector.cv_auc_),
+        threshold=float(getattr(detector, "threshold_", 0.5)),
+        uncertain=None
+        if getattr(detector, "uncertain_", None) is None
+        else list(detector.uncertain_),
         **layers,
     )
 

@@ -25,11 +25,13 @@ function svg(tag, attrs, parent) {
 
 function percent(p) { return Math.round(p * 100) + "%"; }
 
-function verdictWords(p) {
-  if (p >= 0.8) return "Likely made by a GAN";
-  if (p >= 0.5) return "Leaning GAN-made";
-  if (p > 0.2) return "Leaning real";
-  return "Likely a real photo";
+// Words for a face's row: its label comes from the model's operating point (threshold and
+// uncertain band chosen on validation photos), the strength from its probability.
+function verdictWords(row) {
+  const p = row.p_fake;
+  if (row.label === "uncertain") return "Uncertain (between what the model calls real and fake)";
+  if (row.label === "fake") return p >= 0.8 ? "Likely made by a GAN" : "Leaning GAN-made";
+  return p > 0.2 ? "Leaning real" : "Likely a real photo";
 }
 
 function setStatus(text, isError) {
@@ -100,7 +102,7 @@ function select(i) {
   drawOverlay(i);
   drawList(i);
   const row = rows[i];
-  $("verdict").textContent = `Face ${i + 1}: ${verdictWords(row.p_fake)} — ` +
+  $("verdict").textContent = `Face ${i + 1}: ${verdictWords(row)} — ` +
     `${percent(row.p_fake)} probability of being GAN-made (calibrated).`;
   $("verdict-warning").hidden = !row.warning;
   $("verdict-warning").textContent =

@@ -1,0 +1,222 @@
+"""A fitted detector in one model file, and back: the schema of its metadata and arrays.
+
+The container (safetensors + JSON metadata, validated before any tensor is read, never
+unpickled) is ``modelfile``'s; this module says what a FakeSpotter puts in it. Keys added
+after the first files were written (``operating_point``, ``novelty``) are optional, so older
+model files load unchanged, with threshold 0.5, no uncertain band and no novelty signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from fakespotter.backbones import Backbone
+from fakespotter.criteria import CRITERIA, EMBEDDING, variants
+from fakespotter.detector import NEURONS, FakeSpotter
+from fakespotter.rows import FAKE_THRESHOLD
+
+_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "package_version": str,
+    "backbone": str,
+    "weights_sha256": str,
+    "variant": str,
+    "neuron": str,
+    "taps": list,
+    "n_features": int,
+    "C": (float, int),
+    "cv_auc": (float, int),
+    "calibration": list,
+    "training": dict,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    # {"threshold": t, "uncertain": [low, t] or None, "chosen_on": ..., "rule": ..., rates}
+    "operating_point": dict,
+    # {"threshold": d, "n_components": k, "chosen_on": ...}; arrays novelty_components, _scale
+    "novelty": dict,
+}
+
+
+def save_model(detector: FakeSpotter, path, training: dict | None = None) -> None:
+    """Write a fitted detector to one safetensors file (JSON metadata + arrays, no pickle)."""
+    from fakespotter import __version__, modelfile
+
+    check_is_fitted(detector, "coef_")
+    bb = detector._backbone()
+    metadata = {
+        "package_version": __version__,
+        "backbone": bb.name,
+        "weights_sha256": bb.weights_sha256,
+        "variant": detector.variant,
+        "neuron": detector.neuron,
+        "taps": list(detector.taps_),
+        "n_features": int(len(detector.coef_)),
+        "C": float(detector.C_),
+        "cv_auc": float(detector.cv_auc_),
+        "calibration": [float(v) for v in detector.calibration_],
+        "training": dict(training or {}),
+    }
+    arrays = {
+        "thresholds": np.asarray(detector.thresholds_, np.float64),
+        "scaler_mean": detector.scaler_mean_,
+        "scaler_scale": detector.scaler_scale_,
+        "coef": detector.coef_,
+        "intercept": np.array([detector.intercept_], np.float64),
+    }
+    band = getattr(detector, "uncertain_", None)
+    metadata["operating_point"] = {
+        **getattr(detector, "operating_point_", {}),
+        "threshold": float(getattr(detector, "threshold_", FAKE_THRESHOLD)),
+        "uncertain": None if band is None else [float(band[0]), float(band[1])],
+    }
+    if getattr(detector, "novelty_components_", None) is not None:
+        metadata["novelty"] = {
+            **getattr(detector, "novelty_info_", {}),
+            "threshold": float(detector.novelty_threshold_),
+            "n_components": int(len(detector.novelty_components_)),
+        }
+        arrays["novelty_components"] = np.asarray(detector.novelty_components_, np.float32)
+        arrays["novelty_scale"] = np.asarray(detector.novelty_scale_, np.float64)
+    modelfile.save(path, metadata, arrays)
+
+
+DEFAULT_MODEL = "default.safetensors"
+
+
+def default_model_path():
+    """The model shipped inside the package (see benchmarks/train_default.py)."""
+    from importlib.resources import files
+
+    path = files("fakespotter") / "data" / DEFAULT_MODEL
+    if not path.is_file():
+        raise FileNotFoundError("this fakespotter has no shipped model; pass --model FILE")
+    return path
+
+
+def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpotter:
+    """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason.
+
+    ``backbone``: an already loaded network to use instead of the registered one (tests).
+    ``device``: where the network runs (default CPU).
+    """
+    from fakespotter import modelfile
+    from fakespotter.backbones import BACKBONES
+    from fakespotter.modelfile import ModelFileError
+
+    def shapes(meta):
+        n, k = meta["n_features"], len(meta["taps"])
+        if not 0 < n <= 10_000_000 or k > 100_000:
+            raise ModelFileError("model file declares an implausible number of features")
+        # the criterion's parameters per tap: (k,) for layer and channel, as in every model
+        # file written before criteria were pluggable, so those still load unchanged
+        if meta["variant"] == EMBEDDING:
+            per_tap = ()
+        elif meta["variant"] in CRITERIA:
+            per_tap = CRITERIA[meta["variant"]].param_shape
+        else:
+            raise ModelFileError(
+                f"model file has an unknown variant {meta['variant']!r:.40} (this "
+                f"fakespotter has {', '.join(variants())})"
+            )
+        expected = {
+            "thresholds": (k, *per_tap),
+            "scaler_mean": (n,),
+            "scaler_scale": (n,),
+            "coef": (n,),
+            "intercept": (1,),
+        }
+        if "novelty" in meta:
+            c = meta["novelty"].get("n_components")
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 < c <= 1000:
+                raise ModelFileError("model file novelty has an implausible number of components")
+            expected |= {"novelty_components": (c, n), "novelty_scale": (c,)}
+        return expected
+
+    meta, arrays = modelfile.load(path, _SCHEMA, shapes, _OPTIONAL)
+    if meta["neuron"] not in NEURONS:  # the variant was checked by shapes()
+        raise ModelFileError(f"model file has an unknown neuron kind {meta['neuron']!r:.40}")
+    if (meta["variant"] == EMBEDDING) != (len(meta["taps"]) == 0):
+        raise ModelFileError("model file taps do not match its variant")
+    if not all(isinstance(t, str) for t in meta["taps"]):
+        raise ModelFileError("model file tap names must be strings")
+    if len(meta["calibration"]) != 2 or not all(
+        isinstance(v, (int, float)) and np.isfinite(v) for v in meta["calibration"]
+    ):
+        raise ModelFileError("model file calibration must be two finite numbers")
+    if backbone is None:
+        spec = BACKBONES.get(meta["backbone"])
+        if spec is None:
+            raise ModelFileError(
+                f"model file needs backbone {meta['backbone']!r}, which this "
+                f"fakespotter does not have"
+            )
+        if spec.weights_sha256 != meta["weights_sha256"]:  # '' for a backbone with no files
+            raise ModelFileError(
+                f"model file was made with other {meta['backbone']} weights "
+                f"(sha256 {meta['weights_sha256'][:12]}…)"
+            )
+    elif backbone.name != meta["backbone"]:
+        raise ModelFileError(
+            f"model file is for backbone {meta['backbone']!r}, not {backbone.name!r}"
+        )
+    if np.any(arrays["scaler_scale"] <= 0):
+        raise ModelFileError("model file scaler has non-positive scales")
+
+    det = FakeSpotter(
+        backbone=backbone if backbone is not None else meta["backbone"],
+        variant=meta["variant"],
+        neuron=meta["neuron"],
+        device=device,
+        taps=list(meta["taps"]) or None,
+    )
+    det.taps_ = list(meta["taps"])
+    det.thresholds_ = arrays["thresholds"]
+    det.scaler_mean_ = arrays["scaler_mean"]
+    det.scaler_scale_ = arrays["scaler_scale"]
+    det.coef_ = arrays["coef"]
+    det.intercept_ = float(arrays["intercept"][0])
+    a, b = (float(v) for v in meta["calibration"])  # two numbers, checked above
+    det.calibration_ = (a, b)
+    det.C_ = float(meta["C"])
+    det.cv_auc_ = float(meta["cv_auc"])
+    det.classes_ = np.array([0, 1])
+    det.n_features_in_ = int(len(det.coef_))
+    det.training_ = meta["training"]
+    _read_operating_point(det, meta.get("operating_point"))
+    if "novelty" in meta:
+        limit = meta["novelty"].get("threshold")
+        if not _finite(limit) or np.any(arrays["novelty_scale"] <= 0):
+            raise ModelFileError("model file novelty threshold or scales are not valid")
+        det.novelty_components_ = arrays["novelty_components"]
+        det.novelty_scale_ = arrays["novelty_scale"]
+        det.novelty_threshold_ = float(limit)
+        det.novelty_info_ = meta["novelty"]
+    return det
+
+
+def _finite(value) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    )
+
+
+def _read_operating_point(det: FakeSpotter, point: dict | None) -> None:
+    from fakespotter.modelfile import ModelFileError
+
+    det.threshold_, det.uncertain_ = FAKE_THRESHOLD, None
+    if point is None:  # a file from before operating points: the plain 0.5 cut-off
+        return
+    threshold, band = point.get("threshold"), point.get("uncertain")
+    if not (_finite(threshold) and 0 <= float(threshold) <= 1):  # type: ignore[arg-type]
+        raise ModelFileError("model file operating threshold must be a number in [0, 1]")
+    t = float(threshold)  # type: ignore[arg-type]  # a finite number, checked above
+    if band is not None and not (
+        isinstance(band, list)
+        and len(band) == 2
+        and all(_finite(v) for v in band)
+        and 0 <= band[0] <= band[1] == t
+    ):
+        raise ModelFileError("model file uncertain band must be [low, threshold]")
+    det.threshold_ = t
+    det.uncertain_ = None if band is None else (float(band[0]), t)
+    det.operating_point_ = point
