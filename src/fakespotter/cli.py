@@ -920,6 +920,8 @@ def evaluate(
     """
     import json
 
+    import numpy as np
+
     from fakespotter.metrics import evaluate_scores
     from fakespotter.training import score_labelled
 
@@ -944,7 +946,15 @@ def evaluate(
         list(scored["p_fake"]),
         scored["features"],
     )
-    result = evaluate_scores(all_labels, all_scores)
+    # accuracy at the model's operating threshold (0.5 for models without one)
+    result = evaluate_scores(all_labels, all_scores, det.threshold_)
+    result["threshold"] = det.threshold_
+    if det.uncertain_ is not None:  # the share of each class the band labels uncertain
+        said = np.array(det.labels(all_scores))
+        y = np.array(all_labels)
+        for cls, name in ((0, "real"), (1, "fake")):
+            if (y == cls).any():
+                result[f"{name}_uncertain"] = float(np.mean(said[y == cls] == "uncertain"))
     result.update(
         n_no_face=sum(len(s.no_face) for s, _ in sets),
         n_unreadable=sum(len(s.unreadable) for s, _ in sets),
@@ -955,7 +965,10 @@ def evaluate(
 
         perturbed = perturbed_scores(det, cropper, all_paths, perturbations, progress=_progress())
         result["perturbations"] = {
-            name: {**evaluate_scores(all_labels, q["p_fake"]), "n_no_face": q["n_no_face"]}
+            name: {
+                **evaluate_scores(all_labels, q["p_fake"], det.threshold_),
+                "n_no_face": q["n_no_face"],
+            }
             for name, q in perturbed.items()
         }
     if report_dir:
@@ -1025,6 +1038,7 @@ def _write_report(
         groups=groups,
         perturbations=perturbations or None,
         meta=meta,
+        threshold=det.threshold_,
         **layer_kw,
     )
     click.echo(f"wrote the report to {report_dir}", err=True)

@@ -40,6 +40,13 @@ METRIC_LABELS = {
 
 # -- numbers -----------------------------------------------------------------------------------
 
+# What every report says of the method's reach (README, "What it can and cannot detect").
+SCOPE = (
+    "Scope: FakeSpotter's models are trained and measured on GAN faces of the StyleGAN family "
+    "against FFHQ-style photos. Faces from other generator families (diffusion models such as "
+    "Stable Diffusion) are not recognised: they score as real. These numbers hold for photos "
+    "like the ones measured here, not beyond."
+)
 MATPLOTLIB_MISSING = "charts need matplotlib: pip install 'fakespotter[report]'"
 
 
@@ -82,7 +89,10 @@ def _intervals(m: dict) -> dict:
 
 
 def group_metrics(
-    labels: np.ndarray, p_fake: np.ndarray, groups: Sequence[str] | np.ndarray
+    labels: np.ndarray,
+    p_fake: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    threshold: float = THRESHOLD,
 ) -> dict[str, dict]:
     """Metrics per group, groups sorted by name.
 
@@ -94,7 +104,7 @@ def group_metrics(
     out = {}
     for name in sorted(set(groups)):
         mask = groups == name
-        m = evaluate_scores(labels[mask], p_fake[mask], THRESHOLD)
+        m = evaluate_scores(labels[mask], p_fake[mask], threshold)
         row: dict = {"n": int(mask.sum()), "mean_p_fake": float(p_fake[mask].mean())}
         if m["n_real"] == 0:
             row.update(
@@ -115,10 +125,10 @@ def group_metrics(
 
 
 def _perturbation_table(
-    labels: np.ndarray, p_fake: np.ndarray, perturbations: Mapping
+    labels: np.ndarray, p_fake: np.ndarray, perturbations: Mapping, threshold: float = THRESHOLD
 ) -> list[dict]:
     """Rows: ``none`` (the clean scores), then one per perturbation in the given order."""
-    rows = [{"perturbation": "none", **evaluate_scores(labels, p_fake, THRESHOLD)}]
+    rows = [{"perturbation": "none", **evaluate_scores(labels, p_fake, threshold)}]
     for name, value in perturbations.items():
         extra = {}
         if isinstance(value, Mapping):
@@ -129,7 +139,7 @@ def _perturbation_table(
             p, y = np.asarray(value, dtype=float), labels
         if len(p) != len(y):
             raise ValueError(f"perturbation {name}: {len(p)} scores for {len(y)} labels")
-        rows.append({"perturbation": str(name), **evaluate_scores(y, p, THRESHOLD), **extra})
+        rows.append({"perturbation": str(name), **evaluate_scores(y, p, threshold), **extra})
     return rows
 
 
@@ -193,12 +203,15 @@ def write_report(
     perturbations: Mapping[str, object] | None = None,
     meta: Mapping[str, object] | None = None,
     layer_weight_label: str | None = None,
+    threshold: float = THRESHOLD,
 ) -> dict:
     """Write metrics.json, report.md, report.html and PNG charts into ``out_dir``.
 
     Args:
         labels: 1 fake, 0 real, one per scored sample.
-        p_fake: probability of fake per sample (threshold 0.5).
+        p_fake: probability of fake per sample.
+        threshold: P(fake) from which a sample counts as called fake (the model's operating
+            threshold; 0.5 by default).
         groups: group name per sample (generator or real source) for a per-group table.
         layer_counts: N x L activated-neuron counts per layer (rows match ``labels``, or
             ``layer_labels`` when given); see :mod:`fakespotter.evaluation.layers`.
@@ -228,14 +241,14 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    overall = evaluate_scores(labels, p_fake, THRESHOLD)
+    overall = evaluate_scores(labels, p_fake, threshold)
     result: dict = {
-        "threshold": THRESHOLD,
+        "threshold": threshold,
         "overall": overall,
         "overall_ci95": _intervals(overall),
-        "groups": group_metrics(labels, p_fake, groups) if groups is not None else None,
+        "groups": group_metrics(labels, p_fake, groups, threshold) if groups is not None else None,
         "perturbations": (
-            _perturbation_table(labels, p_fake, perturbations) if perturbations else None
+            _perturbation_table(labels, p_fake, perturbations, threshold) if perturbations else None
         ),
         # layer counts exist only for images with a face: their own labels may be given
         "layers": (
@@ -250,6 +263,7 @@ def write_report(
             else None
         ),
         "meta": _plain(dict(meta or {})),
+        "scope": SCOPE,
     }
 
     try:
@@ -394,6 +408,8 @@ def _markdown(result: dict, plots: list[str]) -> str:
         f"Real accuracy {_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
         f"ROC AUC {_fmt(o['auc'])}.",
         "",
+        SCOPE,
+        "",
     ]
     for title, header, rows, note in _tables(result):
         lines += [
@@ -435,6 +451,7 @@ def _html(result: dict, plots: list[str], out: Path) -> str:
         f"<p>{o['n_real']} real and {o['n_fake']} fake faces. Real accuracy "
         f"{_fmt(o['real_accuracy'])}, fake accuracy {_fmt(o['fake_accuracy'])}, "
         f"ROC AUC {_fmt(o['auc'])}.</p>",
+        f"<p>{esc(SCOPE)}</p>",
     ]
     for title, header, rows, note in _tables(result):
         parts.append(
@@ -477,7 +494,7 @@ def _write_plots(
         if result["overall"]["auc"] is not None:
             _plot_roc(plt, out / "roc.png", labels, p_fake, result, perturbations)
             written.append("roc.png")
-        _plot_scores(plt, out / "scores.png", labels, p_fake)
+        _plot_scores(plt, out / "scores.png", labels, p_fake, result["threshold"])
         written.append("scores.png")
         if result["layers"] is not None:
             _plot_layers(plt, out / "layers.png", result["layers"])
@@ -538,7 +555,7 @@ def _plot_roc(plt, path, labels, p_fake, result, perturbations) -> None:
         color="black",
         markersize=7,
         markerfacecolor="white",
-        label=f"threshold {THRESHOLD}",
+        label=f"threshold {result['threshold']:.3g}",
     )
     ax.set(
         xlim=(-0.01, 1.01),
@@ -552,7 +569,7 @@ def _plot_roc(plt, path, labels, p_fake, result, perturbations) -> None:
     _save(plt, fig, path)
 
 
-def _plot_scores(plt, path, labels, p_fake) -> None:
+def _plot_scores(plt, path, labels, p_fake, threshold: float = THRESHOLD) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     bins = np.linspace(0, 1, 41)
     for label, name, color in ((0, "real", REAL_COLOR), (1, "fake", FAKE_COLOR)):
@@ -568,7 +585,7 @@ def _plot_scores(plt, path, labels, p_fake) -> None:
                 label=f"{name} (n={len(p)})",
             )
     ax.axvline(
-        THRESHOLD, color="black", linestyle="--", linewidth=1.2, label=f"threshold {THRESHOLD}"
+        threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}"
     )
     ax.set(
         xlim=(0, 1),
