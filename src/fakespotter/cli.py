@@ -288,6 +288,9 @@ def _command_line() -> str:
             parts += [str(v) for v in (value if isinstance(value, tuple) else [value])]
         elif value is True:
             parts.append(param.opts[0])
+        elif param.multiple:  # --fake a=x --fake b=y: one option a value
+            for v in value:
+                parts += [param.opts[0], "=".join(map(str, v)) if isinstance(v, tuple) else str(v)]
         else:
             parts += [param.opts[0], str(value)]
     return shlex.join(parts)
@@ -504,6 +507,21 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+class FakeSource(click.ParamType):
+    """``NAME=DIR`` or ``DIR`` (named after the folder): one source of GAN-made photos."""
+
+    name = "[NAME=]DIR"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, sep, folder = str(value).partition("=")
+        if not sep or not name or "/" in name:
+            name, folder = Path(str(value)).name or str(value), str(value)
+        folder = SafePath(exists=True, file_okay=False).convert(folder, param, ctx)
+        return (name, folder)
+
+
 class _Summary:
     """Counts the rows as they are written, for the closing line and the exit code."""
 
@@ -681,10 +699,13 @@ WEAK_CV_AUC = 0.6
 )
 @click.option(
     "--fake",
-    "fake_dir",
+    "fake_dirs",
     required=True,
-    type=SafePath(exists=True, file_okay=False),
-    help="Folder of GAN-made face photos.",
+    multiple=True,
+    type=FakeSource(),
+    help="Folder of GAN-made face photos; repeat it for several generator families, each "
+    "named NAME=DIR (e.g. --fake stylegan=gan/ --fake diffusion=sd/; a plain DIR is named "
+    "after the folder). The model records each source; `fakespotter info` shows them.",
 )
 @click.option(
     "--backbone",
@@ -742,7 +763,7 @@ WEAK_CV_AUC = 0.6
 @_one_line_errors
 def train(
     real_dir,
-    fake_dir,
+    fake_dirs,
     backbone,
     variant,
     neuron,
@@ -769,7 +790,7 @@ def train(
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
     from fakespotter.persistence import save_model
-    from fakespotter.training import copies_of, fit_with_copies
+    from fakespotter.training import copies_of, fit_with_copies, merge_faces
 
     if bool(val_real_dir) != bool(val_fake_dir):
         raise click.UsageError("--val-real and --val-fake go together")
@@ -784,7 +805,11 @@ def train(
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     real = _largest_faces(cropper, real_dir, "real", limits, name_no_face=True)
-    fake = _largest_faces(cropper, fake_dir, "fake", limits, name_no_face=True)
+    per_source = [
+        _largest_faces(cropper, folder, f"fake {name}", limits, name_no_face=True)
+        for name, folder in fake_dirs
+    ]
+    fake = merge_faces(per_source)
     if len(real.crops) < 5 or len(fake.crops) < 5:
         raise click.ClickException(
             f"need at least 5 faces of each class, found {len(real.crops)} "
@@ -795,12 +820,15 @@ def train(
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
     copies = None
     if augment:
+        # real photos draw from seed 1, the k-th fake source from seed 2 + k
         copies = [
-            _largest_faces(
-                cropper, folder, f"{name}, augmented", limits, augment_seed=AUGMENT_SEED + label
-            )
-            for label, name, folder in ((0, "real", real_dir), (1, "fake", fake_dir))
-        ]
+            _largest_faces(cropper, real_dir, "real, augmented", limits, augment_seed=AUGMENT_SEED),
+            merge_faces([
+                _largest_faces(cropper, folder, f"fake {name}, augmented", limits,
+                               augment_seed=AUGMENT_SEED + 1 + k)
+                for k, (name, folder) in enumerate(fake_dirs)
+            ]),
+        ]  # fmt: skip
         keep, copy_of = copies_of(real.paths + fake.paths, copies[0].paths + copies[1].paths)
         copy_crops = np.concatenate([c.crops for c in copies])[keep]
         copy_y = np.r_[np.zeros(len(copies[0].paths), int), np.ones(len(copies[1].paths), int)][
@@ -819,7 +847,11 @@ def train(
         "n_no_face": n_no_face,
         "n_unreadable": n_unreadable,
         "real": str(real_dir),
-        "fake": str(fake_dir),
+        "fake": ", ".join(str(folder) for _, folder in fake_dirs),
+        "fake_sources": {
+            name: {"folder": str(folder), "n_faces": len(faces.crops)}
+            for (name, folder), faces in zip(fake_dirs, per_source, strict=True)
+        },
         "aligned": aligned,
         "augment": augment,
         "command": _command_line(),
@@ -863,9 +895,11 @@ def train(
 )
 @click.option(
     "--fake",
-    "fake_dir",
-    type=SafePath(exists=True, file_okay=False),
-    help="Folder of GAN-made face photos (without it: how many real photos pass).",
+    "fake_dirs",
+    multiple=True,
+    type=FakeSource(),
+    help="Folder of GAN-made face photos, NAME=DIR or DIR; repeat it for per-source metrics "
+    "(without it: how many real photos pass).",
 )
 @click.option(
     "--model",
@@ -903,7 +937,7 @@ def train(
 @_one_line_errors
 def evaluate(
     real_dir,
-    fake_dir,
+    fake_dirs,
     model_path,
     aligned,
     fmt,
@@ -934,11 +968,12 @@ def evaluate(
     det = _load_detector(model_path)
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    sets = [
-        (_largest_faces(cropper, folder, name, limits), label)
-        for folder, name, label in ((real_dir, "real", 0), (fake_dir, "fake", 1))
-        if folder
+    real = _largest_faces(cropper, real_dir, "real", limits)
+    fakes = [
+        (name, _largest_faces(cropper, folder, f"fake {name}", limits))
+        for name, folder in fake_dirs
     ]
+    sets = [(real, 0)] + [(faces, 1) for _, faces in fakes]
     scored = score_labelled(det, sets)
     all_paths, all_labels, all_scores, features = (
         scored["paths"],
@@ -955,6 +990,10 @@ def evaluate(
         for cls, name in ((0, "real"), (1, "fake")):
             if (y == cls).any():
                 result[f"{name}_uncertain"] = float(np.mean(said[y == cls] == "uncertain"))
+    if len(fakes) > 1:  # each fake source against all the real photos
+        result["per_source"] = {
+            name: _source_metrics(det, real, faces, scored) for name, faces in fakes
+        }
     result.update(
         n_no_face=sum(len(s.no_face) for s, _ in sets),
         n_unreadable=sum(len(s.unreadable) for s, _ in sets),
@@ -1007,6 +1046,18 @@ def evaluate(
             click.echo(f"{name:14s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
+def _source_metrics(det, real, faces, scored) -> dict:
+    """Metrics of one fake source against the real photos, from the scores already made."""
+    from fakespotter.metrics import evaluate_scores
+
+    by_path = dict(zip(scored["paths"], scored["p_fake"], strict=True))
+    paths = list(real.paths) + list(real.no_face) + list(faces.paths) + list(faces.no_face)
+    labels = [0] * (len(real.paths) + len(real.no_face)) + [1] * (
+        len(faces.paths) + len(faces.no_face)
+    )
+    return evaluate_scores(labels, [by_path[p] for p in paths], det.threshold_)
+
+
 def _write_report(
     report_dir, det, paths, labels, scores, features, manifest, perturbed, model_path
 ) -> None:
@@ -1042,6 +1093,87 @@ def _write_report(
         **layer_kw,
     )
     click.echo(f"wrote the report to {report_dir}", err=True)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=SafePath(dir_okay=False),
+    help="Model file from `fakespotter train` (default: the shipped model).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print it.",
+)
+@_one_line_errors
+def info(model_path, fmt) -> None:
+    """What a model file is: network, features, what it was trained on (its real photos and
+    each fake source), its operating point and novelty limit, and how it was made."""
+    import json
+
+    from fakespotter.persistence import default_model_path, load_model
+    from fakespotter.rows import FAKE_THRESHOLD
+
+    path = model_path or default_model_path()
+    det = load_model(path, device=None)
+    t = dict(getattr(det, "training_", {}))
+    t.pop("layer_means", None)  # per-layer averages for the web page: long, not for reading
+    facts = {
+        "model": str(path),
+        "backbone": det.backbone,
+        "variant": det.variant,
+        "neuron": det.neuron,
+        "n_features": int(len(det.coef_)),
+        "cv_auc": float(det.cv_auc_),
+        "threshold": float(det.threshold_),
+        "uncertain": None if det.uncertain_ is None else list(det.uncertain_),
+        "operating_point": getattr(det, "operating_point_", None),
+        "novelty_limit": getattr(det, "novelty_threshold_", None),
+        "novelty": getattr(det, "novelty_info_", None),
+        "training": t,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(facts, indent=2, default=str))
+        return
+    click.echo(f"model        {facts['model']}")
+    click.echo(
+        f"network      {det.backbone}, {det.variant} features ({facts['n_features']:,}), "
+        f"cross-validated AUC {det.cv_auc_:.3f}"
+    )
+    sources = t.get("fake_sources") or {
+        "fake": {"folder": t.get("fake"), "n_faces": t.get("n_fake")}
+    }
+    click.echo(f"trained on   {t.get('n_real')} real faces from {t.get('real')}")
+    for name, source in sources.items():
+        click.echo(
+            f"             {source.get('n_faces')} fake faces, source {name!r}: {source.get('folder')}"
+        )
+    if (
+        det.threshold_ == FAKE_THRESHOLD
+        and det.uncertain_ is None
+        and facts["operating_point"] is None
+    ):
+        click.echo(
+            "labels       fake at P(fake) >= 0.5 (no operating point chosen on held-out photos)"
+        )
+    else:
+        band = "" if det.uncertain_ is None else f", uncertain from {det.uncertain_[0]:.3f}"
+        click.echo(
+            f"labels       fake at P(fake) >= {det.threshold_:.3f}{band} "
+            f"(chosen on {(facts['operating_point'] or {}).get('chosen_on', '?')})"
+        )
+    if facts["novelty_limit"] is not None:
+        click.echo(
+            f"novelty      faces farther than {facts['novelty_limit']:.3f} are flagged "
+            f"(chosen on {(facts['novelty'] or {}).get('chosen_on', '?')})"
+        )
+    click.echo(f"made by      {t.get('command')} ({t.get('date')})")
+    click.echo("scope        README, 'What it can and cannot detect'")
 
 
 def _add_serve() -> None:

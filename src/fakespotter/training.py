@@ -75,6 +75,18 @@ def largest_faces(
     return out
 
 
+def merge_faces(parts: Sequence[LargestFaces]) -> LargestFaces:
+    """Several sets of largest faces (e.g. one per fake source) as one, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    out = LargestFaces(np.concatenate([p.crops for p in parts]))
+    for p in parts:
+        out.paths += p.paths
+        out.no_face += p.no_face
+        out.unreadable += p.unreadable
+    return out
+
+
 def copies_of(photos: Sequence, copies: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Which copies have their photo among ``photos`` (a bool mask over ``copies``), and the
     index of that photo for each kept copy."""
