@@ -77,6 +77,12 @@ def main() -> None:
         f"| {r['perturbation']} | {r['auc']:.3f} | {pct(r['real_accuracy'])} | {pct(r['fake_accuracy'])} |"
         for r in pert
     ]  # the report's list starts with the clean row, "none"
+    band = getattr(det, "uncertain_", None)
+    band_text = (
+        ", no uncertain band"
+        if band is None
+        else f", uncertain from {band[0]:.3f} (at most 5% of `val` fakes score below it)"
+    )
     text = (
         f"""# The shipped default model, measured
 
@@ -95,13 +101,18 @@ which runs
     fakespotter {" ".join(test_args)}
     fakespotter {" ".join(wild_args)}
 
-| set | n real | n fake | no face | accuracy | real kept | fakes caught | AUC | AP | EER |
-|---|---|---|---|---|---|---|---|---|---|
-| `test` (FFHQ vs StyleGAN 1/2/x) | {test["n_real"]} | {test["n_fake"]} | {test["n_no_face"]} | {pct(test["accuracy"])} | {pct(test["real_accuracy"])} | {pct(test["fake_accuracy"])} | {test["auc"]:.4f} | {test["ap"]:.4f} | {pct(test["eer"])} |
-| `wild/real` (UTKFace, another source) | {wild["n_real"]} | 0 | {wild["n_no_face"]} | – | {pct(wild["real_accuracy"])} | – | – | – | – |
+Labels come from the model's operating point: fake at P(fake) >= {test["threshold"]:.3f}
+(chosen on `val` for at most 1% of real photos called fake){band_text}. "Real kept" is the
+share of real photos not called fake, "fakes caught" the share of fakes called fake;
+"uncertain" the share of each class inside the band.
+
+| set | n real | n fake | no face | accuracy | real kept | fakes caught | real uncertain | fakes uncertain | AUC | AP | EER |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| `test` (FFHQ vs StyleGAN 1/2/x) | {test["n_real"]} | {test["n_fake"]} | {test["n_no_face"]} | {pct(test["accuracy"])} | {pct(test["real_accuracy"])} | {pct(test["fake_accuracy"])} | {pct(test.get("real_uncertain"))} | {pct(test.get("fake_uncertain"))} | {test["auc"]:.4f} | {test["ap"]:.4f} | {pct(test["eer"])} |
+| `wild/real` (UTKFace, another source) | {wild["n_real"]} | 0 | {wild["n_no_face"]} | – | {pct(wild["real_accuracy"])} | – | {pct(wild.get("real_uncertain"))} | – | – | – | – |
 
 So {pct(1 - wild["real_accuracy"])} of real photos from a source the model never saw are
-called fake at the 0.5 threshold.
+called fake at the model's threshold.
 
 ## By generator and source (test)
 

@@ -476,7 +476,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         if novelty is not None and limit is not None:
             warnings = [
                 f"unlike the faces the model was trained on (novelty {v:.2f} > {limit:.2f}): "
-                "its score was never measured on faces like this"
+                "read its score with care"
                 if v > limit
                 else None
                 for v in novelty
