@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.cli_types import SafePath, VariantChoice
+from fakespotter.cli_types import SafePath, VariantChoice, model_option
 from fakespotter.errors import UserError, first_line
 from fakespotter.results import FORMATS
 
@@ -302,12 +302,7 @@ def _limits(max_pixels, max_bytes) -> dict:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=SafePath())
-@click.option(
-    "--model",
-    "model_path",
-    type=SafePath(dir_okay=False),
-    help="Model file from `fakespotter train` (default: the shipped model).",
-)
+@model_option
 @click.option(
     "--aligned",
     is_flag=True,
@@ -901,12 +896,7 @@ def train(
     help="Folder of GAN-made face photos, NAME=DIR or DIR; repeat it for per-source metrics "
     "(without it: how many real photos pass).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=SafePath(dir_okay=False),
-    help="Model file from `fakespotter train` (default: the shipped model).",
-)
+@model_option
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option(
     "--format",
@@ -1096,12 +1086,7 @@ def _write_report(
 
 
 @main.command()
-@click.option(
-    "--model",
-    "model_path",
-    type=SafePath(dir_okay=False),
-    help="Model file from `fakespotter train` (default: the shipped model).",
-)
+@model_option
 @click.option(
     "--format",
     "fmt",

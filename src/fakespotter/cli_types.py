@@ -33,3 +33,12 @@ class VariantChoice(click.Choice):
     @choices.setter
     def choices(self, value) -> None:
         pass  # click.Choice.__init__ sets it; the registry is the list
+
+
+# --model, the same for every command that scores with a model
+model_option = click.option(
+    "--model",
+    "model_path",
+    type=SafePath(dir_okay=False),
+    help="Model file from `fakespotter train` (default: the shipped model).",
+)

@@ -36,7 +36,7 @@ from fakespotter.backbones import Backbone, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.criteria import EMBEDDING, variants
 from fakespotter.errors import UserError
-from fakespotter.rows import FAKE_THRESHOLD
+from fakespotter.rows import FAKE_THRESHOLD, label_for
 
 NEURONS = ("raw", "activation")
 NOVELTY_COMPONENTS = 50  # principal components of the novelty signal
@@ -425,19 +425,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     # -- the operating point and the novelty signal ----------------------------------------
 
     def labels(self, p_fake: np.ndarray) -> list[str]:
-        """ "fake" at or above ``threshold_``, "uncertain" inside ``uncertain_`` (lo, threshold)
-        when the model has such a band, else "real"."""
+        """``rows.label_for`` of each score at this model's operating point (``threshold_``,
+        ``uncertain_``)."""
         threshold = getattr(self, "threshold_", FAKE_THRESHOLD)
         band = getattr(self, "uncertain_", None)
-        out = []
-        for p in np.asarray(p_fake, dtype=np.float64):
-            if p >= threshold:
-                out.append("fake")
-            elif band is not None and p >= band[0]:
-                out.append("uncertain")
-            else:
-                out.append("real")
-        return out
+        low = None if band is None else band[0]
+        return [label_for(p, threshold, low) for p in np.asarray(p_fake, dtype=np.float64)]
 
     def fit_novelty(self, F: np.ndarray, n_components: int = NOVELTY_COMPONENTS) -> FakeSpotter:
         """Learn the training faces' feature distribution: the top principal components of

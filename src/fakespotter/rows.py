@@ -17,8 +17,16 @@ FAKE_THRESHOLD = 0.5  # p_fake at or above this is labelled fake
 NO_FACE = "no face found"
 
 
-def label_for(p_fake: float, threshold: float = FAKE_THRESHOLD) -> str:
-    return "fake" if p_fake >= threshold else "real"
+def label_for(
+    p_fake: float, threshold: float = FAKE_THRESHOLD, uncertain_from: float | None = None
+) -> str:
+    """The label rule: "fake" at or above ``threshold``; "uncertain" from ``uncertain_from``
+    up to it when a model has such a band (its operating point); else "real"."""
+    if p_fake >= threshold:
+        return "fake"
+    if uncertain_from is not None and p_fake >= uncertain_from:
+        return "uncertain"
+    return "real"
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fakespotter.cli_types import SafePath
+from fakespotter.cli_types import model_option
 from fakespotter.errors import UserError, first_line
 
 # The server's own limits (fakespotter.serve.app's MAX_*), repeated here so `serve --help`
@@ -37,12 +37,7 @@ def _settings() -> dict:
     type=click.IntRange(0, 65535),
     help="Port to listen on (0: any free port).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=SafePath(dir_okay=False),
-    help="Model file from `fakespotter train` (default: the shipped model).",
-)
+@model_option
 @click.option(
     "--aligned",
     is_flag=True,
