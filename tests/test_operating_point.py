@@ -173,3 +173,35 @@ def test_models_written_before_operating_points_load_with_the_plain_cut_off(
     assert det.threshold_ == 0.5 and det.uncertain_ is None
     assert det.novelty(np.zeros((1, len(det.coef_)))) is None
     assert det.labels([0.49, 0.5]) == ["real", "fake"]
+
+
+def test_the_novelty_limit_is_a_percentile_of_the_held_out_real_faces_alone(pointed_model):
+    # reals spread wider than the training generators' fakes: a limit from both classes
+    # flagged more than the stated share of real photos like the training ones
+    from fakespotter.training import NOVELTY_PERCENTILE, largest_faces
+
+    det = load_model(pointed_model)
+    real = sorted((pointed_model.parent / "val_real").iterdir())
+    crops = largest_faces(det.face_cropper(True), real).crops
+    expected = np.percentile(det.novelty(det.transform(crops)), NOVELTY_PERCENTILE)
+    assert det.novelty_threshold_ == pytest.approx(expected)
+    assert det.novelty_info_["chosen_on"] == str(pointed_model.parent / "val_real")
+
+
+def test_without_held_out_photos_the_novelty_limit_comes_from_held_out_training_reals():
+    from fakespotter.detector import FakeSpotter
+    from fakespotter.training import NOVELTY_PERCENTILE, held_out_novelty_threshold
+
+    rng = np.random.default_rng(0)
+    # real faces spread wide, the generator's fakes tight: a limit from both classes would
+    # sit lower and flag more reals than the stated 1%
+    F = np.r_[rng.normal(size=(300, 6)) * 3, rng.normal(size=(300, 6)) * 0.3]
+    y = np.r_[np.zeros(300, int), np.ones(300, int)]
+    det = FakeSpotter(backbone="dlib", variant="layer", Cs=(1.0,)).fit_features(F, y)
+    limit = held_out_novelty_threshold(det, F, y, seed=0)
+    order = np.random.default_rng(0).permutation(len(F))
+    fit, rest = order[:480], order[480:]
+    det.fit_novelty(F[fit])
+    held = det.novelty(F[rest])
+    assert limit == pytest.approx(np.percentile(held[y[rest] == 0], NOVELTY_PERCENTILE))
+    assert limit > np.percentile(held, NOVELTY_PERCENTILE)

@@ -638,9 +638,10 @@ def _largest_faces(
     return found
 
 
-def _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, limits) -> None:
+def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits) -> None:
     """The novelty signal, and with held-out photos the operating point (training.py)."""
     from fakespotter.training import (
+        NOVELTY_PERCENTILE,
         choose_operating_point,
         held_out_novelty_threshold,
         novelty_threshold,
@@ -648,10 +649,10 @@ def _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, lim
     )
 
     if not val_real_dir:
-        det.novelty_threshold_ = held_out_novelty_threshold(det, features)
+        det.novelty_threshold_ = held_out_novelty_threshold(det, features, y)
         det.novelty_info_ = {
-            "chosen_on": "20% of the training faces, held out of the fit",
-            "percentile": 99.0,
+            "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
+            "percentile": NOVELTY_PERCENTILE,
         }
         return
     det.fit_novelty(features)
@@ -664,8 +665,9 @@ def _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, lim
     det.threshold_ = point["threshold"]
     det.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
     det.operating_point_ = {**point, "chosen_on": f"{val_real_dir} + {val_fake_dir}"}
-    det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"]))
-    det.novelty_info_ = {"chosen_on": f"{val_real_dir} + {val_fake_dir}", "percentile": 99.0}
+    n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
+    det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"][:n_real]))
+    det.novelty_info_ = {"chosen_on": f"{val_real_dir}", "percentile": NOVELTY_PERCENTILE}
     band = (
         "no uncertain band"
         if det.uncertain_ is None
@@ -678,6 +680,62 @@ def _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, lim
         err=True,
     )
 
+
+def _training_rows(det, cropper, features, real_dir, real, fake_dirs, per_source, augment, limits):
+    """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (real
+    first, then each fake source in turn), then with ``augment`` one perturbed copy of each
+    photo, counted by ``det``, in its photo's group (cross-validation fold)."""
+    import numpy as np
+
+    from fakespotter.training import copies_of, merge_faces
+    from fakespotter.trainingset import TrainingFeatures
+
+    n_real = len(real.crops)
+    y = np.r_[np.zeros(n_real, int), np.ones(len(features) - n_real, int)]
+    source = np.repeat(
+        np.arange(1 + len(per_source)), [n_real] + [len(f.crops) for f in per_source]
+    )
+    rows = TrainingFeatures(
+        features, y, np.arange(len(y)), source, ["real"] + [name for name, _ in fake_dirs]
+    )
+    if not augment:
+        return rows
+    # real photos draw from seed 1, the k-th fake source from seed 2 + k
+    copies = [
+        _largest_faces(cropper, real_dir, "real, augmented", limits, augment_seed=AUGMENT_SEED)
+        if real_dir
+        else None,
+        *(
+            _largest_faces(
+                cropper, folder, f"fake {name}, augmented", limits,
+                augment_seed=AUGMENT_SEED + 1 + k,
+            )
+            for k, (name, folder) in enumerate(fake_dirs)
+        ),
+    ]  # fmt: skip
+    found = merge_faces([c for c in copies if c is not None])
+    photos = real.paths + [p for f in per_source for p in f.paths]
+    keep, copy_of = copies_of(photos, found.paths)
+    if not keep.any():
+        return rows
+    copy_features = det.transform(found.crops[keep])
+    return TrainingFeatures(
+        np.concatenate([features, copy_features]),
+        np.r_[y, y[copy_of]],
+        np.r_[rows.groups, copy_of],
+        np.r_[source, source[copy_of]],
+        rows.sources,
+    )
+
+
+_save_features_option = click.option(
+    "--save-features",
+    type=SafePath(dir_okay=False),
+    default=None,
+    help="Also write the training faces' features to this .npz file: `fakespotter update` "
+    "refits the model on them and new faces in seconds (large: about 2 bytes per feature "
+    "per face).",
+)
 
 # train warns when the model it wrote is unlikely to be of use
 FEW_FACES_PER_CLASS = 100
@@ -754,6 +812,7 @@ WEAK_CV_AUC = 0.6
     help="Held-out GAN-made photos, for --val-real.",
 )
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
+@_save_features_option
 @_limit_options
 @_one_line_errors
 def train(
@@ -768,6 +827,7 @@ def train(
     val_real_dir,
     val_fake_dir,
     output,
+    save_features,
     max_pixels,
     max_bytes,
 ) -> None:
@@ -776,7 +836,7 @@ def train(
     With --val-real and --val-fake, the model also stores an operating point chosen on those
     held-out photos (threshold for at most 1% false alarms, an uncertain band that lets at
     most 5% of fakes through as real) and the novelty distance beyond which a face is flagged
-    as unlike the training faces (99th percentile of the held-out faces). Without them: the
+    as unlike the training faces (99th percentile of the held-out real faces). Without them: the
     plain 0.5 cut-off, and the novelty limit from the training faces themselves.
     """
     import datetime
@@ -785,7 +845,7 @@ def train(
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
     from fakespotter.persistence import save_model
-    from fakespotter.training import copies_of, fit_with_copies, merge_faces
+    from fakespotter.training import merge_faces
 
     if bool(val_real_dir) != bool(val_fake_dir):
         raise click.UsageError("--val-real and --val-fake go together")
@@ -813,25 +873,11 @@ def train(
     X = np.concatenate([real.crops, fake.crops])
     y = np.r_[np.zeros(len(real.crops), int), np.ones(len(fake.crops), int)]
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
-    copies = None
-    if augment:
-        # real photos draw from seed 1, the k-th fake source from seed 2 + k
-        copies = [
-            _largest_faces(cropper, real_dir, "real, augmented", limits, augment_seed=AUGMENT_SEED),
-            merge_faces([
-                _largest_faces(cropper, folder, f"fake {name}, augmented", limits,
-                               augment_seed=AUGMENT_SEED + 1 + k)
-                for k, (name, folder) in enumerate(fake_dirs)
-            ]),
-        ]  # fmt: skip
-        keep, copy_of = copies_of(real.paths + fake.paths, copies[0].paths + copies[1].paths)
-        copy_crops = np.concatenate([c.crops for c in copies])[keep]
-        copy_y = np.r_[np.zeros(len(copies[0].paths), int), np.ones(len(copies[1].paths), int)][
-            keep
-        ]
-        fit_with_copies(det, features, y, det.transform(copy_crops), copy_y, copy_of)
-    else:
-        fit_with_copies(det, features, y)
+    rows = _training_rows(
+        det, cropper, features, real_dir, real, fake_dirs, per_source, augment, limits
+    )
+    # copies share their photo's cross-validation fold; without copies, plain stratified folds
+    det.fit_features(rows.features, rows.y, groups=rows.groups if augment else None)
     n_no_face, n_unreadable = (
         len(real.no_face) + len(fake.no_face),
         len(real.unreadable) + len(fake.unreadable),
@@ -854,8 +900,13 @@ def train(
     }
     if variant != "embedding":  # the web page draws a face against these averages
         training[LAYER_MEANS_KEY] = det.layer_means(features, y)
-    _fit_operating_point(det, features, cropper, val_real_dir, val_fake_dir, limits)
+    _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits)
     save_model(det, output, training)
+    if save_features:
+        from fakespotter.trainingset import save_training_features
+
+        save_training_features(save_features, det, rows)
+        click.echo(f"wrote {save_features}: the {len(rows)} training faces' features", err=True)
     click.echo(
         f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "
         f"{det.cv_auc_:.3f} on {len(real.crops)} real + {len(fake.crops)} fake faces"
@@ -878,6 +929,174 @@ def train(
             "model cannot tell these real and fake photos apart; check the folders",
             err=True,
         )
+
+
+@main.command()
+@model_option
+@click.option(
+    "--features",
+    "features_path",
+    required=True,
+    type=SafePath(exists=True, dir_okay=False),
+    help="The model's training features (`fakespotter train --save-features`).",
+)
+@click.option(
+    "--fake",
+    "fake_dirs",
+    multiple=True,
+    type=FakeSource(),
+    help="Folder of new fake photos, NAME=DIR or DIR (repeatable); a name the model "
+    "already has adds to that source.",
+)
+@click.option(
+    "--real",
+    "real_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Folder of new real photos.",
+)
+@click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
+@click.option(
+    "--augment", is_flag=True, help="Also add one randomly perturbed copy of every new photo."
+)
+@click.option(
+    "--val-real",
+    "val_real_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Held-out real photos: the operating point and novelty limit are chosen again on "
+    "them and --val-fake (as in train). Without them: 0.5 and no uncertain band.",
+)
+@click.option(
+    "--val-fake",
+    "val_fake_dir",
+    type=SafePath(exists=True, file_okay=False),
+    help="Held-out fake photos, for --val-real (include the new source's).",
+)
+@click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
+@_save_features_option
+@_limit_options
+@_one_line_errors
+def update(
+    model_path,
+    features_path,
+    fake_dirs,
+    real_dir,
+    aligned,
+    augment,
+    val_real_dir,
+    val_fake_dir,
+    output,
+    save_features,
+    max_pixels,
+    max_bytes,
+) -> None:
+    """Teach a model new faces in seconds, without a full retrain.
+
+    Counts only the new photos, with the model's own per-layer thresholds, and refits the
+    classifier (scaler, linear SVM at the model's C, calibration) on the stored training
+    features plus the new ones. Use it to add a few hundred faces of a new generator family;
+    benchmarks/learning_curve.py measures it against a full `fakespotter train` (README,
+    'Teaching it a new generator').
+    """
+    import datetime
+    import time
+
+    import numpy as np
+
+    from fakespotter.detector import LAYER_MEANS_KEY
+    from fakespotter.persistence import default_model_path, load_model, save_model
+    from fakespotter.training import LargestFaces
+    from fakespotter.trainingset import load_training_features, save_training_features
+
+    if not fake_dirs and not real_dir:
+        raise click.UsageError("give the new photos: --fake NAME=DIR and/or --real DIR")
+    if bool(val_real_dir) != bool(val_fake_dir):
+        raise click.UsageError("--val-real and --val-fake go together")
+    det = load_model(model_path or default_model_path(), device=_settings()["device"])
+    det.progress = _progress()
+    stored = load_training_features(features_path, det)
+    start = time.perf_counter()
+    cropper = det.face_cropper(aligned)
+    limits = _limits(max_pixels, max_bytes)
+    real = (
+        _largest_faces(cropper, real_dir, "new real", limits, name_no_face=True)
+        if real_dir
+        else None
+    )
+    per_source = [
+        _largest_faces(cropper, folder, f"new fake {name}", limits, name_no_face=True)
+        for name, folder in fake_dirs
+    ]
+    parts = ([real] if real is not None else []) + per_source
+    crops = np.concatenate([p.crops for p in parts])
+    if not len(crops):
+        raise click.ClickException("no faces found in the new photos")
+    no_real = LargestFaces(np.zeros((0, *crops.shape[1:]), np.uint8))
+    new = _training_rows(
+        det,
+        cropper,
+        det.transform(crops),
+        real_dir,
+        real if real is not None else no_real,
+        fake_dirs,
+        per_source,
+        augment,
+        limits,
+    )
+    rows = stored.extended(new)
+    C = float(det.C_)
+    training = dict(getattr(det, "training_", {}))
+    det.Cs = (C,)  # the model's regularization, not searched again: seconds, not minutes
+    det.fit_features(rows.features, rows.y, groups=rows.groups)
+    photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
+    counts = rows.counts()
+    n_real_new = len(real.crops) if real is not None else 0
+    sources = dict(training.get("fake_sources") or {})
+    for (name, folder), faces in zip(fake_dirs, per_source, strict=True):
+        old = sources.get(name, {})
+        sources[name] = {
+            "folder": ", ".join(f for f in (old.get("folder"), str(folder)) if f),
+            "n_faces": int(old.get("n_faces", 0)) + len(faces.crops),
+        }
+    training.update(
+        n_real=int(training.get("n_real", 0)) + n_real_new,
+        n_fake=int(training.get("n_fake", 0)) + sum(len(f.crops) for f in per_source),
+        fake_sources=sources,
+        updates=[
+            *training.get("updates", []),
+            {
+                "command": _command_line(),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "added": {
+                    **({"real": n_real_new} if real_dir else {}),
+                    **{
+                        name: len(f.crops)
+                        for (name, _), f in zip(fake_dirs, per_source, strict=True)
+                    },
+                },
+                "rows": counts,
+            },
+        ],
+    )
+    if det.variant != "embedding":
+        training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
+    _fit_operating_point(
+        det,
+        rows.features[photos],
+        rows.y[photos],
+        cropper,
+        val_real_dir,
+        val_fake_dir,
+        limits,
+    )
+    save_model(det, output, training)
+    if save_features:
+        save_training_features(save_features, det, rows)
+        click.echo(f"wrote {save_features}: {len(rows)} training faces' features", err=True)
+    click.echo(
+        f"wrote {output}: refitted on {len(stored)} stored + {len(new)} new faces in "
+        f"{time.perf_counter() - start:.0f} s (thresholds kept), cross-validated AUC "
+        f"{det.cv_auc_:.3f}"
+    )
 
 
 @main.command()
@@ -1158,6 +1377,9 @@ def info(model_path, fmt) -> None:
             f"(chosen on {(facts['novelty'] or {}).get('chosen_on', '?')})"
         )
     click.echo(f"made by      {t.get('command')} ({t.get('date')})")
+    for u in t.get("updates", []):
+        added = ", ".join(f"{n} {name}" for name, n in (u.get("added") or {}).items())
+        click.echo(f"updated      added {added} faces by `fakespotter update` ({u.get('date')})")
     click.echo("scope        README, 'What it can and cannot detect'")
 
 

@@ -1,0 +1,195 @@
+"""`train --save-features` and `fakespotter update`: the cheap update (refit the classifier on
+stored features plus new faces, thresholds kept), and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_noise_faces
+
+from fakespotter.cli import main
+from fakespotter.detector import FakeSpotter
+from fakespotter.persistence import load_model
+from fakespotter.training import largest_faces
+from fakespotter.trainingset import (
+    TrainingFeatures,
+    TrainingFeaturesError,
+    load_training_features,
+    save_training_features,
+)
+
+
+def _train(args) -> None:
+    result = CliRunner().invoke(main, ["train", "--backbone", "dlib", "--aligned", *args])
+    assert result.exit_code == 0, result.output
+
+
+def _stripes(folder, n, seed):
+    """A 'generator' the noise-trained model never saw: noise with bright horizontal bands."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        x = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        x[::8] = 255
+        Image.fromarray(x).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, tiny_model):
+    """A tiny augmented model trained with --save-features."""
+    root = tmp_path_factory.mktemp("stored")
+    model, features = root / "model.safetensors", root / "train.npz"
+    _train(
+        [
+            "--real",
+            str(tiny_model.parent / "real"),
+            "--fake",
+            f"blur={tiny_model.parent / 'fake'}",
+            "--variant",
+            "layer",
+            "--augment",
+            "--output",
+            str(model),
+            "--save-features",
+            str(features),
+        ]
+    )
+    return model, features
+
+
+def test_the_stored_features_are_the_rows_the_model_was_fitted_on(stored, tiny_model):
+    model, features = stored
+    det = load_model(model)
+    rows = load_training_features(features, det)
+    assert len(rows) == 48 and rows.sources == ["real", "blur"]  # 24 photos + 24 copies
+    assert rows.counts() == {"real": 24, "blur": 24}
+    # every copy shares a photo's group and label
+    assert set(rows.groups[24:]) <= set(rows.groups[:24])
+    assert all(rows.y[g] == rows.y[24 + i] for i, g in enumerate(rows.groups[24:]))
+    # the photos' rows are what the model counts for those photos
+    real = sorted((tiny_model.parent / "real").iterdir())
+    crops = largest_faces(det.face_cropper(True), real).crops
+    assert np.array_equal(rows.features[:12], det.transform(crops))
+    refit = FakeSpotter(backbone="dlib", variant="layer").fit_features(
+        rows.features, rows.y, groups=rows.groups
+    )
+    assert np.allclose(refit.coef_, det.coef_) and refit.C_ == det.C_
+
+
+def test_update_learns_a_new_source_from_its_faces(tmp_path, stored):
+    model, features = stored
+    new = _stripes(tmp_path / "stripes", 12, seed=5)
+    held_out = _stripes(tmp_path / "stripes_test", 8, seed=6)
+    out, out_features = tmp_path / "updated.safetensors", tmp_path / "updated.npz"
+    result = CliRunner().invoke(
+        main,
+        [
+            "update",
+            "--model",
+            str(model),
+            "--features",
+            str(features),
+            "--fake",
+            f"stripes={new}",
+            "--aligned",
+            "--output",
+            str(out),
+            "--save-features",
+            str(out_features),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "refitted on 48 stored + 12 new faces" in result.stdout
+    before, after = load_model(model), load_model(out)
+    assert np.array_equal(after.thresholds_, before.thresholds_)  # thresholds kept
+    crops = largest_faces(after.face_cropper(True), sorted(held_out.iterdir())).crops
+    p_before = before.predict_proba(crops)[:, 1]
+    p_after = after.predict_proba(crops)[:, 1]
+    assert p_after.mean() > p_before.mean() and (p_after >= after.threshold_).mean() >= 0.75
+    t = after.training_
+    assert t["fake_sources"]["stripes"] == {"folder": str(new), "n_faces": 12}
+    assert t["fake_sources"]["blur"]["n_faces"] == 12 and t["n_fake"] == 24
+    assert t["updates"][0]["added"] == {"stripes": 12}
+    assert after.novelty_threshold_ > 0
+    # the new features file carries on: the next update starts from all 60 rows
+    assert len(load_training_features(out_features, after)) == 60
+    shown = CliRunner().invoke(main, ["info", "--model", str(out)])
+    assert "updated      added 12 stripes faces" in shown.output
+    assert "12 fake faces, source 'stripes'" in shown.output
+
+
+def test_update_refuses_another_models_features_and_files_that_are_not_features(tmp_path, stored):
+    model, features = stored
+    new = _stripes(tmp_path / "stripes", 6, seed=7)
+    out = tmp_path / "updated.safetensors"
+
+    def update(model_file, features_file, *extra):
+        return CliRunner().invoke(
+            main,
+            [
+                "update",
+                "--model",
+                str(model_file),
+                "--features",
+                str(features_file),
+                *extra,
+                "--aligned",
+                "--output",
+                str(out),
+            ],
+        )
+
+    other = tmp_path / "other.safetensors"  # trained on other photos: other thresholds
+    _train(
+        [
+            "--real",
+            str(write_noise_faces(tmp_path / "r", 6, smooth=False, seed=41)),
+            "--fake",
+            str(write_noise_faces(tmp_path / "f", 6, smooth=True, seed=42)),
+            "--variant",
+            "layer",
+            "--output",
+            str(other),
+        ]
+    )
+    result = update(other, features, "--fake", str(new))
+    assert result.exit_code == 1 and "another model" in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    result = update(model, junk, "--fake", str(new))
+    assert result.exit_code == 1 and "not a fakespotter training-features file" in result.output
+    result = update(model, features)  # nothing new
+    assert result.exit_code == 2 and "--fake NAME=DIR and/or --real DIR" in result.output
+
+
+def test_a_features_file_is_data_and_checks_what_it_holds(tmp_path, stored):
+    model, _ = stored
+    det = load_model(model)
+    rows = TrainingFeatures(
+        np.full((2, det.n_features_in_), 3, np.float32),
+        np.array([0, 1]),
+        np.array([0, 1]),
+        np.array([0, 1]),
+        ["real", "x"],
+    )
+    path = tmp_path / "f.npz"
+    save_training_features(path, det, rows)
+    back = load_training_features(path, det)
+    assert np.array_equal(back.features, rows.features) and back.sources == ["real", "x"]
+    with np.load(path, allow_pickle=False) as data:  # no pickled objects inside
+        assert json.loads(str(data["meta"]))["format"].startswith("fakespotter-training-features")
+        assert data["features"].dtype == np.uint16  # whole counts: stored small
+    with pytest.raises(TrainingFeaturesError, match="different lengths"):
+        TrainingFeatures(rows.features, np.array([0]), rows.groups, rows.source, rows.sources)
+    more = rows.extended(
+        TrainingFeatures(rows.features[:1], np.array([1]), np.array([0]), np.array([0]), ["y"])
+    )
+    assert more.sources == ["real", "x", "y"] and list(more.source) == [0, 1, 2]
+    assert list(more.groups) == [0, 1, 2]  # a new photo gets a group of its own
