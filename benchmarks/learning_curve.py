@@ -136,7 +136,7 @@ def main() -> None:
                     bb = get_backbone("sface").load()
                     crops = reproduce.align_all(rows, landmarks, bb)
                 start = time.perf_counter()
-                needed = np.flatnonzero(val | test | wild)
+                needed = np.flatnonzero(val | test | wild)  # what measure() reads
                 F_full = np.zeros_like(F)
                 order = np.r_[idx, needed]
                 F_full[order] = recount(bb, crops, idx, order)

@@ -7,7 +7,7 @@ Selection uses the `val` split only (never `test` or `wild`): the backbone and v
 the highest validation AUC, a smaller/faster model winning ties within 0.002. The model's
 operating point (the threshold at which at most 1% of val real photos are called fake, and an
 uncertain band that lets at most 5% of val fakes through as real) and its novelty limit (99th
-percentile of val faces) are chosen on `val` too, by `fakespotter train --val-real --val-fake`. Training is the
+percentile of val real faces) are chosen on `val` too, by `fakespotter train --val-real --val-fake`. Training is the
 user's own command, `fakespotter train`, on `../shared/faces/train`, through the same MTCNN
 detection + alignment that photos in the wild take; the command and data land in the file's
 metadata.
@@ -61,6 +61,12 @@ def main() -> None:
     parser.add_argument(
         "--no-augment", dest="augment", action="store_false", help="train on the photos only"
     )
+    parser.add_argument(
+        "--save-features",
+        type=Path,
+        default=None,
+        help="also write the training faces' features there (for `fakespotter update`)",
+    )
     args = parser.parse_args()
     if args.backbone and args.variant:
         backbone, variant = args.backbone, args.variant
@@ -98,6 +104,7 @@ def main() -> None:
         *(["--augment"] if args.augment else []),
         "--output",
         str(TARGET.relative_to(ROOT)),
+        *(["--save-features", str(args.save_features)] if args.save_features else []),
     ]
     print("$ fakespotter", " ".join(cmd[1:]), flush=True)
     sys.exit(subprocess.run(cmd, cwd=ROOT).returncode)
