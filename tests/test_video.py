@@ -581,3 +581,23 @@ def test_real_backbone_splits_real_people_in_the_same_place(
 
     before = scan_video(clip, ScoresOnly(), cropper, fps=4)
     assert before["tracking"] == "position" and len(before["tracks"]) == 1
+
+
+def test_tracks_are_labelled_at_the_models_operating_point(tmp_path):
+    """The same clip under a model whose threshold is 0.85 with an uncertain band from 0.6:
+    a track at 0.8 is uncertain (not fake as at 0.5), one at 0.9 fake, one at 0.3 real."""
+    boxes = {"A": (0, 0, 20, 20), "B": (40, 0, 60, 20), "C": (80, 0, 100, 20)}
+    frames = [[(p, b) for p, b in boxes.items()] for _ in range(4)]
+    clip = write_grey_video(tmp_path / "three.mp4", 4)
+    cropper, embedder, _ = scene(frames, {"A": 0.3, "B": 0.8, "C": 0.9}, seed=5)
+    embedder.threshold_, embedder.uncertain_ = 0.85, (0.6, 0.85)
+    result = scan_video(clip, embedder, cropper, fps=VIDEO_FPS, min_similarity=0.5)
+    labels = [people[0] for people in people_of(result, frames)]
+    by_person = dict(zip(labels, (t["label"] for t in result["tracks"]), strict=True))
+    assert by_person == {"A": "real", "B": "uncertain", "C": "fake"}
+    assert result["threshold"] == 0.85
+    assert result["tracks"][labels.index("B")]["fraction_fake"] == 0.0
+    assert result["video"]["label"] == "fake"
+    assert result["video"]["fraction_fake"] == 1.0  # each frame's highest score (0.9) >= 0.85
+    # a single frame at 0.9 passes the one-frame bar only where the threshold allows it
+    assert confidently_fake([0.9], 0.85) and not confidently_fake([0.9], 0.95)

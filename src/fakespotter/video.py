@@ -14,13 +14,18 @@ consecutive sampled frames are linked into tracks, one per person:
 
 Summaries (``p`` is a face's calibrated probability of being GAN-made):
 
+The threshold ``t`` is the model's operating point (``threshold_``: chosen on held-out photos,
+or ``--threshold``; 0.5 for a model without one), the same as for photos.
+
 * per track: ``mean`` and ``max`` of its scores, ``fraction_fake`` = share of its frames
-  with ``p >= 0.5``; its ``label`` is ``fake`` when the track is *confidently fake*: a mean
-  of at least 0.5 over at least ``MIN_FAKE_FRAMES`` (2) sampled frames, or, for a face
-  seen in a single sampled frame, a score of at least ``SINGLE_FRAME_FAKE`` (0.9). One
-  borderline frame (a face half turned away, a missed link) does not make a video fake.
+  with ``p >= t``; its ``label`` is ``fake`` when the track is *confidently fake*: a mean
+  of at least ``t`` over at least ``MIN_FAKE_FRAMES`` (2) sampled frames, or, for a face
+  seen in a single sampled frame, a score of at least ``max(t, SINGLE_FRAME_FAKE)`` (0.9).
+  One borderline frame (a face half turned away, a missed link) does not make a video fake.
+  Otherwise ``uncertain`` when the model has an uncertain band and the mean is in it, else
+  ``real``.
 * per video: ``mean`` and ``max`` over every face in every sampled frame, ``fraction_fake`` =
-  share of the sampled frames with a face whose highest score is at least 0.5; its
+  share of the sampled frames with a face whose highest score is at least ``t``; its
   ``label`` is ``fake`` when any track is labelled fake (None when no face was seen), and
   ``fake_ranges`` lists where: ``[start, end]`` in seconds (first and last sampled frame)
   of the fake tracks, merged where they overlap or follow each other with no sampled frame
@@ -193,12 +198,21 @@ def track_similarity(detector) -> float:
     )
 
 
-def confidently_fake(p) -> bool:
+def confidently_fake(p, threshold: float = FAKE_THRESHOLD) -> bool:
     """A track's scores -> whether it counts as fake (see the module docstring)."""
     p = np.asarray(p, dtype=np.float64)
     if len(p) >= MIN_FAKE_FRAMES:
-        return bool(p.mean() >= FAKE_THRESHOLD)
-    return bool(len(p) == 1 and p[0] >= SINGLE_FRAME_FAKE)
+        return bool(p.mean() >= threshold)
+    return bool(len(p) == 1 and p[0] >= max(threshold, SINGLE_FRAME_FAKE))
+
+
+def track_label(p, threshold: float = FAKE_THRESHOLD, uncertain_from: float | None = None) -> str:
+    """``fake`` (confidently), ``uncertain`` (mean in the model's band) or ``real``."""
+    if confidently_fake(p, threshold):
+        return "fake"
+    if uncertain_from is not None and len(p) and float(np.mean(p)) >= uncertain_from:
+        return "uncertain"
+    return "real"
 
 
 def merge_ranges(ranges: list, times: list[float]) -> list[list[float]]:
@@ -213,11 +227,11 @@ def merge_ranges(ranges: list, times: list[float]) -> list[list[float]]:
     return merged
 
 
-def _summary(p: np.ndarray) -> dict:
+def _summary(p: np.ndarray, threshold: float) -> dict:
     return {
         "mean": float(p.mean()),
         "max": float(p.max()),
-        "fraction_fake": float((p >= FAKE_THRESHOLD).mean()),
+        "fraction_fake": float((p >= threshold).mean()),
     }
 
 
@@ -237,8 +251,12 @@ def scan_video(
     identity (result ``tracking``: ``"identity"``), otherwise by box overlap alone
     (``"position"``). ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for
     its backbone. ``min_similarity``: the same-person threshold; None for the detector's
-    backbone's ``TRACK_SIMILARITY``.
+    backbone's ``TRACK_SIMILARITY``. The labels use the detector's ``threshold_`` and
+    ``uncertain_`` where it has them (0.5 and no band otherwise).
     """
+    threshold = float(getattr(detector, "threshold_", FAKE_THRESHOLD))
+    band = getattr(detector, "uncertain_", None)
+    uncertain_from = None if band is None else float(band[0])
     times, boxes_per_frame, crops = [], [], []
     for t, image in sample_frames(path, fps, max_frames):
         faces = cropper(image)
@@ -287,8 +305,8 @@ def scan_video(
             n_frames=len(track_p),
             start=track["times"][0],
             end=track["times"][-1],
-            **_summary(track_p),
-            label="fake" if confidently_fake(track_p) else "real",
+            **_summary(track_p, threshold),
+            label=track_label(track_p, threshold, uncertain_from),
         )
         track_list.append(track)
 
@@ -310,13 +328,14 @@ def scan_video(
         video.update(
             mean=float(p_all.mean()),
             max=float(p_all.max()),
-            fraction_fake=float((seen >= FAKE_THRESHOLD).mean()),
+            fraction_fake=float((seen >= threshold).mean()),
             label="fake" if fake_ranges else "real",
         )
     return {
         "path": str(path),
         "fps": float(fps),
         "n_frames": len(times),
+        "threshold": threshold,
         "times": times,
         "tracking": "position" if embed is None else "identity",
         "tracks": track_list,
@@ -363,7 +382,7 @@ def plot_timeline(result: dict, png_path: str | os.PathLike):
             markersize=3,
             label=f"track {track['track']} (mean {track['mean']:.2f})",
         )
-    ax.axhline(FAKE_THRESHOLD, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(result.get("threshold", FAKE_THRESHOLD), color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, xmax)
     ax.set_xlabel("time (s)")

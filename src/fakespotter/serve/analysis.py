@@ -16,7 +16,7 @@ import numpy as np
 
 from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter train`
 from fakespotter.faces.pipeline import FaceCropper
-from fakespotter.rows import face_rows, left_to_right
+from fakespotter.rows import FAKE_THRESHOLD, face_rows, left_to_right
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,9 @@ class _OneAtATime:
     def __init__(self, cropper: FaceCropper, detector, lock: threading.Lock) -> None:
         self._cropper, self._detector, self._lock = cropper, detector, lock
         self.backbone = detector.backbone  # video.track_similarity picks its threshold by it
+        # the labels use the model's operating point, as for photos
+        self.threshold_ = getattr(detector, "threshold_", FAKE_THRESHOLD)
+        self.uncertain_ = getattr(detector, "uncertain_", None)
 
     def __call__(self, image: np.ndarray):
         with self._lock:
