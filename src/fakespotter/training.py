@@ -153,7 +153,7 @@ MAX_FALSE_ALARM = 0.01  # at most this share of held-out real photos is labelled
 MAX_MISSED = 0.05  # at most this share of held-out fakes is labelled real; between: uncertain
 # a face farther than this percentile of held-out *real* faces is flagged: the warning's
 # false-alarm rate on photos like the training ones (reals spread wider than the fakes of the
-# training generators, so a limit from both classes flagged 2.4% of test reals)
+# training generators: a limit from both classes flagged 2.4% of test reals, this one 1.5%)
 NOVELTY_PERCENTILE = 99.0
 
 
