@@ -45,7 +45,9 @@ async function loadModel() {
     model = await r.json();
     $("model-line").textContent = `Model: ${model.backbone} backbone, ${model.variant} features` +
       (model.aligned ? ", expects aligned face crops" : "") +
-      `, cross-validated AUC ${model.cv_auc.toFixed(3)} on its training data.`;
+      `, cross-validated AUC ${model.cv_auc.toFixed(3)} on its training data; ` +
+      `fake at P(fake) ≥ ${model.threshold.toFixed(3)}` +
+      (model.uncertain ? `, uncertain from ${model.uncertain[0].toFixed(3)}.` : ".");
   } catch (e) { model = null; }
 }
 
@@ -307,10 +309,12 @@ function drawTimeline(answer) {
   const x = (t) => L + (t / end) * (W - L - R);
   const y = (p) => H - B - p * (H - T - B);
   [0, 0.25, 0.5, 0.75, 1].forEach((p) => {
-    svg("line", { x1: L, x2: W - R, y1: y(p), y2: y(p),
-      class: p === 0.5 ? "threshold" : "grid" }, chart);
+    svg("line", { x1: L, x2: W - R, y1: y(p), y2: y(p), class: "grid" }, chart);
     svg("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end" }, chart).textContent = percent(p);
   });
+  // the model's operating point: tracks whose mean reaches it are labelled fake
+  const cut = model ? model.threshold : 0.5;
+  svg("line", { x1: L, x2: W - R, y1: y(cut), y2: y(cut), class: "threshold" }, chart);
   const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120].find((s) => end / s <= 8) || 300;
   for (let t = 0; t <= end + 1e-9; t += step) {
     svg("text", { x: x(t), y: H - B + 14, "text-anchor": "middle" }, chart).textContent =
