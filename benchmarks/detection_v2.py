@@ -235,7 +235,7 @@ def measure_idea(idea, study, f, aug, mirrored, perturbed, have) -> dict:
         return _FITTED[key]
 
     def fit_new(train_mask) -> Predict:
-        photos = np.flatnonzero(train_mask & have)
+        photos = np.flatnonzero(train_mask & (split == "train") & have)  # never val or test
         parts, ys, groups = [F[photos]], [y[photos]], [photos]
         if "aug" in idea["views"]:
             keep = np.isin(aug_idx, photos) & aug_have
