@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from fakespotter.backbones import BACKBONES as REGISTERED
-from fakespotter.backbones import get_backbone
+from fakespotter.backbones import backbones_with_weights, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.detector import FakeSpotter
 from fakespotter.evaluation.perturb import (
@@ -532,7 +532,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--limit", type=int, help="images per split and class (smoke run)")
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        help="default: every registered backbone whose weights are cached or can be fetched",
+    )
     parser.add_argument(
         "--neuron-study",
         default="facenet",
@@ -555,6 +559,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
+    if args.backbones is None:  # before cache_key: the key names the backbones that run
+        args.backbones = backbones_with_weights(BACKBONES)
     torch.manual_seed(0)
     out = args.out / f"{f'limit{args.limit}' if args.limit else 'full'}-{cache_key(args)}"
     print(f"stages cached under {out}", flush=True)

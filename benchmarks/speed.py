@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from fakespotter.backbones import BACKBONES as REGISTERED
-from fakespotter.backbones import get_backbone
+from fakespotter.backbones import backbones_with_weights, get_backbone
 from fakespotter.detector import FakeSpotter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -430,13 +430,19 @@ def main(argv: list[str] | None = None) -> None:
         "--reps", type=int, default=None, help="timed repetitions (default 7; quick 2)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated")
+    parser.add_argument(
+        "--backbones",
+        help="comma-separated (default: every registered backbone whose weights can be had)",
+    )
     parser.add_argument("--images", type=Path, default=None, help="folder of photos for end to end")
     parser.add_argument(
         "--synthetic", action="store_true", help="use astronaut copies even if shared/faces exists"
     )
     args = parser.parse_args(argv)
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    if args.backbones is None:
+        backbones = backbones_with_weights(BACKBONES, on_skip=log)
+    else:
+        backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     for b in backbones:
         get_backbone(b)  # unknown name: fail before any work
     n = args.n or (8 if args.quick else 1000)

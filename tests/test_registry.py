@@ -11,9 +11,12 @@ from fakespotter.backbones import BACKBONES, get_backbone
 
 # Conv2d + Linear layers of each network, counted from the original model definitions:
 # FaceNet's Keras graph has 132 Conv2D + 1 Dense, dlib's anet_type 29 con + 1 fc_no_bias,
-# SFace's ONNX graph 27 Conv + 1 Gemm.
-EXPECTED_TAPS = {"facenet": 133, "dlib": 30, "sface": 28}
-INPUT_SIZES = {"facenet": 160, "dlib": 150, "sface": 112}
+# SFace's ONNX graph 27 Conv + 1 Gemm, VGG-Face (vgg_face_dag.py) 13 Conv2d + 3 Linear,
+# OpenFace's nn4.small2.def.lua 37 convolutions (3 + 34 in its inceptions) + 1 Linear.
+EXPECTED_TAPS = {"facenet": 133, "dlib": 30, "sface": 28, "vggface": 16, "openface": 38}
+INPUT_SIZES = {"facenet": 160, "dlib": 150, "sface": 112, "vggface": 224, "openface": 96}
+# The final output: 128-d embeddings, except VGG-Face's fc8, one score per training identity
+OUTPUT_DIMS = {"vggface": 2622}
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -45,7 +48,7 @@ def test_forward_on_generated_crops(name):
     )
     with torch.inference_mode():
         out = bb.model(bb.preprocess(crops))
-    assert out.shape == (2, 128) and torch.isfinite(out).all()
+    assert out.shape == (2, OUTPUT_DIMS.get(name, 128)) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -85,7 +88,8 @@ def test_every_network_with_weights_is_in_the_weights_commands():
     from fakespotter.cli import _all_weight_files
 
     files = _all_weight_files()
-    assert list(files) == [*BACKBONES, *DETECTORS] == ["facenet", "dlib", "sface", "mtcnn"]
+    assert list(files) == [*BACKBONES, *DETECTORS]
+    assert list(files) == ["facenet", "dlib", "sface", "vggface", "openface", "mtcnn"]
     assert [w.filename for w in files["mtcnn"]] == ["pnet.pt", "rnet.pt", "onet.pt"]
 
 
@@ -105,3 +109,41 @@ def test_builtin_spec_fields_come_from_their_module():
     assert spec.input_size == sface.INPUT_SIZE and spec.batch_size == sface.BATCH_SIZE
     assert spec.preprocess is sface.preprocess and spec.from_files is sface.load_model
     assert spec.weights_sha256 == spec.weight_files[0].sha256 == spec.weights.sha256
+
+
+def test_listing_the_offline_backbones_imports_none_of_their_code():
+    """vggface and openface are registered like the others: lazily, torch-free until used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fakespotter.backbones import BACKBONES\n"
+        "assert [s.weights.filename for s in BACKBONES.values()][3:] == "
+        "['vgg_face_dag.pth', 'nn4.small2.v1.t7']\n"
+        "heavy = [m for m in ('torch', 'fakespotter.backbones.vggface', "
+        "'fakespotter.backbones.openface', 'fakespotter.backbones.torch7') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_loops_over_every_backbone_leave_out_those_whose_weights_cannot_be_had(monkeypatch):
+    """benchmarks/reproduce.py and speed.py default to backbones_with_weights(BACKBONES)."""
+    from pathlib import Path
+
+    from fakespotter.backbones import backbones_with_weights, registry
+    from fakespotter.weights import WeightsError
+
+    def fetch(weight, progress=True):
+        if weight.name == "openface":
+            raise WeightsError("could not get openface weights; offline")
+        return Path("/cache") / weight.filename
+
+    monkeypatch.setattr(registry, "fetch", fetch)
+    skipped: list[str] = []
+    assert backbones_with_weights(["sface", "openface", "dlib"], on_skip=skipped.append) == [
+        "sface",
+        "dlib",
+    ]
+    assert skipped == ["skipping openface: could not get openface weights; offline"]

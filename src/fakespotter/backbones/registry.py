@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fakespotter.errors import UserError, first_line
-from fakespotter.weights import DistributionSource, UrlSource, WeightFile, WeightsError, fetch
+from fakespotter.weights import (
+    DistributionSource,
+    UrlSource,
+    WeightFile,
+    WeightsError,
+    fetch,
+    verified_sha256,
+)
 
 if TYPE_CHECKING:  # torch is imported on first use only: listing backbones stays instant
     import torch
@@ -103,12 +110,13 @@ class BackboneSpec(_Resolving):
     @property
     def weights_sha256(self) -> str:
         """Identifies the trained weights in model files: the file's sha256 ('' for none;
-        several joined by '+')."""
-        return "+".join(w.sha256 for w in self.weight_files)
+        several joined by '+'). A file with no published sha256 is known by the sha256 of the
+        copy verified into the cache ('' until there is one)."""
+        return "+".join(w.sha256 or verified_sha256(w) for w in self.weight_files)
 
     @property
     def weights(self) -> WeightFile | None:
-        """The weight file of a one-file backbone (all three built-ins); None if it has none."""
+        """The weight file of a one-file backbone (every built-in); None if it has none."""
         if not self.weight_files:
             return None
         if len(self.weight_files) > 1:
@@ -231,6 +239,25 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
+def backbones_with_weights(
+    names: Sequence[str], *, on_skip: Callable[[str], None] = print
+) -> list[str]:
+    """Of ``names``, the backbones whose weights are cached or can be fetched now (fetching
+    them). The others are left out with one line each to ``on_skip``: what loops over every
+    registered backbone use, since some weights (VGG-Face's, OpenFace's) are only on their
+    authors' sites and may be out of reach."""
+    kept = []
+    for name in names:
+        try:
+            for weight in get_backbone(name).weight_files:
+                fetch(weight, progress=False)
+        except WeightsError as error:
+            on_skip(f"skipping {name}: {first_line(error)}")
+            continue
+        kept.append(name)
+    return kept
+
+
 def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
     return _register(DETECTORS, "face detector", spec, replace)
 
@@ -340,6 +367,64 @@ register_backbone(
                     "face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx"
                 ),
             ),
+        ),
+    )
+)
+
+
+# The paper's other two networks. Their weights are only on their authors' sites and neither
+# publishes a sha256: a file is accepted when its structure is right (the backbone's own reader
+# finds every layer it needs, with the right shapes), plus OpenFace's published md5 and size.
+
+
+def _check_with(module: str):
+    def check(path: Path) -> None:
+        importlib.import_module(f"fakespotter.backbones.{module}").load_model(path)
+
+    return check
+
+
+register_backbone(
+    _builtin(
+        "vggface",
+        "vggface",
+        "build",
+        "VGG-Face (VGG-16), 224 px, 2622 identity scores (paper's third backbone)",
+        WeightFile(
+            name="vggface",
+            filename="vgg_face_dag.pth",
+            sha256="",  # none published
+            size=580_011_512,  # the 145,002,878 float32 parameters; the file is a little larger
+            size_is_estimate=True,
+            licence="non-commercial research only (Oxford VGG's VGG-Face licence); PyTorch "
+            "conversion by Samuel Albanie (pytorch-mcn)",
+            sources=(
+                UrlSource(
+                    "https://www.robots.ox.ac.uk/~albanie/models/pytorch-mcn/vgg_face_dag.pth"
+                ),
+            ),
+            check=_check_with("vggface"),
+        ),
+    )
+)
+
+register_backbone(
+    _builtin(
+        "openface",
+        "openface",
+        "build",
+        "OpenFace nn4.small2.v1 (Inception), 96 px, 128-d (paper's second backbone)",
+        WeightFile(
+            name="openface",
+            filename="nn4.small2.v1.t7",
+            sha256="",  # none published; models/get-models.sh of cmusatyalab/openface checks md5
+            md5="c95bfd8cc1adf05210e979ff623013b6",
+            size=31_510_785,
+            licence="Apache-2.0 (Carnegie Mellon University, OpenFace)",
+            sources=(
+                UrlSource("https://storage.cmusatyalab.org/openface-models/nn4.small2.v1.t7"),
+            ),
+            check=_check_with("openface"),
         ),
     )
 )
