@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakespotter.backbones import torch7
+from fakespotter.backbones.pixels import planar_float
 from fakespotter.backbones.torch7 import TorchObject
 
 INPUT_SIZE = 96
@@ -636,17 +637,7 @@ _DEFINITION_SIGNATURE, ACTIVATIONS = _definition_facts()
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB N x 96 x 96 x 3 -> float32 N x 3 x 96 x 96 in 0..1, as image.load gives."""
-    images = np.asarray(images)
-    if (
-        images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3)
-    ):
-        raise ValueError(
-            f"expected uint8 N x {INPUT_SIZE} x {INPUT_SIZE} x 3, got {images.dtype} {images.shape}"
-        )
-    planar = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return planar.to(torch.float32) / 255.0
+    return planar_float(images, INPUT_SIZE) / 255.0
 
 
 def load_model(path: str | Path) -> OpenFace:

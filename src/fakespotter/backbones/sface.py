@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakespotter.backbones.pixels import planar_float
+
 INPUT_SIZE = 112
 BATCH_SIZE = 8  # fastest per image on a 2-core CPU (docs/speed.md)
 EMBEDDING_DIM = 128
@@ -120,17 +122,7 @@ ACTIVATIONS: dict[str, str] = {f"{name}.conv": f"{name}.prelu" for name, *_ in _
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB N x 112 x 112 x 3 -> float32 N x 3 x 112 x 112, (pixel - 127.5) * 0.0078125 as the graph does."""
-    images = np.asarray(images)
-    if (
-        images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3)
-    ):
-        raise ValueError(
-            f"expected uint8 N x {INPUT_SIZE} x {INPUT_SIZE} x 3, got {images.dtype} {images.shape}"
-        )
-    planar = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(torch.float32)
-    return (planar - PIXEL_OFFSET) * PIXEL_SCALE
+    return (planar_float(images, INPUT_SIZE) - PIXEL_OFFSET) * PIXEL_SCALE
 
 
 def load_model(path: str | Path) -> SFace:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakespotter.backbones.pixels import planar_float
 from fakespotter.errors import first_line
 
 INPUT_SIZE = 224
@@ -153,17 +154,7 @@ def build() -> VGGFace:
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB N x 224 x 224 x 3 -> float32 N x 3 x 224 x 224, pixel minus the RGB mean."""
-    images = np.asarray(images)
-    if (
-        images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3)
-    ):
-        raise ValueError(
-            f"expected uint8 N x {INPUT_SIZE} x {INPUT_SIZE} x 3, got {images.dtype} {images.shape}"
-        )
-    planar = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return planar.to(torch.float32) - torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
+    return planar_float(images, INPUT_SIZE) - torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
 
 
 def read_state(path: str | Path, layout: Layout | None = None) -> dict[str, torch.Tensor]:
