@@ -2,6 +2,7 @@
 
     python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full-<key>/
     python benchmarks/reproduce.py --limit 30      # a quick smoke run on 30 images per split/class
+    python benchmarks/reproduce.py --detection-v2  # only the Detection v2 section (detection_v2.py)
 
 Stages (each cached under out/reproduce/<run>-<key>/, so a rerun only does what is missing;
 <key> is a hash of the data manifest, the stage parameters, fakespotter's version and the
@@ -556,9 +557,28 @@ def main() -> None:
         help="wall-clock budget of the pixel CNN baseline's training",
     )
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--detection-v2",
+        action="store_true",
+        help="run benchmarks/detection_v2.py (its own cache) and write only its section of "
+        "docs/results.md",
+    )
     args = parser.parse_args()
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
+    if args.detection_v2:
+        import detection_v2  # here: it imports this module
+
+        text = detection_v2.markdown(
+            detection_v2.run(args.limit), args.limit, heading=f"## {DETECTION_V2}"
+        )
+        if args.limit:
+            print(text)
+        else:
+            doc = ROOT / "docs" / "results.md"
+            doc.write_text(with_section(doc.read_text(), DETECTION_V2, text))
+            print(f"wrote the {DETECTION_V2} section of docs/results.md")
+        return
     if args.backbones is None:  # before cache_key: the key names the backbones that run
         args.backbones = backbones_with_weights(BACKBONES)
     torch.manual_seed(0)
@@ -706,8 +726,34 @@ def main() -> None:
         figures = ROOT / "docs" / "results"
         figures.mkdir(parents=True, exist_ok=True)
         plot_robustness(results, meta["perturbations"], figures / "robustness.png")
-        (ROOT / "docs" / "results.md").write_text(markdown(report))
+        doc = ROOT / "docs" / "results.md"
+        old = section(doc.read_text(), DETECTION_V2) if doc.exists() else None
+        text = markdown(report)
+        doc.write_text(with_section(text, DETECTION_V2, old) if old else text)
         print("wrote docs/results.md")
+
+
+DETECTION_V2 = "Detection v2"  # a section of docs/results.md that --detection-v2 writes
+
+
+def section(doc: str, heading: str) -> str | None:
+    """The ``## heading`` section of a markdown document (to the next ``## ``), or None."""
+    lines = doc.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip() == f"## {heading}"]
+    if not starts:
+        return None
+    end = next(
+        (i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+    )
+    return "".join(lines[starts[0] : end])
+
+
+def with_section(doc: str, heading: str, text: str) -> str:
+    """``doc`` with its ``## heading`` section replaced by ``text``, or ``text`` appended."""
+    old = section(doc, heading)
+    if old is not None:
+        return doc.replace(old, text.rstrip("\n") + "\n\n", 1)
+    return doc.rstrip("\n") + "\n\n" + text
 
 
 def _pct(v) -> str:

