@@ -8,7 +8,7 @@ alike, median of --reps after a warm-up), in ms/image at batch 32 and batch 1:
   (NeuronCoverage over every tap, raw neurons), for variant ``channel`` and ``layer``;
 * fit: ``FakeSpotter.fit_thresholds(crops)``, the threshold pass (NeuronCoverage.fit).
 
-End to end, the path ``fakespotter detect`` takes (``scan.iter_files`` -> ``find_faces`` with a
+End to end, the path ``fakespotter detect`` takes (``photos.iter_files`` -> ``find_faces`` with a
 ``FaceCropper`` -> ``score_rows`` with a detector), with and without ``--aligned``, on N photos
 from ../shared/faces/{test,wild} (or astronaut copies with random crops when that is absent):
 images/s, faces/s, and resident memory at N/2 and N images (flat means no leak).
@@ -191,7 +191,7 @@ def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, .
 
 def photo_files(n: int, images: Path | None, synthetic: bool, tmp: Path) -> tuple[list[Path], str]:
     """N photo paths and where they came from."""
-    from fakespotter.scan import iter_files
+    from fakespotter.photos import iter_files
 
     if images is not None:
         files = list(iter_files([images]))[:n]
@@ -287,7 +287,7 @@ def detect_run(det: FakeSpotter, files: list[Path], aligned: bool, workers: int 
     """One `fakespotter detect` over ``files``, through the library path the CLI uses;
     ``workers=None``: as many face-finding workers as the CLI would start."""
     from fakespotter.faces.pipeline import FaceCropper
-    from fakespotter.scan import default_workers, find_faces, iter_files, score_rows
+    from fakespotter.photos import default_workers, find_faces, iter_files, score_rows
 
     workers = default_workers(len(files)) if workers is None else workers
     bb = det._backbone()

@@ -30,7 +30,7 @@ from hostile import (
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fakespotter import scan
+from fakespotter import photos
 from fakespotter.cli import EXIT_INPUTS_FAILED, main
 from fakespotter.faces import ImageError, load_image
 
@@ -51,7 +51,7 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
     cases = write_corpus(corpus)
     # a folder that vanishes after it was listed and before its file is read
     vanished = write_faces(corpus / "vanishing", 1, smooth=False, seed=9)[0]
-    listed = scan.iter_files
+    listed = photos.iter_files
 
     def list_then_vanish(paths):
         files = list(listed(paths))
@@ -64,7 +64,7 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         runner = CliRunner()
         limits = ["--max-bytes", str(MAX_BYTES_IN_TESTS)]
 
-        monkeypatch.setattr(scan, "iter_files", list_then_vanish)
+        monkeypatch.setattr(photos, "iter_files", list_then_vanish)
         result = runner.invoke(
             main,
             [
@@ -124,7 +124,7 @@ def test_hostile_corpus_through_cli(tmp_path, trained, monkeypatch):
         assert len(result.stdout_bytes.splitlines()) >= len(inputs) + 1
 
         # evaluate and train: the readable files count, each unreadable one is one line
-        monkeypatch.setattr(scan, "iter_files", listed)
+        monkeypatch.setattr(photos, "iter_files", listed)
         write_faces(corpus / "vanishing", 1, smooth=False, seed=9)
         n_bad = sum(1 for r in table if r["error"] and r["path"] != str(vanished))
         fake = trained.parent / "fake"  # the tiny model's own fake faces

@@ -70,7 +70,7 @@ def test_no_import_cycle_in_the_package():
     [
         "fakespotter.serve.cli",
         "fakespotter.cli",
-        "fakespotter.scan",
+        "fakespotter.photos",
         "fakespotter.criteria",
         "fakespotter.training",
     ],

@@ -64,7 +64,7 @@ def test_worker_processes_give_the_same_faces_in_order(tmp_path):
     never more than IN_FLIGHT_PER_WORKER files per worker ahead of the caller."""
     from PIL import Image
 
-    from fakespotter import scan
+    from fakespotter import photos
 
     rng = np.random.default_rng(0)
     files = []
@@ -85,10 +85,10 @@ def test_worker_processes_give_the_same_faces_in_order(tmp_path):
             taken.append(path)
             yield path
 
-    serial = list(scan.find_faces(cropper, files))
+    serial = list(photos.find_faces(cropper, files))
     parallel = []
-    for item in scan.find_faces(cropper, lazily(), workers=1):
-        assert len(taken) - len(parallel) <= scan.IN_FLIGHT_PER_WORKER + 1
+    for item in photos.find_faces(cropper, lazily(), workers=1):
+        assert len(taken) - len(parallel) <= photos.IN_FLIGHT_PER_WORKER + 1
         parallel.append(item)
     assert [f.path for f in parallel] == files
     for a, b in zip(serial, parallel, strict=False):

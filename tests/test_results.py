@@ -25,12 +25,12 @@ from fakespotter.rows import FIELDS, Row
 
 _SLOW_DETECT = """
 import sys, time
-import fakespotter.scan as scan
-load = scan.load_image
+import fakespotter.photos as photos
+load = photos.load_image
 def slow_load(*args, **kwargs):
     time.sleep(0.03)  # make the scan last long enough to be killed half-way
     return load(*args, **kwargs)
-scan.load_image = slow_load
+photos.load_image = slow_load
 from fakespotter.cli import EXIT_INPUTS_FAILED, main
 main(sys.argv[1:], prog_name="fakespotter")
 """

@@ -1,4 +1,4 @@
-"""fakespotter.scan: walking folders, finding faces and scoring them, one row per file
+"""fakespotter.photos: walking folders, finding faces and scoring them, one row per file
 whatever goes wrong with it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from conftest import write_faces
 
-from fakespotter import scan
-from fakespotter.scan import Faces, find_faces, iter_files, score_rows
+from fakespotter import photos
+from fakespotter.photos import Faces, find_faces, iter_files, score_rows
 
 
 def test_folder_vanishing_mid_walk_gets_an_error_row(tmp_path):
@@ -39,9 +39,9 @@ def test_a_crashing_face_finder_costs_one_row_not_the_scan(tmp_path):
     cropper.calls = 0
     found = list(find_faces(cropper, files))
     assert [f.error for f in found] == [
-        scan.NO_FACE,
+        photos.NO_FACE,
         "face detection failed (degenerate landmarks)",
-        scan.NO_FACE,
+        photos.NO_FACE,
     ]
 
 
@@ -50,7 +50,7 @@ def test_score_rows_keeps_a_files_faces_together():
         def predict_proba(self, X):
             return np.full((len(X), 2), 0.5)
 
-    face = scan.FaceCrop((0, 0, 1, 1), None, np.zeros((5, 2)), np.zeros((4, 4, 3), np.uint8))
+    face = photos.FaceCrop((0, 0, 1, 1), None, np.zeros((5, 2)), np.zeros((4, 4, 3), np.uint8))
     found = [Faces(Path(f"{i}.png"), [face] * 3) for i in range(4)]
     rows = list(score_rows(Half(), found, batch_size=2))
     assert [r.path for r in rows] == [p for i in range(4) for p in [f"{i}.png"] * 3]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hostile import MAX_BYTES_IN_TESTS, face_like, restore_permissions, write_corpus  # noqa: E402
 
-from fakespotter import scan  # noqa: E402
+from fakespotter import photos  # noqa: E402
 from fakespotter.cli import main as cli  # noqa: E402
 
 
@@ -70,14 +70,14 @@ def main() -> None:
         cases = write_corpus(corpus)
         (corpus / "vanishing").mkdir()
         face_like().save(corpus / "vanishing" / "deleted_after_listing.png")
-        listed = scan.iter_files
+        listed = photos.iter_files
 
         def list_then_vanish(paths):
             files = list(listed(paths))
             shutil.rmtree(corpus / "vanishing")
             return iter(files)
 
-        scan.iter_files = list_then_vanish
+        photos.iter_files = list_then_vanish
         try:
             result = CliRunner().invoke(
                 cli,
@@ -94,7 +94,7 @@ def main() -> None:
                 ],
             )
         finally:
-            scan.iter_files = listed
+            photos.iter_files = listed
             restore_permissions(cases)
         if result.exit_code:
             sys.exit(result.output)

@@ -14,4 +14,14 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+
+def scan(sources, output, **options) -> dict:
+    """Score every face of every photo ``sources`` name into a Parquet folder ``output``, on
+    this machine (``engine="local"``) or a Ray cluster (``engine="ray"``); returns a summary.
+    The options are :func:`fakespotter.collection.scan`'s."""
+    from fakespotter.collection import scan as scan_collection
+
+    return scan_collection(sources, output, **options)
+
+
+__all__ = ["__version__", "scan"]

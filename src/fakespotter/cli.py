@@ -168,8 +168,8 @@ def _checked_device(name: str) -> str:
 
 
 def _workers(n_files: int) -> int:
-    """Worker processes for face finding: --workers, or scan.default_workers."""
-    from fakespotter.scan import default_workers
+    """Worker processes for face finding: --workers, or photos.default_workers."""
+    from fakespotter.photos import default_workers
 
     workers = _settings()["workers"]
     return default_workers(n_files) if workers is None else workers
@@ -454,9 +454,9 @@ def detect(
     import itertools
 
     from fakespotter.modelfile import model_id
+    from fakespotter.photos import find_faces, iter_files, score_rows, video_rows
     from fakespotter.results import RESUMABLE, check_overwritable, format_for
     from fakespotter.results import resume as resume_output
-    from fakespotter.scan import find_faces, iter_files, score_rows, video_rows
     from fakespotter.video import is_video
 
     fmt = format_for(output, fmt)
@@ -525,6 +525,133 @@ def detect(
     if fail_on_fake and summary.fake:
         sys.exit(EXIT_FAKE_FOUND)
     if summary.failed or not files:  # an empty folder is an input without a result too
+        sys.exit(EXIT_INPUTS_FAILED)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SRC...")
+@click.option(
+    "--output",
+    required=True,
+    type=SafePath(dir_okay=True, file_okay=False),
+    help="Folder of Parquet part files to write (read it whole with pandas.read_parquet).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: a Ray cluster (pip install 'fakespotter[ray]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="ray: the cluster to join (auto, ray://host:10001) [default: $RAY_ADDRESS, else "
+    "a cluster started on this machine].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scoring processes (local) or actors (ray), each loading the model once "
+    "[default: CPUs / --cpus-per-worker; local: 1 under 64 photos].",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="CPUs (and torch threads) of each worker.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="ray: GPUs of each worker (the network then runs on cuda).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 4096),
+    default=16,
+    show_default=True,
+    help="Photos a worker scores at a time.",
+)
+@click.option(
+    "--part-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Photos per part file: what a stopped scan keeps.",
+)
+@model_option
+@click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Label a face fake at this P(fake) or above [default: the model's operating point].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish a stopped scan in --output: keep its complete part files, delete half-"
+    "written ones, scan only the photos it lacks (refused if begun with another model).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the scan in --output (only its own files)."
+)
+@_limit_options
+@_one_line_errors
+def scan(
+    sources,
+    output,
+    engine,
+    address,
+    workers,
+    cpus_per_worker,
+    gpus_per_worker,
+    batch_size,
+    part_size,
+    model_path,
+    aligned,
+    threshold,
+    resume,
+    overwrite,
+    max_pixels,
+    max_bytes,
+) -> None:
+    """Score every face in a large collection into a Parquet folder, on this machine or a
+    Ray cluster.
+
+    SRC: folders (searched recursively), image files, lists of paths (.txt one per line,
+    .parquet with a `path` column), fsspec URLs (s3://, gs://) where the matching package
+    is installed. One row per face, or one with the reason there is none, as `detect` gives;
+    columns path, path_bytes (the exact name where it is not UTF-8), face, box, p_fake,
+    label, error, detection_score, face_size, warning, novelty, n_faces. Each part file's
+    metadata names the fakespotter version, model sha256, backbone, variant and this command.
+    """
+    from fakespotter.collection import scan as scan_collection
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other: choose one")
+    summary = scan_collection(
+        list(sources), output, engine=engine, model=model_path, workers=workers,
+        cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+        batch_size=batch_size, aligned=aligned, threshold=threshold, resume=resume,
+        overwrite=overwrite, part_size=part_size, address=address, progress=_progress(),
+        command=_command_line(), **_limits(max_pixels, max_bytes),
+    )  # fmt: skip
+    done = summary["files"] - summary["already_done"]
+    click.echo(
+        f"{done} photos scanned ({summary['already_done']} already in {output}): "
+        f"{summary['faces']} faces, {summary['fake']} fake, {summary['uncertain']} uncertain, "
+        f"{summary['errors']} without a score; {summary['seconds']:.1f} s",
+        err=True,
+    )
+    if not summary["files"]:
+        click.echo(f"no photos found in {', '.join(sources)}", err=True)
+    if summary["errors"] or not summary["files"]:
         sys.exit(EXIT_INPUTS_FAILED)
 
 
@@ -662,8 +789,8 @@ def _largest_faces(
 ):
     """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
     with ``name_no_face`` each one without a face) is named on stderr after the progress bar."""
+    from fakespotter.photos import iter_files
     from fakespotter.rows import NO_FACE
-    from fakespotter.scan import iter_files
     from fakespotter.training import largest_faces
 
     files = list(iter_files([folder]))
@@ -820,7 +947,8 @@ WEAK_CV_AUC = 0.6
     show_default=True,
     type=VariantChoice(),
     help="layer: the paper's per-layer counts; channel: per-channel counts; "
-    "kmultisection: per-layer counts at 4 thresholds; embedding: the final "
+    "kmultisection: per-layer counts at 4 thresholds; kmultisection-channel: "
+    "per-channel counts at 4 thresholds; embedding: the final "
     "embedding (baseline); or a registered coverage criterion.",
 )
 @click.option(

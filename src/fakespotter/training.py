@@ -48,7 +48,7 @@ def largest_faces(
     reading, in worker processes when ``workers > 0``). ``augment_seed``: crop the
     training-time augmentation of each image instead (``perturb.random_perturbation``)."""
     from fakespotter.evaluation.perturb import RandomAugmentation
-    from fakespotter.scan import find_faces
+    from fakespotter.photos import find_faces
 
     alter_of = None if augment_seed is None else partial(RandomAugmentation, augment_seed)
     crops, out = [], LargestFaces(np.zeros((0, cropper.size, cropper.size, 3), np.uint8))

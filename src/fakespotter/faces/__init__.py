@@ -4,7 +4,7 @@ from fakespotter.faces.align import (
     estimate_similarity,
     warp_face,
 )
-from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS, ImageError, load_image
+from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS, ImageError, load_image, load_image_bytes
 from fakespotter.faces.mtcnn import MTCNN, Face, nms
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ImageError",
     "estimate_similarity",
     "load_image",
+    "load_image_bytes",
     "nms",
     "warp_face",
 ]

@@ -11,6 +11,7 @@ Choices:
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -44,11 +45,28 @@ def load_image(
     """Read an image file as an H x W x 3 uint8 RGB array; raise ImageError if unreadable."""
     path = Path(path)
     _check_file(path, max_bytes)
+    return _decode(path, max_pixels)
+
+
+def load_image_bytes(
+    data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
+) -> np.ndarray:
+    """:func:`load_image` for a file's bytes (read from a URL, an archive, ...)."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError(
+            f"file too large: {len(data):,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
+        )
+    return _decode(io.BytesIO(data), max_pixels)
+
+
+def _decode(source, max_pixels: int) -> np.ndarray:
     try:
         # Pillow warns (or raises) on pixel counts above its own global limit; treat both as ours.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 width, height = im.size
                 if width * height > max_pixels:
                     raise ImageError(

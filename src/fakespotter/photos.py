@@ -33,8 +33,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
-def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files named directly, and image files under folders (recursively, sorted).
+def iter_files(
+    paths: Iterable[str | os.PathLike], suffixes: set[str] = SCANNED_SUFFIXES
+) -> Iterator[Path]:
+    """Files named directly, and files with these ``suffixes`` (images and videos by
+    default) under folders (recursively, sorted).
 
     A folder that cannot be listed is yielded itself, so that it gets an error row instead
     of vanishing from the results; symlinked folders are not followed (no loops).
@@ -47,7 +50,7 @@ def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
                     yield Path(unlisted.pop(0).filename)
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in SCANNED_SUFFIXES:
+                    if Path(name).suffix.lower() in suffixes:
                         yield Path(root) / name
             for error in unlisted:
                 yield Path(error.filename)
@@ -59,27 +62,30 @@ def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
 class Faces:
     """One input file with its aligned faces, or the reason it has none."""
 
-    path: Path
+    path: Path | str  # str: a URL
     faces: list[FaceCrop]
     error: str | None = None
 
 
 def read_faces(
     cropper: FaceCropper,
-    path: Path,
+    path: Path | str,
     *,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
     alter: Callable[[np.ndarray], np.ndarray] | None = None,
+    load: Callable[..., np.ndarray] | None = None,
 ) -> Faces:
     """The faces of one file, or the one-line reason there are none; never raises for a bad file.
 
     ``alter`` changes the decoded photo before face finding (training-time augmentation).
+    ``load`` reads ``path`` in place of :func:`load_image` (e.g. a URL's bytes); it raises
+    ImageError for a file it cannot give.
     """
     try:
-        image = load_image(path, max_pixels=max_pixels, max_bytes=max_bytes)
+        image = (load or load_image)(path, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as e:
-        return Faces(path, [], _folder_reason(path) or str(e))
+        return Faces(path, [], (load is None and _folder_reason(Path(path))) or str(e))
     except MemoryError:
         return Faces(path, [], "not enough memory to decode the image")
     try:

@@ -1,0 +1,155 @@
+"""Scan collections of photos into a Parquet folder, on this machine or on a Ray cluster.
+
+    fakespotter.scan(["photos/"], "results.parquet/")                  # local engine
+    fakespotter.scan(["s3://bucket/photos/"], "out/", engine="ray")   # pip install 'fakespotter[ray]'
+
+Modules: ``sources`` (what SRC names), ``table`` (the shared core: paths -> Arrow rows),
+``scanner`` (a worker's loaded model), ``store`` (the part files, resume), ``local`` and
+``ray_engine`` (the two engines).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fakespotter.errors import UserError
+
+ENGINES = ("local", "ray")
+
+
+def scan(
+    sources,
+    output: str | os.PathLike,
+    *,
+    engine: str = "local",
+    model: str | os.PathLike | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
+    batch_size: int = 16,
+    aligned: bool = False,
+    threshold: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    part_size: int = 1000,
+    address: str | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    progress: bool = False,
+    command: str | None = None,
+) -> dict:
+    """Score every face of every photo ``sources`` name into the folder ``output``; returns
+    a summary (files, already done, faces, fake, uncertain, errors, seconds).
+
+    ``sources``: folders, files, text or Parquet lists of paths, fsspec URLs. ``workers``:
+    processes (local) or actors (Ray), each with ``cpus_per_worker`` CPUs [default: every
+    CPU; local runs in this process under 64 photos]. ``part_size``: photos per part file,
+    the unit that a stopped scan keeps.
+    """
+    from tqdm import tqdm
+
+    from fakespotter import __version__
+    from fakespotter.collection.sources import list_sources
+    from fakespotter.persistence import default_model_path, load_model
+    from fakespotter.weights import sha256_of
+
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: choose one")
+    if engine == "ray":  # before anything is written
+        from fakespotter.collection.ray_engine import require_ray
+
+        require_ray()
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    start = time.perf_counter()
+    model_path = Path(model) if model is not None else default_model_path()
+    if not model_path.is_file():
+        raise UserError(f"model file not found: {model_path}")
+    detector = load_model(model_path)  # a bad model fails here, before any output is made
+    meta = {
+        "fakespotter_version": __version__,
+        "model_sha256": sha256_of(model_path),
+        "backbone": getattr(detector.backbone, "name", detector.backbone),
+        "variant": detector.variant,
+        "engine": engine,
+        "command": command or shlex.join(["fakespotter.scan", *map(str, sources)]),
+    }
+    from fakespotter.collection.store import PartStore
+
+    keys = list_sources(sources)
+    store = PartStore(
+        output, meta, resume=resume, overwrite=overwrite, part_size=part_size
+    )  # after listing: a source that cannot be listed leaves no folder behind
+    todo = [k for k in keys if k not in store.done]
+    summary: dict[str, Any] = {
+        "files": len(keys),
+        "already_done": len(keys) - len(todo),
+        "faces": 0,
+        "fake": 0,
+        "uncertain": 0,
+        "errors": 0,
+    }
+    bar = tqdm(
+        total=len(todo), desc=f"scan ({engine})", unit="img", disable=not progress,
+        file=sys.stderr, delay=1.0, smoothing=0.05,
+    )  # fmt: skip
+
+    def on_table(table) -> None:
+        store.add(table)
+        labels = table.column("label").to_pylist()
+        errors = table.column("error").to_pylist()
+        summary["faces"] += sum(label is not None for label in labels)
+        summary["fake"] += labels.count("fake")
+        summary["uncertain"] += labels.count("uncertain")
+        summary["errors"] += sum(e is not None for e in errors)
+        bar.update(len(set(table.column("path").to_pylist())))
+
+    scanner_options = {
+        "aligned": aligned,
+        "threshold": threshold,
+        "batch_size": max(batch_size, 32),  # faces scored together, across photos
+        "max_pixels": max_pixels,
+        "max_bytes": max_bytes,
+        "device": "cuda" if gpus_per_worker else "cpu",
+    }
+    try:
+        if not todo:
+            pass
+        elif engine == "ray":
+            from fakespotter.collection import ray_engine
+
+            ray_engine.run(
+                todo, on_table, model_path=model_path, address=address, workers=workers,
+                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                batch_size=batch_size, scanner_options={**scanner_options, "model": None},
+            )  # fmt: skip
+        else:
+            from fakespotter.collection import local
+
+            if workers is None:
+                workers = (
+                    1 if len(todo) < 64 else max(1, int((os.cpu_count() or 1) // cpus_per_worker))
+                )
+            batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+            local.run(
+                batches, on_table, workers=workers,
+                scanner_options={**scanner_options, "model": model_path,
+                                 "threads": max(1, int(cpus_per_worker))},
+                warn=lambda m: print(f"fakespotter: {m}", file=sys.stderr),
+            )  # fmt: skip
+    finally:
+        store.close()  # what was scanned is kept, however the scan ended
+        bar.close()
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["output"] = str(output)
+    return summary
+
+
+__all__ = ["ENGINES", "scan"]
