@@ -143,3 +143,16 @@ def test_resume_after_the_driver_was_stopped(tmp_path, shipped_weights):
     assert f"({kept} already in" in resumed.stderr
     scan([str(folder)], tmp_path / "local", batch_size=1)
     assert_same_rows(scan_rows(out), scan_rows(tmp_path / "local"))
+
+
+def test_a_worker_with_another_version_stops_the_scan_with_its_reason(
+    tmp_path, shipped_weights, local_cluster, monkeypatch
+):
+    from fakespotter.collection import ray_engine
+    from fakespotter.errors import UserError
+
+    real_ship = ray_engine.ship
+    monkeypatch.setattr(ray_engine, "ship", lambda p: {**real_ship(p), "version": "0.0-other"})
+    folder = write_mixed_folder(tmp_path / "photos")
+    with pytest.raises(UserError, match="install the same version on every node"):
+        scan([str(folder)], tmp_path / "ray", engine="ray", workers=1)

@@ -256,3 +256,25 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, tiny_model, mon
     )  # fmt: skip
     assert result.exit_code == 1 and "pip install 'fakespotter[ray]'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_worker_refuses_files_changed_on_the_way(monkeypatch):
+    from fakespotter import __version__
+    from fakespotter.weights import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, os.environ.get(CACHE_ENV, ""))  # restored after the test
+    from fakespotter.collection.ray_engine import WorkerMismatch, unpack
+
+    data = {"weights-ref": b"weights", "model-ref": b"model"}
+    shipped = {
+        "version": __version__,
+        "model": {"sha256": "0" * 64, "data": "model-ref"},
+        "weights": [{"name": "x", "filename": "x.bin", "sha256": "0" * 64, "data": "weights-ref"}],
+    }
+    with pytest.raises(WorkerMismatch, match="x.bin changed on its way"):
+        unpack(shipped, get=data.__getitem__)
+    with pytest.raises(WorkerMismatch, match="version"):
+        unpack({**shipped, "version": "0.0-other"}, get=data.__getitem__)
+    model_only = {**shipped, "weights": []}
+    with pytest.raises(WorkerMismatch, match="model file changed"):
+        unpack(model_only, get=data.__getitem__)

@@ -84,19 +84,21 @@ def unpack(shipped: dict, get: Callable = None) -> Path:  # type: ignore[assignm
             f"this worker has fakespotter {__version__}, the driver {shipped['version']}: "
             "install the same version on every node"
         )
-    cache = Path(tempfile.mkdtemp(prefix="fakespotter-worker-"))
-    os.environ[CACHE_ENV] = str(cache)  # this worker process only
-    for f in shipped["weights"]:
-        data = get(f["data"])
+    files = [(f, get(f["data"])) for f in shipped["weights"]]
+    for f, data in files:
         if _sha256(data) != f["sha256"]:
             raise WorkerMismatch(f"weight file {f['filename']} changed on its way to the worker")
+    model = get(shipped["model"]["data"])
+    if _sha256(model) != shipped["model"]["sha256"]:
+        raise WorkerMismatch("the model file changed on its way to the worker")
+    # everything checked: only now does this process get its private cache
+    cache = Path(tempfile.mkdtemp(prefix="fakespotter-worker-"))
+    os.environ[CACHE_ENV] = str(cache)  # this worker process only
+    for f, data in files:
         incoming = cache / f".incoming-{f['filename']}"
         incoming.write_bytes(data)
         install(incoming, _weight_file(f["name"], f["filename"]))
         incoming.unlink()
-    model = get(shipped["model"]["data"])
-    if _sha256(model) != shipped["model"]["sha256"]:
-        raise WorkerMismatch("the model file changed on its way to the worker")
     path = cache / "model.safetensors"
     path.write_bytes(model)
     return path
