@@ -207,19 +207,22 @@ def run(
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the scan's own bar counts photos
+        # Ray Data's per-run INFO lines (execution plan, "finished") would bury the summary
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context.max_errored_blocks = 0
         if workers is None:
             cpus = ray.cluster_resources().get("CPU", 1)
             workers = max(1, int(cpus // max(cpus_per_worker, 1e-9)))
         shipped = ship(model_path)
         items = [{"key": k.encode("utf-8", "surrogateescape")} for k in keys]
-        blocks = max(1, min(len(items) // batch_size + 1, 4 * workers * 64))
+        # a block per batch (capped), and at least one per worker so that every actor has work
+        blocks = min(len(items), max(workers, min(len(items) // batch_size + 1, 4 * workers * 64)))
         dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             FakeSpotterPredictor,
             fn_constructor_kwargs={"shipped": shipped, **scanner_options},
             batch_size=batch_size,
             batch_format="pyarrow",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker or None,
         )  # Ray Data's actor pools replace a worker that dies and retry its batch by default
