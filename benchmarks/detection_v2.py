@@ -120,6 +120,38 @@ class Extractor:
         return np.concatenate(out)
 
 
+def channel_statistics(crops: np.ndarray, desc: str, batch: int = 32) -> tuple[np.ndarray, float]:
+    """SFace per-channel statistics of every tap's raw output: the mean and the standard
+    deviation over a conv channel's positions (a linear layer's outputs once, as they are);
+    float32, N x (2 x conv channels + linear outputs). Also ms/face."""
+    import torch
+
+    from fakespotter.coverage import forward_hooks
+
+    bb = get_backbone("sface").load()
+    modules = dict(bb.model.named_modules())
+    found: list = []
+
+    def hook(tap):
+        def run(module, inputs, out):
+            if tap.kind == "conv":
+                flat = out.flatten(2)
+                found.append(torch.cat([flat.mean(2), flat.std(2, unbiased=False)], dim=1))
+            else:
+                found.append(out.reshape(len(out), -1))
+
+        return run
+
+    hooks = {modules[t.name]: hook(t) for t in bb.taps()}
+    out, start = [], time.perf_counter()
+    with forward_hooks(hooks), torch.inference_mode():
+        for i in tqdm(range(0, len(crops), batch), desc=desc):
+            found.clear()
+            bb.model.eval()(bb.preprocess(crops[i : i + batch]))
+            out.append(torch.cat(found, dim=1).float().numpy())
+    return np.concatenate(out), 1000 * (time.perf_counter() - start) / max(len(crops), 1)
+
+
 def mirrored_features(crops: np.ndarray, thresholds, desc: str) -> np.ndarray:
     """Channel counts of the left-right mirrored crops, with the clean thresholds."""
     bb = get_backbone("sface").load()
@@ -181,6 +213,7 @@ class Parts:
             altered[key] = out / "altered" / p.name.replace(":", "_")
         self._mirror(landmarks, clean["sface"]["thresholds"], altered)
         self._kmc(landmarks, altered)
+        self._stats(landmarks, altered)
         self._wide(landmarks, altered)
         (out / "ms_per_face.json").write_text(json.dumps(self.ms_per_face, indent=2))
         return self
@@ -217,6 +250,24 @@ class Parts:
         for key in cached.files:
             if key != "ms_per_face":
                 self.data[key]["kmc"] = cached[key]
+
+    def _stats(self, landmarks, altered) -> None:
+        """SFace per-channel statistics, from the SFace crops the stages cached."""
+        path = self.out / "stats_sface.npz"
+        if not path.exists():
+            crops = reproduce.stage_sface_crops(self.rows, landmarks, self.out)
+            clean, ms = channel_statistics(crops, "per-channel statistics")
+            result = {"clean": clean}
+            del crops
+            for key, folder in {"aug": self.out / "altered" / "augment", **altered}.items():
+                crops = np.load(folder / "crops_sface.npy")
+                result[key] = channel_statistics(crops, f"statistics {key}")[0]
+            np.savez(path, ms_per_face=ms, **result)
+        cached = np.load(path)
+        self.ms_per_face["stats"] = float(cached["ms_per_face"])
+        for key in cached.files:
+            if key != "ms_per_face":
+                self.data[key]["stats"] = cached[key]
 
     def _wide(self, landmarks, altered) -> None:
         """FaceNet counts of the wide crop: clean and perturbed test copies."""
@@ -328,6 +379,7 @@ FEATURES: dict[str, Callable[[dict], np.ndarray]] = {
     "log": lambda s: np.log1p(_f32(s["sface"])),
     "kml": lambda s: _per_layer_levels(s["kmc"]),
     "kmc": lambda s: _f32(s["kmc"]),
+    "stats": lambda s: _f32(s["stats"]),
     "channel+kml": lambda s: _f32(s["sface"], _per_layer_levels(s["kmc"])),
     "sface+facenet": lambda s: _f32(s["sface"], s["facenet"]),
     "sface+dlib": lambda s: _f32(s["sface"], s["dlib"]),
@@ -337,7 +389,7 @@ FEATURES: dict[str, Callable[[dict], np.ndarray]] = {
 }
 SOURCES = {  # the networks' passes each feature set needs, for its cost
     "layer": ("sface",), "channel": ("sface",), "log": ("sface",), "kml": ("kmc",),
-    "kmc": ("kmc",), "channel+kml": ("kmc",), "sface+facenet": ("sface", "facenet"),
+    "kmc": ("kmc",), "stats": ("stats",), "channel+kml": ("kmc",), "sface+facenet": ("sface", "facenet"),
     "sface+dlib": ("sface", "dlib"), "facenet": ("facenet",), "facenet_wide": ("facenet_wide",),
     "facenet+wide": ("facenet", "facenet_wide"),
 }  # fmt: skip
@@ -362,6 +414,8 @@ def ideas() -> list[dict]:
         {"name": "log counts", **base, "features": "log", "ship": None},
         {"name": "k-multisection per layer (4 levels)", **base, "features": "kml",
          "ship": ["--backbone", "sface", "--variant", "kmultisection", "--augment"]},
+        {"name": "per-channel statistics (mean, std of each channel's outputs)", **base,
+         "features": "stats", "ship": None},
         {"name": "k-multisection per channel (44,288 features)", **base, "features": "kmc",
          "ship": ["--backbone", "sface", "--variant", "kmultisection-channel", "--augment"]},
         {"name": "channel counts + k-multisection per layer", **base, "features": "channel+kml",
