@@ -231,6 +231,14 @@ class Parts:
                 np.save(m_path, as_counts(mirrored_features(crops, thresholds, f"mirrored {key}")))
             self.data[key]["mirror_sface"] = np.load(m_path)
 
+    def _take(self, path: Path, source: str) -> None:
+        """A cached source (one array a part, and ``ms_per_face``) into ``data``."""
+        cached = np.load(path)
+        self.ms_per_face[source] = float(cached["ms_per_face"])
+        for key in cached.files:
+            if key != "ms_per_face":
+                self.data[key][source] = cached[key]
+
     def _kmc(self, landmarks, altered) -> None:
         """SFace k-multisection per channel, from the SFace crops the stages cached."""
         path = self.out / "kmc_sface.npz"
@@ -245,11 +253,7 @@ class Parts:
             for key, folder in {"aug": self.out / "altered" / "augment", **altered}.items():
                 result[key] = ex.counts(np.load(folder / "crops_sface.npy"), f"kmc {key}")
             np.savez(path, ms_per_face=ms, **result)
-        cached = np.load(path)
-        self.ms_per_face["kmc"] = float(cached["ms_per_face"])
-        for key in cached.files:
-            if key != "ms_per_face":
-                self.data[key]["kmc"] = cached[key]
+        self._take(path, "kmc")
 
     def _stats(self, landmarks, altered) -> None:
         """SFace per-channel statistics, from the SFace crops the stages cached."""
@@ -263,11 +267,7 @@ class Parts:
                 crops = np.load(folder / "crops_sface.npy")
                 result[key] = channel_statistics(crops, f"statistics {key}")[0]
             np.savez(path, ms_per_face=ms, **result)
-        cached = np.load(path)
-        self.ms_per_face["stats"] = float(cached["ms_per_face"])
-        for key in cached.files:
-            if key != "ms_per_face":
-                self.data[key]["stats"] = cached[key]
+        self._take(path, "stats")
 
     def _wide(self, landmarks, altered) -> None:
         """FaceNet counts of the wide crop: clean and perturbed test copies."""
@@ -289,11 +289,7 @@ class Parts:
                 crops = ex.crops(sub, lm, lambda k, f=image_of: f(self.test_idx[k]))
                 result[key] = ex.counts(crops, f"facenet wide {key}")
             np.savez(path, ms_per_face=ms, **result)
-        cached = np.load(path)
-        self.ms_per_face["facenet_wide"] = float(cached["ms_per_face"])
-        for key in cached.files:
-            if key != "ms_per_face":
-                self.data[key]["facenet_wide"] = cached[key]
+        self._take(path, "facenet_wide")
 
 
 # -- classifiers: fit on (F, y, groups), return P(fake) of new features ---------------------
