@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fakespotter.errors import UserError, first_line
-from fakespotter.faces import MAX_BYTES, MAX_PIXELS, ImageError, load_image_bytes
+from fakespotter.faces import MAX_BYTES, MAX_PIXELS, ImageError, check_size, load_image_bytes
 from fakespotter.photos import IMAGE_SUFFIXES, iter_files
 
 LIST_SUFFIXES = {".txt", ".lst"}  # one path per line
@@ -113,10 +113,8 @@ def read_url_image(url: str, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_
     try:
         fs, path = _filesystem(url)
         size = fs.size(path)
-        if size is not None and size > max_bytes:
-            raise ImageError(
-                f"file too large: {size:,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
-            )
+        if size is not None:  # refused before it is downloaded
+            check_size(size, max_bytes)
         with fs.open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except FileNotFoundError:

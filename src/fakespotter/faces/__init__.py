@@ -4,7 +4,14 @@ from fakespotter.faces.align import (
     estimate_similarity,
     warp_face,
 )
-from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS, ImageError, load_image, load_image_bytes
+from fakespotter.faces.io import (
+    MAX_BYTES,
+    MAX_PIXELS,
+    ImageError,
+    check_size,
+    load_image,
+    load_image_bytes,
+)
 from fakespotter.faces.mtcnn import MTCNN, Face, nms
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "MTCNN",
     "Face",
     "ImageError",
+    "check_size",
     "estimate_similarity",
     "load_image",
     "load_image_bytes",

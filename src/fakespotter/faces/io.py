@@ -52,13 +52,18 @@ def load_image_bytes(
     data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
 ) -> np.ndarray:
     """:func:`load_image` for a file's bytes (read from a URL, an archive, ...)."""
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    if len(data) > max_bytes:
-        raise ImageError(
-            f"file too large: {len(data):,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
-        )
+    check_size(len(data), max_bytes)
     return _decode(io.BytesIO(data), max_pixels)
+
+
+def check_size(size: int, max_bytes: int = MAX_BYTES) -> None:
+    """ImageError for a file of ``size`` bytes that is empty or over ``max_bytes``."""
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    if size > max_bytes:
+        raise ImageError(
+            f"file too large: {size:,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
+        )
 
 
 def _decode(source, max_pixels: int) -> np.ndarray:
@@ -108,12 +113,7 @@ def _check_file(path: Path, max_bytes: int) -> None:
         raise ImageError("is a directory, not an image file")
     if not path.is_file():
         raise ImageError("not a regular file")
-    if stat.st_size == 0:
-        raise ImageError("empty file (0 bytes)")
-    if stat.st_size > max_bytes:
-        raise ImageError(
-            f"file too large: {stat.st_size:,} bytes (limit {max_bytes:,}; --max-bytes raises it)"
-        )
+    check_size(stat.st_size, max_bytes)
     if not os.access(path, os.R_OK):
         raise ImageError("permission denied")
 
