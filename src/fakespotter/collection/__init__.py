@@ -102,14 +102,14 @@ def scan(
     )  # fmt: skip
 
     def on_table(table) -> None:
-        store.add(table)
+        photos = store.add(table)
         labels = table.column("label").to_pylist()
         errors = table.column("error").to_pylist()
         summary["faces"] += sum(label is not None for label in labels)
         summary["fake"] += labels.count("fake")
         summary["uncertain"] += labels.count("uncertain")
         summary["errors"] += sum(e is not None for e in errors)
-        bar.update(len(set(table.column("path").to_pylist())))
+        bar.update(photos)
 
     scanner_options = {
         "aligned": aligned,
@@ -120,9 +120,7 @@ def scan(
         "device": "cuda" if gpus_per_worker else "cpu",
     }
     try:
-        if not todo:
-            pass
-        elif engine == "ray":
+        if todo and engine == "ray":
             from fakespotter.collection import ray_engine
 
             ray_engine.run(
@@ -130,7 +128,7 @@ def scan(
                 cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                 batch_size=batch_size, scanner_options={**scanner_options, "model": None},
             )  # fmt: skip
-        else:
+        elif todo:
             from fakespotter.collection import local
 
             if workers is None:

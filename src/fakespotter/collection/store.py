@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fakespotter.collection.table import SCHEMA, key_of
+from fakespotter.collection.table import SCHEMA, keys_in
 from fakespotter.errors import UserError
 
 MANIFEST = "_fakespotter_scan.json"
@@ -119,19 +119,21 @@ class PartStore:
                     f"{part} cannot be read ({e}); move it away and --resume again to rescan "
                     "its photos"
                 ) from None
-            paths, raw = table.column("path").to_pylist(), table.column("path_bytes").to_pylist()
-            done.update(key_of(p, b) for p, b in zip(paths, raw, strict=True))
+            done.update(keys_in(table))
         return done
 
     # -- writing ---------------------------------------------------------------------------
-    def add(self, table: pa.Table) -> None:
-        """Rows of whole paths (a scanned batch); written once ``part_size`` paths gather."""
+    def add(self, table: pa.Table) -> int:
+        """Rows of whole paths (a scanned batch), written once ``part_size`` paths gather;
+        returns how many paths the table holds."""
         if table.num_rows == 0:
-            return
+            return 0
+        paths = len(set(keys_in(table)))
         self._pending.append(table)
-        self._pending_paths += len(set(table.column("path").to_pylist()))
+        self._pending_paths += paths
         if self._pending_paths >= self.part_size:
             self.flush()
+        return paths
 
     def flush(self) -> None:
         if not self._pending:

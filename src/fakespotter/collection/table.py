@@ -49,6 +49,12 @@ def key_of(path: str, path_bytes: bytes | None) -> str:
     return path if path_bytes is None else path_bytes.decode("utf-8", "surrogateescape")
 
 
+def keys_in(table: pa.Table) -> list[str]:
+    """The path key of every row of a table of :data:`SCHEMA` (exact where not UTF-8)."""
+    paths, raw = table.column("path").to_pylist(), table.column("path_bytes").to_pylist()
+    return [key_of(p, b) for p, b in zip(paths, raw, strict=True)]
+
+
 def scan_batch(scanner, keys: Sequence[str]) -> pa.Table:
     """The rows of every path in ``keys``, in order, as a table of :data:`SCHEMA`.
 
