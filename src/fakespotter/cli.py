@@ -176,11 +176,10 @@ def _workers(n_files: int) -> int:
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
-    # the registry, read now: a backbone registered after import is listed too
-    from fakespotter.backbones import BACKBONES, DETECTORS
+    # the weights commands' one view of the registry (tests replace it)
+    from fakespotter.backbones.registry import all_weight_files
 
-    specs = [*BACKBONES.values(), *DETECTORS.values()]
-    return {spec.name: list(spec.weight_files) for spec in specs if spec.weight_files}
+    return all_weight_files()
 
 
 @main.group(name="weights")

@@ -258,6 +258,13 @@ def backbones_with_weights(
     return kept
 
 
+def all_weight_files() -> dict[str, list[WeightFile]]:
+    """Every registered network's weight files, by backbone or detector name, read now (a
+    network registered after import is in it)."""
+    specs = [*BACKBONES.values(), *DETECTORS.values()]
+    return {spec.name: list(spec.weight_files) for spec in specs if spec.weight_files}
+
+
 def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
     return _register(DETECTORS, "face detector", spec, replace)
 

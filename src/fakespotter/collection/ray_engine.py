@@ -43,17 +43,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ship(model_path: Path) -> dict:
-    """The model file and the weight files it needs, in Ray's object store, with sha256s."""
+def ship(model_path: Path, backbone: str) -> dict:
+    """The model file and the weight files it needs (its ``backbone``'s and the face
+    detector's), in Ray's object store, with sha256s."""
     import ray
 
     from fakespotter import __version__
     from fakespotter.backbones.registry import get_backbone, get_detector
-    from fakespotter.persistence import load_model
     from fakespotter.weights import fetch
 
-    backbone = load_model(model_path).backbone  # its name: the network is not loaded here
-    backbone = getattr(backbone, "name", backbone)
     files = []
     for weight in (*get_backbone(backbone).weight_files, *get_detector("mtcnn").weight_files):
         data = fetch(weight, progress=False).read_bytes()
@@ -105,10 +103,10 @@ def unpack(shipped: dict, get: Callable = None) -> Path:  # type: ignore[assignm
 
 
 def _weight_file(name: str, filename: str):
-    from fakespotter.backbones.registry import BACKBONES, DETECTORS
+    from fakespotter.backbones.registry import all_weight_files
 
-    for spec in (*BACKBONES.values(), *DETECTORS.values()):
-        for weight in spec.weight_files:
+    for files in all_weight_files().values():
+        for weight in files:
             if weight.name == name and weight.filename == filename:
                 return weight
     raise WorkerMismatch(f"this worker's fakespotter does not know the weight file {filename}")
@@ -180,6 +178,7 @@ def run(
     on_table: Callable[[pa.Table], None],
     *,
     model_path: Path,
+    backbone: str,
     address: str | None,
     workers: int | None,
     cpus_per_worker: float,
@@ -213,7 +212,7 @@ def run(
         if workers is None:
             cpus = ray.cluster_resources().get("CPU", 1)
             workers = max(1, int(cpus // max(cpus_per_worker, 1e-9)))
-        shipped = ship(model_path)
+        shipped = ship(model_path, backbone)
         items = [{"key": k.encode("utf-8", "surrogateescape")} for k in keys]
         # a block per batch (capped), and at least one per worker so that every actor has work
         blocks = min(len(items), max(workers, min(len(items) // batch_size + 1, 4 * workers * 64)))
