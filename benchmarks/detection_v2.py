@@ -56,7 +56,10 @@ from fakespotter.backbones import get_backbone  # noqa: E402
 from fakespotter.coverage import NeuronCoverage, counts_per_layer, find_taps  # noqa: E402
 from fakespotter.criteria import get_criterion  # noqa: E402
 from fakespotter.detector import FakeSpotter  # noqa: E402
-from fakespotter.evaluation.perturb import parse_perturbations  # noqa: E402
+from fakespotter.evaluation.perturb import (  # noqa: E402
+    PipelineAugmentation,
+    parse_perturbations,
+)
 from fakespotter.faces import warp_face  # noqa: E402
 from fakespotter.metrics import evaluate_scores  # noqa: E402
 from fakespotter.training import choose_operating_point, scores_with_missing  # noqa: E402
@@ -64,6 +67,7 @@ from fakespotter.training import choose_operating_point, scores_with_missing  # 
 PERTURBATIONS = "jpeg:50,blur:1,noise:5,resize:0.5"
 WIDE_SCALE, WIDE_SIZE = 1.4, 224  # FaceNet: 160 px * 1.4 = 224, the tight crop's pixels per face
 KMC = get_criterion("kmultisection-channel")  # the registered one, which the CLI trains
+PIPELINE_SEED = 3  # the photo-pipeline copy of image i: PipelineAugmentation(3, i)
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> P(fake)
 
 
@@ -164,7 +168,8 @@ def mirrored_features(crops: np.ndarray, thresholds, desc: str) -> np.ndarray:
 class Parts:
     """Every source's features for every part of the study.
 
-    Parts: ``clean`` (every row), ``aug`` (one augmented copy of each train row) and
+    Parts: ``clean`` (every row), ``aug`` (one augmented copy of each train row),
+    ``pipeline`` (one photo-pipeline copy of each train row; SFace sources only) and
     ``perturbed:<p>`` (each test row perturbed). Sources: ``sface``, ``facenet``, ``dlib``
     (channel counts), ``mirror_sface`` (SFace, mirrored face; not in ``aug``), ``kmc`` (SFace
     k-multisection per channel), ``facenet_wide`` (FaceNet channel counts of the wide crop;
@@ -201,6 +206,13 @@ class Parts:
         )  # fmt: skip
         self.data["aug"] = {n: as_counts(aug[n]["channel"]) for n in aug}
         self.found["aug"] = aug["sface"]["have"].astype(bool)
+        pipeline = reproduce.stage_altered(
+            rows, self.train_idx, lambda i: PipelineAugmentation(PIPELINE_SEED, i)(
+                reproduce.load_image(reproduce.FACES / rows[i]["file"])),
+            "pipeline", out, ["sface"], clean,
+        )  # fmt: skip
+        self.data["pipeline"] = {"sface": as_counts(pipeline["sface"]["channel"])}
+        self.found["pipeline"] = pipeline["sface"]["have"].astype(bool)
         altered = {}
         for p in self.perturbations:
             feats = reproduce.stage_altered(
@@ -254,6 +266,16 @@ class Parts:
                 result[key] = ex.counts(np.load(folder / "crops_sface.npy"), f"kmc {key}")
             np.savez(path, ms_per_face=ms, **result)
         self._take(path, "kmc")
+        path = self.out / "kmc_sface_pipeline.npz"
+        if not path.exists():  # the same thresholds (train crops), on the photo-pipeline copies
+            ex = Extractor("sface", KMC)
+            crops = reproduce.stage_sface_crops(self.rows, landmarks, self.out)
+            have = ~np.isnan(landmarks[:, 0, 0])
+            ex.fit(crops[np.flatnonzero((self.split == "train") & have)])
+            del crops
+            crops = np.load(self.out / "altered" / "pipeline" / "crops_sface.npy")
+            np.savez(path, pipeline=ex.counts(crops, "kmc pipeline"))
+        self.data["pipeline"]["kmc"] = np.load(path)["pipeline"]
 
     def _stats(self, landmarks, altered) -> None:
         """SFace per-channel statistics, from the SFace crops the stages cached."""
@@ -299,9 +321,9 @@ class Parts:
 SVM_CS = (1e-5, 1e-4, 1e-3)
 
 
-def linear_svm(F, y, groups) -> Predict:
+def linear_svm(F, y, groups, sample_weight=None) -> Predict:
     det = FakeSpotter(backbone="sface", variant="channel", Cs=SVM_CS).fit_features(
-        F, y, groups=groups
+        F, y, groups=groups, sample_weight=sample_weight
     )
     return lambda X: det.predict_proba(features=X)[:, 1]
 
@@ -433,7 +455,27 @@ def ideas() -> list[dict]:
         {"name": "gradient boosting on counts", **base, "fit": "boosting", "ship": None},
         {"name": "+ mirrored copies in training and at test time", **base,
          "views": ("aug", "mirror"), "tta": True, "ship": None},
+        {"name": "photo-pipeline copy in place of the augmented copy", **base,
+         "views": ("pipeline",), "ship": [*sface[:-1], "--augment", "pipeline"]},
+        {"name": "augmented + photo-pipeline copies (two views of each photo)", **base,
+         "views": ("aug", "pipeline"), "ship": [*sface[:-1], "--augment", "simple,pipeline"]},
+        {"name": "augmented copy, each generator weighing the same", **base, "balance": True,
+         "ship": None},
+        {"name": "k-multisection per channel + photo-pipeline copy", **base, "features": "kmc",
+         "views": ("pipeline",), "ship": ["--backbone", "sface", "--variant",
+                                          "kmultisection-channel", "--augment", "pipeline"]},
     ]  # fmt: skip
+
+
+def generator_weights(y: np.ndarray, generators: np.ndarray) -> np.ndarray:
+    """Row weights: every fake generator the same total (fakes still weigh their count in
+    all), real rows 1."""
+    w = np.ones(len(generators))
+    fake = y == 1
+    names, counts = np.unique(generators[fake], return_counts=True)
+    for name, count in zip(names, counts, strict=True):
+        w[generators == name] = fake.sum() / (len(names) * count)
+    return w
 
 
 def brier(y, p) -> float:
@@ -508,9 +550,19 @@ def measure_idea(idea, study, parts: Parts) -> dict:
             parts_.append(F_mirror[photos])
             ys.append(y[photos])
             groups.append(photos)
+        if "pipeline" in idea["views"]:
+            A = view("pipeline")
+            keep = np.isin(parts.train_idx, photos) & parts.found["pipeline"]
+            parts_.append(A[keep])
+            ys.append(y[parts.train_idx[keep]])
+            groups.append(parts.train_idx[keep])
         X = np.concatenate(parts_)
         del parts_
-        return FITS[idea["fit"]](X, np.concatenate(ys), np.concatenate(groups))
+        groups_ = np.concatenate(groups)
+        if idea.get("balance"):  # each generator's fakes weigh as much in all as any other's
+            y_ = np.concatenate(ys)
+            return linear_svm(X, y_, groups_, generator_weights(y_, gen[groups_]))
+        return FITS[idea["fit"]](X, np.concatenate(ys), groups_)
 
     def scores(predict, X, X_mirror, found) -> np.ndarray:
         p = predict(X[found]) if found.any() else np.zeros(0)

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_noise_faces
@@ -377,8 +378,8 @@ def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
     weight_file("dlib")
     real = write_noise_faces(tmp_path / "real", 8, smooth=False, seed=7)
     fake = write_noise_faces(tmp_path / "fake", 8, smooth=True, seed=8)
-    models = {}
-    for flag in ([], ["--augment"]):
+    models, rows = {}, {}
+    for flag in ([], ["--augment"], ["--augment", "simple,pipeline"]):
         out = tmp_path / f"m{len(flag)}.safetensors"
         result = CliRunner().invoke(
             main,
@@ -396,11 +397,33 @@ def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
                 *flag,
                 "--output",
                 str(out),
+                "--save-features",
+                str(tmp_path / f"f{len(flag)}.npz"),
             ],
         )
         assert result.exit_code == 0, result.output
-        models[bool(flag)] = load_model(out)
-    assert models[True].training_["augment"] and not models[False].training_["augment"]
+        models[len(flag)] = load_model(out)
+        with np.load(tmp_path / f"f{len(flag)}.npz") as saved:
+            rows[len(flag)] = np.bincount(saved["groups"])  # rows per photo
+    assert [models[n].training_["augment"] for n in (0, 1, 2)] == [
+        [],
+        ["simple"],
+        ["simple", "pipeline"],
+    ]
+    # one row per photo, plus one copy per recipe, each in its photo's group
+    assert [set(rows[n]) for n in (0, 1, 2)] == [{1}, {2}, {3}] and len(rows[2]) == 16
     # same thresholds (from the photos themselves), a classifier that also saw the copies
-    assert (models[True].thresholds_ == models[False].thresholds_).all()
-    assert not (models[True].coef_ == models[False].coef_).all()
+    assert (models[1].thresholds_ == models[0].thresholds_).all()
+    assert not (models[1].coef_ == models[0].coef_).all()
+    assert not (models[2].coef_ == models[1].coef_).all()
+
+
+def test_train_augment_names_an_unknown_recipe(tmp_path):
+    real = write_noise_faces(tmp_path / "real", 2, smooth=False, seed=7)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--real", str(real), "--fake", str(real), "--augment", "simple,sepia",
+         "--output", str(tmp_path / "m.safetensors")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "unknown augmentation 'sepia'" in result.output and "pipeline" in result.output

@@ -259,6 +259,23 @@ def test_n_features_in_is_the_feature_count(fitted, tmp_path):
     assert load_model(tmp_path / "m.safetensors", backbone=tiny_backbone()).n_features_in_ == 18
 
 
+def test_fit_features_sample_weight():
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    F = rng.normal(size=(60, 5)) + y[:, None] * [1.0, 0, 0, 0, 0]
+    F[40:, 1] += 3 * (y[40:] * 2 - 1)  # rows 40-59 say the answer through feature 1 alone
+    plain = FakeSpotter(cv=3, Cs=(1.0,)).fit_features(F, y)
+    ones = FakeSpotter(cv=3, Cs=(1.0,)).fit_features(F, y, sample_weight=np.ones(60))
+    np.testing.assert_allclose(ones.coef_, plain.coef_, rtol=1e-6, atol=1e-9)
+    # weight on rows 40-59 moves the hyperplane towards feature 1
+    w = np.r_[np.ones(40), np.full(20, 10.0)]
+    heavy = FakeSpotter(cv=3, Cs=(1.0,)).fit_features(F, y, sample_weight=w)
+    assert abs(heavy.coef_[1]) / abs(heavy.coef_[0]) > abs(plain.coef_[1]) / abs(plain.coef_[0])
+    for bad in (np.ones(59), np.r_[np.ones(59), -1.0], np.r_[np.ones(59), np.nan]):
+        with pytest.raises(ValueError, match="sample_weight"):
+            FakeSpotter(cv=3, Cs=(1.0,)).fit_features(F, y, sample_weight=bad)
+
+
 def _predict_proba_in_worker(detector: FakeSpotter, X: np.ndarray) -> np.ndarray:
     return detector.predict_proba(X)
 

@@ -317,6 +317,24 @@ def test_channel_counts_sum_to_layer_counts():
     np.testing.assert_array_equal(per_layer["channel"], per_layer["layer"])
 
 
+def test_pipeline_augmentation_is_deterministic_and_alters_the_photo_like_a_pipeline():
+    from fakespotter.evaluation.perturb import AUGMENTATIONS, PipelineAugmentation
+
+    assert AUGMENTATIONS["pipeline"] is PipelineAugmentation
+    yy, xx = np.mgrid[0:96, 0:128]
+    image = np.stack([xx * 2, yy * 2, (xx + yy) % 256], axis=2).astype(np.uint8)
+    copies = [PipelineAugmentation(3, i)(image) for i in range(40)]
+    for i, copy in enumerate(copies):
+        assert copy.dtype == np.uint8 and copy.ndim == 3 and copy.shape[2] == 3
+        # crop jitter takes at most 8% of each side; resampling returns that size or smaller
+        assert 0.35 * 0.84 * 96 - 1 <= copy.shape[0] <= 96
+        assert np.array_equal(copy, PipelineAugmentation(3, i)(image))  # same draw
+    assert sum(c.shape != image.shape for c in copies) >= 10  # cropped or rescaled
+    same_size = [c for c in copies if c.shape == image.shape]
+    assert all(not np.array_equal(c, image) for c in same_size)  # every copy altered
+    assert not np.array_equal(PipelineAugmentation(4, 0)(image), copies[0])
+
+
 def test_random_augmentation_is_deterministic_per_image_and_covers_every_kind():
     from fakespotter.evaluation.perturb import RandomAugmentation, random_perturbation
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.cli_types import SafePath, VariantChoice, model_option
+from fakespotter.cli_types import AugmentRecipes, SafePath, VariantChoice, model_option
 from fakespotter.errors import UserError, first_line
 from fakespotter.results import FORMATS
 
@@ -138,7 +138,10 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
-AUGMENT_SEED = 1  # train --augment: real photos draw from seed 1, fake photos from seed 2
+# train --augment: real photos draw from seed 1, the k-th fake source from seed 2 + k; the
+# r-th recipe listed adds 1000 r, so a second recipe never repeats the first one's draws
+AUGMENT_SEED = 1
+RECIPE_SEED_STEP = 1000
 
 
 def _checked_device(name: str) -> str:
@@ -784,6 +787,7 @@ def _largest_faces(
     label: str,
     limits: dict,
     augment_seed: int | None = None,
+    augmentation: str = "simple",
     name_no_face: bool = False,
 ):
     """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
@@ -802,6 +806,7 @@ def _largest_faces(
         desc=label,
         workers=_workers(len(files)),
         augment_seed=augment_seed,
+        augmentation=augmentation,
         **limits,
     )
     for path, reason in found.unreadable + (
@@ -856,8 +861,8 @@ def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, 
 
 def _training_rows(det, cropper, features, real_dir, real, fake_dirs, per_source, augment, limits):
     """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (real
-    first, then each fake source in turn), then with ``augment`` one perturbed copy of each
-    photo, counted by ``det``, in its photo's group (cross-validation fold)."""
+    first, then each fake source in turn), then for each recipe in ``augment`` one altered
+    copy of each photo, counted by ``det``, in its photo's group (cross-validation fold)."""
     import numpy as np
 
     from fakespotter.training import copies_of, merge_faces
@@ -873,20 +878,22 @@ def _training_rows(det, cropper, features, real_dir, real, fake_dirs, per_source
     )
     if not augment:
         return rows
-    # real photos draw from seed 1, the k-th fake source from seed 2 + k
-    copies = [
-        _largest_faces(cropper, real_dir, "real, augmented", limits, augment_seed=AUGMENT_SEED)
-        if real_dir
-        else None,
-        *(
+    copies = []
+    for r, recipe in enumerate(augment):
+        seed = AUGMENT_SEED + RECIPE_SEED_STEP * r
+        if real_dir:
+            copies.append(_largest_faces(
+                cropper, real_dir, f"real, {recipe} copy", limits,
+                augment_seed=seed, augmentation=recipe,
+            ))  # fmt: skip
+        copies += [
             _largest_faces(
-                cropper, folder, f"fake {name}, augmented", limits,
-                augment_seed=AUGMENT_SEED + 1 + k,
+                cropper, folder, f"fake {name}, {recipe} copy", limits,
+                augment_seed=seed + 1 + k, augmentation=recipe,
             )
             for k, (name, folder) in enumerate(fake_dirs)
-        ),
-    ]  # fmt: skip
-    found = merge_faces([c for c in copies if c is not None])
+        ]  # fmt: skip
+    found = merge_faces(copies)
     photos = real.paths + [p for f in per_source for p in f.paths]
     keep, copy_of = copies_of(photos, found.paths)
     if not keep.any():
@@ -967,9 +974,14 @@ WEAK_CV_AUC = 0.6
 )
 @click.option(
     "--augment",
-    is_flag=True,
-    help="Also train on one randomly perturbed copy of every photo (JPEG, blur, noise "
-    "or resizing): scores that shift less on re-compressed or blurred photos.",
+    type=AugmentRecipes(),
+    is_flag=False,
+    flag_value="simple",
+    default=None,
+    help="Also train on altered copies of every photo, one per recipe: 'simple' (the bare "
+    "flag: one of JPEG, blur, noise or resizing) or 'pipeline' (a photo's way from camera "
+    "to upload: crop, white balance and tone, resampling, sharpening, noise, repeated JPEG), "
+    "comma-separated for several copies: scores that shift less on re-shared photos.",
 )
 @click.option(
     "--val-real",
@@ -1068,7 +1080,7 @@ def train(
             for (name, folder), faces in zip(fake_dirs, per_source, strict=True)
         },
         "aligned": aligned,
-        "augment": augment,
+        "augment": list(augment or ()),
         "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -1130,7 +1142,12 @@ def train(
 )
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option(
-    "--augment", is_flag=True, help="Also add one randomly perturbed copy of every new photo."
+    "--augment",
+    type=AugmentRecipes(),
+    is_flag=False,
+    flag_value="simple",
+    default=None,
+    help="Also add altered copies of every new photo, one per recipe (as in train).",
 )
 @click.option(
     "--val-real",

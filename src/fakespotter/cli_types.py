@@ -35,6 +35,30 @@ class VariantChoice(click.Choice):
         pass  # click.Choice.__init__ sets it; the registry is the list
 
 
+class AugmentRecipes(click.ParamType):
+    """--augment's recipe names, comma-separated (``perturb.AUGMENTATIONS``): each adds one
+    altered copy of every photo, so ``simple,pipeline`` gives two. A bare --augment is
+    ``simple``. The recipes are read only when the option is used: --help stays fast."""
+
+    name = "RECIPES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from fakespotter.evaluation.perturb import AUGMENTATIONS
+
+        names = tuple(part.strip().lower() for part in str(value).split(","))
+        unknown = [n for n in names if n not in AUGMENTATIONS]
+        if unknown or not all(names):
+            self.fail(
+                f"unknown augmentation {(unknown or [''])[0]!r} in {value!r}; "
+                f"choose from {', '.join(AUGMENTATIONS)}, comma-separated",
+                param,
+                ctx,
+            )
+        return names
+
+
 # --model, the same for every command that scores with a model
 model_option = click.option(
     "--model",

@@ -304,13 +304,19 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.fit_features(features, y, groups=groups)
         return features
 
-    def fit_features(self, F: np.ndarray, y, groups=None) -> FakeSpotter:
+    def fit_features(self, F: np.ndarray, y, groups=None, sample_weight=None) -> FakeSpotter:
         """Fit scaler, SVM and calibration on precomputed features (thresholds already fit).
 
         ``groups``: rows with the same group (a photo and its augmented copies) stay in the
         same cross-validation fold, so C and the calibration are chosen on unseen photos.
+        ``sample_weight``: each row's weight in the SVM's loss and in the cross-validated AUC
+        that chooses C (e.g. every fake source weighing the same however many photos it has);
+        the calibration stays unweighted, so probabilities keep the training mix's meaning.
         """
         y = _check_y(y, len(F))
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w is not None and (w.shape != (len(y),) or not np.all(np.isfinite(w)) or (w < 0).any()):
+            raise ValueError(f"sample_weight must be {len(y)} finite weights >= 0")
         # a new classifier: the operating point and novelty signal of an earlier fit are void
         for name in ("novelty_components_", "novelty_scale_", "novelty_threshold_"):
             self.__dict__.pop(name, None)
@@ -351,16 +357,18 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         for C in sorted(self.Cs):
             scores = np.zeros(len(y))
             for train, test in splits:
-                svm = _svm(C).fit(K[np.ix_(train, train)], y[train])
+                svm = _svm(C).fit(
+                    K[np.ix_(train, train)], y[train], None if w is None else w[train]
+                )
                 scores[test] = svm.decision_function(K[np.ix_(test, train)])
-            auc = roc_auc_score(y, scores)
+            auc = roc_auc_score(y, scores, sample_weight=w)
             if best is None or auc > best[0] + 1e-4:
                 best = (auc, C, scores)
         if best is None:
             raise ValueError("Cs must hold at least one regularization strength")
         self.cv_auc_, self.C_, oof = best
         self.calibration_ = _platt(oof, y)
-        svm = _svm(self.C_).fit(K, y)
+        svm = _svm(self.C_).fit(K, y, w)
         # back to the primal: w = sum_i alpha_i y_i z_i over the support vectors
         self.coef_ = (svm.dual_coef_ @ Z[svm.support_]).ravel().astype(np.float64)
         self.intercept_ = float(svm.intercept_[0])

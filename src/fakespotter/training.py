@@ -41,16 +41,18 @@ def largest_faces(
     desc: str = "faces",
     workers: int = 0,
     augment_seed: int | None = None,
+    augmentation: str = "simple",
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
 ) -> LargestFaces:
-    """The largest face of every file, cropped by ``cropper`` (``scan.find_faces`` does the
-    reading, in worker processes when ``workers > 0``). ``augment_seed``: crop the
-    training-time augmentation of each image instead (``perturb.random_perturbation``)."""
-    from fakespotter.evaluation.perturb import RandomAugmentation
+    """The largest face of every file, cropped by ``cropper`` (``photos.find_faces`` does the
+    reading, in worker processes when ``workers > 0``). ``augment_seed``: crop an altered copy
+    of each image instead, by the ``augmentation`` recipe (``perturb.AUGMENTATIONS``)."""
+    from fakespotter.evaluation.perturb import AUGMENTATIONS
     from fakespotter.photos import find_faces
 
-    alter_of = None if augment_seed is None else partial(RandomAugmentation, augment_seed)
+    recipe = AUGMENTATIONS[augmentation]
+    alter_of = None if augment_seed is None else partial(recipe, augment_seed)
     crops, out = [], LargestFaces(np.zeros((0, cropper.size, cropper.size, 3), np.uint8))
     for item in find_faces(
         cropper,

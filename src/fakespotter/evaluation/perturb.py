@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ from PIL import Image, ImageFilter
 from fakespotter.errors import UserError
 
 __all__ = [
+    "AUGMENTATIONS",
     "KINDS",
     "Perturbation",
+    "PipelineAugmentation",
     "RandomAugmentation",
     "image_rng",
     "parse_perturbations",
@@ -103,6 +106,95 @@ class RandomAugmentation:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         p, rng = random_perturbation(self.seed, self.index)
         return image if p is None else p(image, rng)
+
+
+@dataclass(frozen=True)
+class PipelineAugmentation:
+    """A random photo-pipeline history for image ``index``, as real photos pick one up on the
+    way from a camera to an upload: a tighter crop (the face shifted and rescaled), white
+    balance and tone (per-channel gain, brightness, contrast, saturation, gamma), a new
+    resolution through a random resampling filter, mild sharpening or blur, sensor-like noise,
+    then a chain of one to three JPEG saves at random qualities and chroma subsampling. Each
+    step is taken with its own probability, so most copies carry several steps. Picklable, and
+    the same copy for the same (seed, index) whatever the order."""
+
+    seed: int
+    index: int
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        rng = image_rng(self.seed, self.index)
+        pil = Image.fromarray(np.asarray(image), "RGB")
+        w, h = pil.size
+        if rng.random() < 0.5:  # crop jitter: up to 8% off each side
+            left, top, right, bottom = (rng.uniform(0, 0.08, 4) * [w, h, w, h]).round()
+            if right + left < w - 8 and bottom + top < h - 8:
+                pil = pil.crop((int(left), int(top), int(w - right), int(h - bottom)))
+        if rng.random() < 0.7:
+            pil = _tone(pil, rng)
+        if rng.random() < 0.6:  # another resolution, another resampling filter
+            factor, before = rng.uniform(0.35, 1.0), pil.size
+            filters = list(_RESAMPLING.values())
+            size = (max(16, round(pil.width * factor)), max(16, round(pil.height * factor)))
+            pil = pil.resize(size, filters[rng.integers(len(filters))])
+            if rng.random() < 0.5:  # and back up, as an upscaling viewer or re-upload would
+                pil = pil.resize(before, filters[rng.integers(len(filters))])
+        step = rng.random()
+        if step < 0.3:
+            pil = pil.filter(
+                ImageFilter.UnsharpMask(
+                    radius=float(rng.uniform(0.5, 2.0)),
+                    percent=int(rng.integers(20, 121)),
+                    threshold=int(rng.integers(0, 4)),
+                )
+            )
+        elif step < 0.45:
+            pil = pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
+        out = np.asarray(pil)
+        if rng.random() < 0.25:
+            noisy = out.astype(np.float32) + rng.normal(0.0, rng.uniform(1.0, 6.0), out.shape)
+            out = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        if rng.random() < 0.8:
+            for _ in range(int(rng.integers(1, 4))):
+                out = _jpeg(out, int(rng.integers(35, 96)), int(rng.integers(3)))
+        return out
+
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _tone(pil: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """White balance (per-channel gain), brightness, contrast, saturation and gamma."""
+    x = np.asarray(pil).astype(np.float32) / 255.0
+    gains = rng.uniform(0.9, 1.1, 3)
+    x = x * (gains / gains.mean()) * rng.uniform(0.85, 1.15)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.85, 1.15) + mean
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = grey[..., None] + (x - grey[..., None]) * rng.uniform(0.8, 1.2)
+    x = np.clip(x, 0.0, 1.0) ** rng.uniform(0.85, 1.2)
+    return Image.fromarray(np.rint(x * 255.0).astype(np.uint8), "RGB")
+
+
+def _jpeg(image: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
+    """One JPEG save and load; ``subsampling`` 0, 1, 2 = 4:4:4, 4:2:2, 4:2:0."""
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=quality, subsampling=subsampling)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+# training-time augmentation recipes by name (``fakespotter train --augment NAME``)
+AUGMENTATIONS: dict[str, Callable[[int, int], Callable[[np.ndarray], np.ndarray]]] = {
+    "simple": RandomAugmentation,
+    "pipeline": PipelineAugmentation,
+}
 
 
 def _parse_one(spec: str) -> Perturbation:
