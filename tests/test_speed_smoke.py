@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_benchmark_quick_json(weight_file, tmp_path):
-    for name in ("dlib", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+    for name in ("dlib", "sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
@@ -30,6 +30,7 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
             "1",
             "--threads",
             "1",
+            "--busy",
         ],
         capture_output=True,
         text=True,
@@ -51,7 +52,14 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
 
     e2e = data["end_to_end"]
     assert e2e["n"] == 4 and ("throwaway" in e2e["model"] or "default" in e2e["model"])
-    for mode in ("detect", "aligned"):
+    # the summary keys, each the run it names
+    assert e2e["detect_faces_per_s"] == e2e["detect"]["faces_per_s"]
+    assert e2e["aligned_faces_per_s"] == e2e["aligned"]["faces_per_s"]
+    assert e2e["busy_detect_faces_per_s"] == e2e["busy_detect"]["faces_per_s"]
+    startup = e2e["single_photo"]
+    assert e2e["single_photo_s"] == min(startup["all_seconds"][1:]) > 0
+    assert startup["photo"] == "astronaut.jpg" and len(startup["all_seconds"]) == 4
+    for mode in ("detect", "aligned", "busy_detect"):
         run = e2e[mode]
         assert run["images"] == 4 and run["errors"] == 0
         assert run["faces"] >= 4  # every astronaut copy has her face; aligned gives one per image
