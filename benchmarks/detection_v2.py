@@ -1,6 +1,7 @@
 """Detection v2: every idea of issue #13, measured the same way against the paper's row.
 
     python benchmarks/detection_v2.py [--limit N] [--markdown docs/detection_v2.md]
+    python benchmarks/detection_v2.py --match pipeline    # only these ideas; the rest kept
     python benchmarks/reproduce.py --detection-v2     # the same, as docs/results.md's section
 
 Each idea changes one thing of today's recipe (SFace channel counts, one augmented copy per
@@ -69,6 +70,11 @@ WIDE_SCALE, WIDE_SIZE = 1.4, 224  # FaceNet: 160 px * 1.4 = 224, the tight crop'
 KMC = get_criterion("kmultisection-channel")  # the registered one, which the CLI trains
 PIPELINE_SEED = 3  # the photo-pipeline copy of image i: PipelineAugmentation(3, i)
 Predict = Callable[[np.ndarray], np.ndarray]  # features -> P(fake)
+# the sources Parts.build can add to SFace's channel counts (and the augmented copies)
+ALL_SOURCES = frozenset(
+    {"facenet", "dlib", "mirror_sface", "kmc", "stats", "facenet_wide", "pipeline"}
+)
+RECORD = reproduce.ROOT / "docs" / "detection_v2.json"  # every row measured on the full set
 
 
 def as_counts(F: np.ndarray) -> np.ndarray:
@@ -188,11 +194,12 @@ class Parts:
         self.found: dict[str, np.ndarray] = {}
         self.ms_per_face: dict[str, float] = {}
 
-    def build(self) -> Parts:
+    def build(self, needs: set[str] = ALL_SOURCES) -> Parts:
+        """Build the sources in ``needs`` (see ``needs_of``); SFace's channel counts always."""
         rows, out = self.rows, self.out
         landmarks = reproduce.stage_landmarks(rows, out / "landmarks.npz")
         clean = {}
-        for name in ("sface", "facenet", "dlib"):
+        for name in ("sface", *[n for n in ("facenet", "dlib") if n in needs]):
             clean[name] = reproduce.stage_features(
                 rows, landmarks, name, out / f"features_{name}.npz"
             )
@@ -206,13 +213,9 @@ class Parts:
         )  # fmt: skip
         self.data["aug"] = {n: as_counts(aug[n]["channel"]) for n in aug}
         self.found["aug"] = aug["sface"]["have"].astype(bool)
-        pipeline = reproduce.stage_altered(
-            rows, self.train_idx, lambda i: PipelineAugmentation(PIPELINE_SEED, i)(
-                reproduce.load_image(reproduce.FACES / rows[i]["file"])),
-            "pipeline", out, ["sface"], clean,
-        )  # fmt: skip
-        self.data["pipeline"] = {"sface": as_counts(pipeline["sface"]["channel"])}
-        self.found["pipeline"] = pipeline["sface"]["have"].astype(bool)
+        self.data["pipeline"], self.found["pipeline"] = {}, np.zeros(0, bool)
+        if "pipeline" in needs:
+            self._pipeline(clean)
         altered = {}
         for p in self.perturbations:
             feats = reproduce.stage_altered(
@@ -223,14 +226,29 @@ class Parts:
             self.data[key] = {n: as_counts(feats[n]["channel"]) for n in feats}
             self.found[key] = feats["sface"]["have"].astype(bool)
             altered[key] = out / "altered" / p.name.replace(":", "_")
-        self._mirror(landmarks, clean["sface"]["thresholds"], altered)
-        self._kmc(landmarks, altered)
-        self._stats(landmarks, altered)
-        self._wide(landmarks, altered)
+        for source, build in (
+            ("mirror_sface", self._mirror),
+            ("kmc", self._kmc),
+            ("stats", self._stats),
+            ("facenet_wide", self._wide),
+        ):
+            if source in needs:
+                build(landmarks, altered, clean, needs)
         (out / "ms_per_face.json").write_text(json.dumps(self.ms_per_face, indent=2))
         return self
 
-    def _mirror(self, landmarks, thresholds, altered) -> None:
+    def _pipeline(self, clean) -> None:
+        rows = self.rows
+        pipeline = reproduce.stage_altered(
+            rows, self.train_idx, lambda i: PipelineAugmentation(PIPELINE_SEED, i)(
+                reproduce.load_image(reproduce.FACES / rows[i]["file"])),
+            "pipeline", self.out, ["sface"], clean,
+        )  # fmt: skip
+        self.data["pipeline"] = {"sface": as_counts(pipeline["sface"]["channel"])}
+        self.found["pipeline"] = pipeline["sface"]["have"].astype(bool)
+
+    def _mirror(self, landmarks, altered, clean, needs) -> None:
+        thresholds = clean["sface"]["thresholds"]
         path = self.out / "mirrored_sface.npy"
         if not path.exists():
             crops = reproduce.stage_sface_crops(self.rows, landmarks, self.out)
@@ -251,7 +269,7 @@ class Parts:
             if key != "ms_per_face":
                 self.data[key][source] = cached[key]
 
-    def _kmc(self, landmarks, altered) -> None:
+    def _kmc(self, landmarks, altered, clean, needs) -> None:
         """SFace k-multisection per channel, from the SFace crops the stages cached."""
         path = self.out / "kmc_sface.npz"
         if not path.exists():
@@ -266,6 +284,8 @@ class Parts:
                 result[key] = ex.counts(np.load(folder / "crops_sface.npy"), f"kmc {key}")
             np.savez(path, ms_per_face=ms, **result)
         self._take(path, "kmc")
+        if "pipeline" not in needs:
+            return
         path = self.out / "kmc_sface_pipeline.npz"
         if not path.exists():  # the same thresholds (train crops), on the photo-pipeline copies
             ex = Extractor("sface", KMC)
@@ -277,7 +297,7 @@ class Parts:
             np.savez(path, pipeline=ex.counts(crops, "kmc pipeline"))
         self.data["pipeline"]["kmc"] = np.load(path)["pipeline"]
 
-    def _stats(self, landmarks, altered) -> None:
+    def _stats(self, landmarks, altered, clean, needs) -> None:
         """SFace per-channel statistics, from the SFace crops the stages cached."""
         path = self.out / "stats_sface.npz"
         if not path.exists():
@@ -291,7 +311,7 @@ class Parts:
             np.savez(path, ms_per_face=ms, **result)
         self._take(path, "stats")
 
-    def _wide(self, landmarks, altered) -> None:
+    def _wide(self, landmarks, altered, clean, needs) -> None:
         """FaceNet counts of the wide crop: clean and perturbed test copies."""
         path = self.out / "facenet_wide.npz"
         if not path.exists():
@@ -413,6 +433,16 @@ SOURCES = {  # the networks' passes each feature set needs, for its cost
 }  # fmt: skip
 
 
+def needs_of(idea: dict) -> set[str]:
+    """The sources (Parts.build) that measuring ``idea`` reads."""
+    needs = set(SOURCES[idea["features"]])
+    if "pipeline" in idea["views"]:
+        needs.add("pipeline")
+    if idea["tta"] or "mirror" in idea["views"]:
+        needs.add("mirror_sface")
+    return needs
+
+
 # -- the ideas ------------------------------------------------------------------------------
 
 
@@ -464,6 +494,10 @@ def ideas() -> list[dict]:
         {"name": "k-multisection per channel + photo-pipeline copy", **base, "features": "kmc",
          "views": ("pipeline",), "ship": ["--backbone", "sface", "--variant",
                                           "kmultisection-channel", "--augment", "pipeline"]},
+        {"name": "k-multisection per channel + augmented and photo-pipeline copies", **base,
+         "features": "kmc", "views": ("aug", "pipeline"),
+         "ship": ["--backbone", "sface", "--variant", "kmultisection-channel", "--augment",
+                  "simple,pipeline"]},
     ]  # fmt: skip
 
 
@@ -482,23 +516,42 @@ def brier(y, p) -> float:
     return float(np.mean((np.asarray(p) - np.asarray(y)) ** 2))
 
 
-def run(limit=None) -> list[dict]:
+def run(limit=None, match: tuple[str, ...] = ()) -> list[dict]:
+    """Every idea's row. With ``match``, only the ideas whose name holds one of those texts
+    are measured (and only the sources they read are built); on the full set the other rows
+    come from the record (docs/detection_v2.json), which a full-set run then updates."""
+    chosen = [i for i in ideas() if not match or any(m in i["name"] for m in match)]
+    if not chosen:
+        raise SystemExit(f"no idea's name holds any of {list(match)}")
     rows = reproduce.read_manifest(limit)
     study = reproduce.Study(rows)
-    parts = Parts(rows, limit).build()
-    results = []
-    for idea in ideas():
+    needs = set().union(*(needs_of(i) for i in chosen))
+    parts = Parts(rows, limit).build(needs)
+    measured = {}
+    for idea in chosen:
         cache = parts.out / (
             "idea_" + "".join(c if c.isalnum() else "_" for c in idea["name"]) + ".json"
         )
         if cache.exists():
-            # the recipe is the code's, not the measurement's: a cached row takes today's
-            results.append({**json.loads(cache.read_text()), "ship": idea["ship"]})
+            measured[idea["name"]] = json.loads(cache.read_text())
             continue
-        results.append(measure_idea(idea, study, parts))
-        cache.write_text(json.dumps(results[-1], indent=2))
-        print(json.dumps(results[-1]), flush=True)
+        measured[idea["name"]] = measure_idea(idea, study, parts)
+        cache.write_text(json.dumps(measured[idea["name"]], indent=2))
+        print(json.dumps(measured[idea["name"]]), flush=True)
+    record = {}
+    if limit is None and RECORD.exists():
+        record = {r["idea"]: r for r in json.loads(RECORD.read_text())}
+    results = []
+    for idea in ideas():
+        row = measured.get(idea["name"]) or record.get(idea["name"])
+        if row is None:
+            print(f"not measured yet: {idea['name']!r} (run without --match)", file=sys.stderr)
+            continue
+        # the recipe is the code's, not the measurement's: a kept row takes today's
+        results.append({**row, "ship": idea["ship"]})
     (parts.out / "results.json").write_text(json.dumps(results, indent=2))
+    if limit is None:
+        RECORD.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
@@ -506,8 +559,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="images per split and class")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="measure only the ideas whose name holds TEXT (repeatable); the other rows "
+        "come from docs/detection_v2.json",
+    )
     args = parser.parse_args()
-    results = run(args.limit)
+    results = run(args.limit, tuple(args.match))
     text = markdown(results, args.limit)
     print(text)
     if args.markdown:
@@ -661,7 +722,9 @@ def markdown(results: list[dict], limit, heading: str = "# Detection v2") -> str
         "choosing. Caught / kept / wild: at the threshold chosen on val for 1% false alarms. "
         "LOGO: trained on real + StyleGAN1, worst unseen generator. Drops: the largest over "
         "jpeg:50, blur:1, noise:5 and resize:0.5 test copies. ms/face: feature extraction "
-        "measured in the run (2 cores), not the face detector.",
+        "measured in the run (2 cores), not the face detector. Every row is kept in "
+        "docs/detection_v2.json; `--match TEXT` measures again only the ideas whose name "
+        "holds TEXT and keeps the others' rows.",
         "",
         "| idea | features | val AUC | val Brier | test AUC | test acc @0.5 | caught | kept "
         "| wild/real called fake | worst LOGO AUC | LOGO caught | AUC drop | caught drop "

@@ -158,6 +158,34 @@ def test_crafted_shapes_refused_before_allocation(model_bytes, tmp_path, edit):
     assert "\n" not in str(info.value)
 
 
+def test_face_detector_travels_with_the_model(model_bytes, tmp_path):
+    """The face detector the training photos went through is part of the model: it is
+    saved, read back, absent in older files (MTCNN, the only one they knew), and a name this
+    fakespotter lacks is refused in one line instead of silently scoring with another."""
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(model_bytes)
+    det = load_model(path, backbone=tiny_backbone())
+    assert det.face_detector == "mtcnn"
+    save_model(det, tmp_path / "again.safetensors")
+    saved = []
+    _craft((tmp_path / "again.safetensors").read_bytes(), meta_edit=saved.append)
+    assert saved[0]["face_detector"] == "mtcnn"
+
+    older = tmp_path / "older.safetensors"
+    older.write_bytes(_craft(model_bytes, meta_edit=lambda m: m.pop("face_detector")))
+    assert load_model(older, backbone=tiny_backbone()).face_detector == "mtcnn"
+
+    foreign = tmp_path / "foreign.safetensors"
+    foreign.write_bytes(_craft(model_bytes, meta_edit=lambda m: m.update(face_detector="x" * 99)))
+    with pytest.raises(ModelFileError, match="face detector") as info:
+        load_model(foreign, backbone=tiny_backbone())
+    assert "\n" not in str(info.value) and "x" * 41 not in str(info.value)
+    wrong_type = tmp_path / "wrong_type.safetensors"
+    wrong_type.write_bytes(_craft(model_bytes, meta_edit=lambda m: m.update(face_detector=[1])))
+    with pytest.raises(ModelFileError):
+        load_model(wrong_type, backbone=tiny_backbone())
+
+
 class _WritesMarker:
     def __init__(self, marker: str) -> None:
         self.marker = marker

@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.cli_types import AugmentRecipes, SafePath, VariantChoice, model_option
+from fakespotter.cli_types import (
+    AugmentRecipes,
+    DetectorChoice,
+    SafePath,
+    VariantChoice,
+    model_option,
+)
 from fakespotter.errors import UserError, first_line
 from fakespotter.results import FORMATS
 
@@ -997,6 +1003,14 @@ WEAK_CV_AUC = 0.6
     type=SafePath(exists=True, file_okay=False),
     help="Held-out GAN-made photos, for --val-real.",
 )
+@click.option(
+    "--face-detector",
+    type=DetectorChoice(),
+    default="mtcnn",
+    show_default=True,
+    help="Face detector that finds and aligns the faces in photos, stored in the model: "
+    "photos scored with it go through the same one.",
+)
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
 @_save_features_option
 @_limit_options
@@ -1012,6 +1026,7 @@ def train(
     augment,
     val_real_dir,
     val_fake_dir,
+    face_detector,
     output,
     save_features,
     max_pixels,
@@ -1042,6 +1057,7 @@ def train(
         progress=_progress(),
         taps=taps,
         device=_settings()["device"],
+        face_detector=face_detector,
     )
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
@@ -1523,6 +1539,7 @@ def info(model_path, fmt) -> None:
         "backbone": det.backbone,
         "variant": det.variant,
         "neuron": det.neuron,
+        "face_detector": det.face_detector,
         "n_features": int(len(det.coef_)),
         "cv_auc": float(det.cv_auc_),
         "threshold": float(det.threshold_),
@@ -1540,6 +1557,7 @@ def info(model_path, fmt) -> None:
         f"network      {det.backbone}, {det.variant} features ({facts['n_features']:,}), "
         f"cross-validated AUC {det.cv_auc_:.3f}"
     )
+    click.echo(f"faces found  by {det.face_detector}")
     sources = t.get("fake_sources") or {
         "fake": {"folder": t.get("fake"), "n_faces": t.get("n_fake")}
     }

@@ -35,6 +35,23 @@ class VariantChoice(click.Choice):
         pass  # click.Choice.__init__ sets it; the registry is the list
 
 
+class DetectorChoice(click.Choice):
+    """--face-detector's choices, read from the network registry whenever click asks."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from fakespotter.backbones.registry import DETECTORS
+
+        return tuple(DETECTORS)
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass  # click.Choice.__init__ sets it; the registry is the list
+
+
 class AugmentRecipes(click.ParamType):
     """--augment's recipe names, comma-separated (``perturb.AUGMENTATIONS``): each adds one
     altered copy of every photo, so ``simple,pipeline`` gives two. A bare --augment is

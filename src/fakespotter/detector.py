@@ -67,6 +67,9 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         device: torch device of the network (``"cpu"``, ``"cuda"``, ...); ``None`` leaves
             the network where it is (CPU when loaded by name).
         random_state: seed of the cross-validation folds' shuffle.
+        face_detector: the registered face detector (``registry.DETECTORS``) that finds
+            faces in photos for ``face_cropper``; part of the model, since the crops it
+            aligns are what the classifier learned.
 
     Attributes (after ``fit``, ``fit_features`` or ``load_model``):
         n_features_in_: number of feature columns the classifier sees (``transform``'s
@@ -101,6 +104,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         taps=None,
         device=None,
         random_state=0,
+        face_detector="mtcnn",
     ):
         self.backbone = backbone
         self.variant = variant
@@ -112,6 +116,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         self.taps = taps
         self.device = device
         self.random_state = random_state
+        self.face_detector = face_detector
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -145,7 +150,11 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
 
         bb = self._backbone()
         return FaceCropper(
-            bb.input_size, bb.alignment_template, aligned=aligned, progress=self.progress
+            bb.input_size,
+            bb.alignment_template,
+            aligned=aligned,
+            detector=self.face_detector,
+            progress=self.progress,
         )
 
     def _check_params(self) -> None:

@@ -34,6 +34,8 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "operating_point": dict,
     # {"threshold": d, "n_components": k, "chosen_on": ...}; arrays novelty_components, _scale
     "novelty": dict,
+    # the registered face detector the training photos went through (absent: "mtcnn")
+    "face_detector": str,
 }
 
 
@@ -55,6 +57,7 @@ def save_model(detector: FakeSpotter, path, training: dict | None = None) -> Non
         "cv_auc": float(detector.cv_auc_),
         "calibration": [float(v) for v in detector.calibration_],
         "training": dict(training or {}),
+        "face_detector": detector.face_detector,
     }
     arrays = {
         "thresholds": np.asarray(detector.thresholds_, np.float64),
@@ -139,6 +142,13 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         raise ModelFileError("model file taps do not match its variant")
     if not all(isinstance(t, str) for t in meta["taps"]):
         raise ModelFileError("model file tap names must be strings")
+    from fakespotter.backbones.registry import DETECTORS
+
+    if meta.get("face_detector", "mtcnn") not in DETECTORS:
+        raise ModelFileError(
+            f"model file needs face detector {meta['face_detector']!r:.40}, which this "
+            f"fakespotter does not have ({', '.join(DETECTORS)})"
+        )
     if len(meta["calibration"]) != 2 or not all(
         isinstance(v, (int, float)) and np.isfinite(v) for v in meta["calibration"]
     ):
@@ -168,6 +178,7 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         neuron=meta["neuron"],
         device=device,
         taps=list(meta["taps"]) or None,
+        face_detector=meta.get("face_detector", "mtcnn"),
     )
     det.taps_ = list(meta["taps"])
     det.thresholds_ = arrays["thresholds"]

@@ -141,7 +141,10 @@ def find_faces(
                 cropper, path, max_pixels=max_pixels, max_bytes=max_bytes, alter=alter(i)
             )
         return
-    config = (cropper.size, cropper.template, cropper.aligned, max_pixels, max_bytes)
+    config = (
+        cropper.size, cropper.template, cropper.aligned, cropper.detector_name, max_pixels,
+        max_bytes,
+    )  # fmt: skip
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -191,11 +194,13 @@ def default_workers(n_files: int) -> int:
 _worker: dict = {}
 
 
-def _start_worker(size, template, aligned, max_pixels, max_bytes) -> None:
+def _start_worker(size, template, aligned, detector, max_pixels, max_bytes) -> None:
     import torch
 
     torch.set_num_threads(1)  # the main process runs the backbone on the other cores
-    _worker["cropper"] = FaceCropper(size, template, aligned=aligned, progress=False)
+    _worker["cropper"] = FaceCropper(
+        size, template, aligned=aligned, detector=detector, progress=False
+    )
     _worker["limits"] = {"max_pixels": max_pixels, "max_bytes": max_bytes}
 
 

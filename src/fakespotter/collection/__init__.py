@@ -125,7 +125,7 @@ def scan(
 
             ray_engine.run(
                 todo, on_table, model_path=model_path, backbone=meta["backbone"],
-                address=address, workers=workers,
+                face_detector=detector.face_detector, address=address, workers=workers,
                 cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                 batch_size=batch_size, scanner_options={**scanner_options, "model": None},
             )  # fmt: skip

@@ -43,9 +43,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ship(model_path: Path, backbone: str) -> dict:
-    """The model file and the weight files it needs (its ``backbone``'s and the face
-    detector's), in Ray's object store, with sha256s."""
+def ship(model_path: Path, backbone: str, face_detector: str = "mtcnn") -> dict:
+    """The model file and the weight files it needs (its ``backbone``'s, its face
+    detector's, and MTCNN's for the aligned-face check), in Ray's object store, with
+    sha256s."""
     import ray
 
     from fakespotter import __version__
@@ -53,7 +54,11 @@ def ship(model_path: Path, backbone: str) -> dict:
     from fakespotter.weights import fetch
 
     files = []
-    for weight in (*get_backbone(backbone).weight_files, *get_detector("mtcnn").weight_files):
+    detectors = dict.fromkeys([face_detector, "mtcnn"])  # each once, in order
+    for weight in (
+        *get_backbone(backbone).weight_files,
+        *(w for name in detectors for w in get_detector(name).weight_files),
+    ):
         data = fetch(weight, progress=False).read_bytes()
         files.append(
             {"name": weight.name, "filename": weight.filename, "sha256": _sha256(data)}
@@ -179,6 +184,7 @@ def run(
     *,
     model_path: Path,
     backbone: str,
+    face_detector: str = "mtcnn",
     address: str | None,
     workers: int | None,
     cpus_per_worker: float,
@@ -212,7 +218,7 @@ def run(
         if workers is None:
             cpus = ray.cluster_resources().get("CPU", 1)
             workers = max(1, int(cpus // max(cpus_per_worker, 1e-9)))
-        shipped = ship(model_path, backbone)
+        shipped = ship(model_path, backbone, face_detector)
         items = [{"key": k.encode("utf-8", "surrogateescape")} for k in keys]
         # a block per batch (capped), and at least one per worker so that every actor has work
         blocks = min(len(items), max(workers, min(len(items) // batch_size + 1, 4 * workers * 64)))

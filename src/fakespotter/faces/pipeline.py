@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +39,18 @@ FFHQ_LANDMARKS = np.array(
 MIN_FACE_FRACTION = 0.05
 
 
-def load_detector(*, progress: bool = True, min_face_fraction: float = MIN_FACE_FRACTION) -> MTCNN:
-    """MTCNN with its weights from the cache (fetched on first use)."""
-    return get_detector("mtcnn").load(progress=progress, min_face_fraction=min_face_fraction)
+DEFAULT_FACE_DETECTOR = "mtcnn"
+
+
+def load_detector(
+    name: str = DEFAULT_FACE_DETECTOR,
+    *,
+    progress: bool = True,
+    min_face_fraction: float = MIN_FACE_FRACTION,
+):
+    """The registered face detector ``name`` with its weights from the cache (fetched on
+    first use): ``detect(image) -> list[Face]``."""
+    return get_detector(name).load(progress=progress, min_face_fraction=min_face_fraction)
 
 
 @contextmanager
@@ -109,10 +119,11 @@ class FaceCrop:
 class FaceCropper:
     """Find every face in a photo and align it to a backbone's crop convention.
 
-    ``aligned=True`` treats the whole image as one FFHQ-style aligned face and skips
-    detection (O-Net still checks that it is a face). When no face is found upright, the
-    photo is tried turned by 90, 180 and 270 degrees (a sideways photo without EXIF
-    orientation); such faces say so in their warnings.
+    ``detector``: a registered face detector's name (``registry.DETECTORS``) or a detector
+    object. ``aligned=True`` treats the whole image as one FFHQ-style aligned face and skips
+    detection (MTCNN's O-Net still checks that it is a face, whatever the detector). When no
+    face is found upright, the photo is tried turned by 90, 180 and 270 degrees (a sideways
+    photo without EXIF orientation); such faces say so in their warnings.
     """
 
     def __init__(
@@ -121,13 +132,21 @@ class FaceCropper:
         template: np.ndarray,
         *,
         aligned: bool = False,
-        detector: MTCNN | None = None,
+        detector: str | MTCNN | None = None,
         progress: bool = True,
     ) -> None:
         self.size = int(size)
         self.template = np.asarray(template, dtype=np.float64)
         self.aligned = aligned
-        self.detector = detector or load_detector(progress=progress)
+        # the name travels to worker processes, which load their own copy
+        self.detector_name = detector if isinstance(detector, str) else DEFAULT_FACE_DETECTOR
+        if detector is None or isinstance(detector, str):
+            get_detector(self.detector_name)  # an unknown name fails before any download
+            # aligned inputs need only the face check, which is MTCNN's
+            detector = load_detector(
+                DEFAULT_FACE_DETECTOR if aligned else self.detector_name, progress=progress
+            )
+        self.detector: Any = detector  # MTCNN or another registered detector
 
     def __call__(self, image: np.ndarray) -> list[FaceCrop]:
         if self.aligned:
