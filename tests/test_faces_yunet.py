@@ -68,7 +68,7 @@ def test_random_weights_find_nothing_and_say_so_quietly():
 
 @pytest.fixture
 def real_detector(weight_file) -> YuNetDetector:
-    return YuNetDetector.from_files(weight_file("yunet"))
+    return YuNetDetector.from_files(weight_file("yunet"), score_threshold=0.9)  # as OpenCV's
 
 
 def _astronauts() -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ How to run (two interpreters: the port needs torch, the original needs OpenCV):
 This process loads the photos (tests/data/astronaut.jpg, four exact transforms of it, and
 PHOTOS_PER_SET photos from each of ../shared/faces test/real, test/fake and wild/real) as RGB
 arrays with fakespotter's loader, and re-runs this file under --cv2-python with --worker, which
-feeds each one (as BGR) to cv2.FaceDetectorYN at the photo's own size (score 0.9, NMS 0.3,
-top_k 5000) and saves its faces. The port (fakespotter.faces.yunet) runs on the same arrays at
+feeds each one (as BGR) to cv2.FaceDetectorYN at the photo's own size (score 0.9 as OpenCV's
+default, NMS 0.3, top_k 5000) and saves its faces. The port (fakespotter.faces.yunet) runs on the same arrays at
 the same size (no working-size shrink, no padded retry), and the faces are matched by IoU.
 
 Tolerances (stated here, checked below): the same number of faces on every photo; matched
@@ -160,7 +160,7 @@ def main() -> None:
         )
         original = dict(np.load(output))
     framework = str(original.pop("framework"))
-    detector = YuNetDetector.from_files(WEIGHTS)
+    detector = YuNetDetector.from_files(WEIGHTS, score_threshold=0.9)  # OpenCV's, as compared
     print(f"weights: {WEIGHTS.name} sha256 {hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()}")
     print(f"original: {framework}")
     print(f"port: torch {torch.__version__}, fakespotter.faces.yunet")

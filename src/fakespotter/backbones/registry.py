@@ -131,11 +131,18 @@ class BackboneSpec(_Resolving):
     ) -> Backbone:
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
         paths = _fetch_all(self.weight_files, path, progress)
-        try:
-            model = self.from_files(*paths)
-        except ValueError as e:  # the readers' word for a file that is not these weights
-            raise WeightsError(f"{self.name} weights: {first_line(e)}") from e
-        return self._wrap(model)
+
+        def parse() -> nn.Module:
+            try:
+                return self.from_files(*paths)
+            except ValueError as e:  # the readers' word for a file that is not these weights
+                raise WeightsError(f"{self.name} weights: {first_line(e)}") from e
+
+        if path is not None or not self.weight_files:
+            return self._wrap(parse())  # files given by hand, or none: nothing to key a copy by
+        from fakespotter.backbones import parsed
+
+        return self._wrap(parsed.load(self, parse))
 
     def untrained(self) -> Backbone:
         """The same network with random weights: for tests and shape checks, no file needed."""

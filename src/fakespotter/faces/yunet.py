@@ -10,7 +10,8 @@ in); ``load_model`` dequantizes them exactly as ONNX DequantizeLinear defines.
 ``YuNet.detect`` follows OpenCV's ``cv::FaceDetectorYN`` (modules/objdetect/src/face_detect.cpp):
 the BGR image, padded at the bottom and right to a multiple of 32, as float pixels 0..255;
 score = sqrt(clamp(cls) * clamp(obj)); box centre (col + dx, row + dy) * stride, size
-exp(dw, dh) * stride; landmarks (col + lx, row + ly) * stride; scores under 0.9 dropped;
+exp(dw, dh) * stride; landmarks (col + lx, row + ly) * stride; scores under SCORE_THRESHOLD
+dropped (0.8 here, 0.9 in OpenCV);
 non-maximum suppression at IoU 0.3. On top of that, as our MTCNN does: a big photo is shrunk so
 that the smallest wanted face (``min_face_fraction`` of the short side) is WORKING_FACE_SIZE
 pixels, and a photo with no face is tried once more with a border (a face filling the frame).
@@ -34,7 +35,11 @@ from fakespotter.faces.mtcnn import Face, nms
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # OpenCV pads the input to a multiple of the largest stride
-SCORE_THRESHOLD = 0.9  # cv::FaceDetectorYN's and the OpenCV Zoo demo's default
+# cv::FaceDetectorYN's default is 0.9. Chosen on ../shared/faces/train (every other photo):
+# at 0.9 YuNet missed the face in 0.64% of them (all scoring 0.87-0.90: small FFHQ
+# thumbnails, all real, a bias the classifier would learn); at 0.8 it found every one, with
+# a second box in 0.67% of photos (0.03% at 0.9).
+SCORE_THRESHOLD = 0.8
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
 MIN_FACE_SIZE = 10  # pixels: smaller boxes are noise at stride 8
@@ -43,9 +48,9 @@ MIN_FACE_SIZE = 10  # pixels: smaller boxes are noise at stride 8
 # benchmarks/speed.py's detectors table).
 WORKING_FACE_SIZE = 32
 RETRY_PAD_FRACTION = 0.5  # a face that fills the frame is found with this border around it
-# A face this sure needs no second look (FaceCropper tries quarter turns below it): YuNet's
-# scores run lower than MTCNN's (0.99).
-CONFIDENT_SCORE = 0.9
+# FaceCropper tries quarter turns when no upright face scores this much. YuNet's sure faces
+# score 0.85-0.95 (MTCNN's 0.99+), so only a photo without an upright face is turned.
+CONFIDENT_SCORE = SCORE_THRESHOLD
 # Backbone units (in, out) per stage; a 2 x 2 max pool follows stages 0, 2, 3 and 4.
 _STAGES = [[(16, 16)], [(16, 16), (16, 32)], [(32, 32), (32, 64)], [(64, 64)] * 2,
            [(64, 64)] * 2, [(64, 64)] * 2]  # fmt: skip
