@@ -24,7 +24,9 @@ Progress goes to stderr, results to stdout. ``--json`` prints
 ``{"<backbone>": {"batch": 32, "plain_ms", "coverage_ms", "ratio", ..., "batch1": {...}},
 "end_to_end": {"model", "n", "detect": {...}, "aligned": {...}, "busy_detect": {...},
 "detect_faces_per_s", "aligned_faces_per_s", "busy_detect_faces_per_s", "single_photo_s"},
-"machine": {...}}`` (``busy_*`` only with --busy);
+"detectors": {"<face detector>": {"ms_per_photo", "found_rate", ...}}, "machine": {...}}``
+(``busy_*`` only with --busy; ``detect_<face detector>``: detect with another registered face
+detector than the model's);
 ``coverage_ms``/``ratio`` are for the ``channel`` variant, ``layer_ms``/``layer_ratio`` for
 ``layer``.
 """
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from fakespotter.backbones import BACKBONES as REGISTERED
-from fakespotter.backbones import backbones_with_weights, get_backbone
+from fakespotter.backbones import DETECTORS, backbones_with_weights, get_backbone
 from fakespotter.detector import FakeSpotter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +61,15 @@ ASTRONAUT = ROOT / "tests" / "data" / "astronaut.jpg"
 BACKBONES = tuple(REGISTERED)  # every registered backbone, in registration order
 VARIANTS = ("channel", "layer")
 PLAIN_STEPS = (4, 8, 16)
+# the end-to-end runs: detect_<name> finds the faces with another registered face detector
+# than the model's
 MODES = (
     "detect",
+    *(f"detect_{name}" for name in DETECTORS),
     "aligned",
     "aligned_no_workers",
     "busy_detect",
-)  # end-to-end runs  # plain forward passes over a batch in chunks of these sizes too
+)
 
 
 def log(msg: str) -> None:
@@ -296,15 +301,28 @@ def counted(items: Iterable, on_half: Callable[[], None], n: int) -> Iterator:
             on_half()
 
 
-def detect_run(det: FakeSpotter, files: list[Path], aligned: bool, workers: int | None) -> dict:
+def detect_run(
+    det: FakeSpotter,
+    files: list[Path],
+    aligned: bool,
+    workers: int | None,
+    face_detector: str | None = None,
+) -> dict:
     """One `fakespotter detect` over ``files``, through the library path the CLI uses;
-    ``workers=None``: as many face-finding workers as the CLI would start."""
+    ``workers=None``: as many face-finding workers as the CLI would start. Faces are found
+    by the model's face detector, or by ``face_detector``."""
     from fakespotter.faces.pipeline import FaceCropper
     from fakespotter.photos import default_workers, find_faces, iter_files, score_rows
 
     workers = default_workers(len(files)) if workers is None else workers
     bb = det._backbone()
-    cropper = FaceCropper(bb.input_size, bb.alignment_template, aligned=aligned, progress=False)
+    cropper = FaceCropper(
+        bb.input_size,
+        bb.alignment_template,
+        aligned=aligned,
+        detector=face_detector or det.face_detector,
+        progress=False,
+    )
     half: dict[str, float] = {}
     gc.collect()
     rss_start = rss_mb()
@@ -332,6 +350,37 @@ def detect_run(det: FakeSpotter, files: list[Path], aligned: bool, workers: int 
         "rss_mb_end": rss_end,
         "rss_growth_mb": rss_end - half.get("rss", rss_end),
         "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def detector_table(files: list[Path]) -> dict[str, dict]:
+    """Each registered face detector in the CLI's cropper (SFace's template) on ``files``,
+    interleaved photo by photo: ms/photo (median, mean) and the share with a face found."""
+    from fakespotter.faces import load_image
+    from fakespotter.faces.pipeline import FaceCropper
+
+    sface = get_backbone("sface")
+    croppers = {
+        name: FaceCropper(sface.input_size, sface.alignment_template, detector=name, progress=False)
+        for name in DETECTORS
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in croppers}
+    found = dict.fromkeys(croppers, 0)
+    for path in files:
+        image = load_image(path)
+        for name, find in croppers.items():
+            start = time.perf_counter()
+            faces = find(image)
+            seconds[name].append(time.perf_counter() - start)
+            found[name] += bool(faces)
+    return {
+        name: {
+            "photos": len(files),
+            "ms_per_photo": 1000 * statistics.median(s),
+            "ms_per_photo_mean": 1000 * statistics.fmean(s),
+            "found_rate": found[name] / len(files),
+        }
+        for name, s in seconds.items()
     }
 
 
@@ -383,7 +432,7 @@ def table(results: dict) -> str:
         f"{'pruned':>8} {'speedup':>7}",
     ]
     for name, r in results.items():
-        if name in ("end_to_end", "machine"):
+        if name in ("end_to_end", "machine", "detectors"):
             continue
         for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
             lines.append(
@@ -417,6 +466,13 @@ def table(results: dict) -> str:
                 f"{m['ms_per_image']:8.1f} {m['faces']:>6} {m['rss_mb_half']:8.0f} {m['rss_mb_end']:7.0f} "
                 f"{m['rss_growth_mb']:7.1f} {m['peak_rss_mb']:7.0f}"
             )
+    if "detectors" in results:
+        lines += ["", "face detectors (FaceCropper, SFace template) on the detect photos"]
+        for name, d in results["detectors"].items():
+            lines.append(
+                f"{name:<8} {d['ms_per_photo']:8.1f} ms/photo (median; mean "
+                f"{d['ms_per_photo_mean']:.1f})  found {100 * d['found_rate']:.2f}% of {d['photos']}"
+            )
     m = results["machine"]
     lines += [
         "",
@@ -439,7 +495,7 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        if name in ("end_to_end", "machine"):
+        if name in ("end_to_end", "machine", "detectors"):
             continue
         for row in [r[k] for k in r if k.startswith("batch") and isinstance(r[k], dict)] + [r]:
             fit = f"{r['fit_ms']:.1f} ({r['fit_ratio']:.2f}x extraction)" if row is r else "–"
@@ -467,6 +523,20 @@ def markdown(results: dict) -> str:
                 f"{r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
                 f"{r['peak_rss_mb']:.0f} |"
             )
+        if "detectors" in results:
+            out += [
+                "",
+                "Face detectors in the CLI's cropper (SFace's template) on the same photos, "
+                "interleaved photo by photo:",
+                "",
+                "| detector | ms/photo (median) | ms/photo (mean) | faces found |",
+                "|---|---|---|---|",
+            ]
+            for name, d in results["detectors"].items():
+                out.append(
+                    f"| {name} | {d['ms_per_photo']:.1f} | {d['ms_per_photo_mean']:.1f} | "
+                    f"{100 * d['found_rate']:.2f}% of {d['photos']} |"
+                )
         if "single_photo_s" in e2e:
             out += [
                 "",
@@ -549,13 +619,17 @@ def main(argv: list[str] | None = None) -> None:
             "model": model,
             "batch_size": 32,
         }
+        e2e["face_detector"] = det.face_detector
         for mode, paths, aligned, workers in (
             ("detect", files, False, None),
+            *((f"detect_{name}", files, False, None) for name in DETECTORS
+              if name != det.face_detector),
             ("aligned", faces, True, None),
             ("aligned_no_workers", faces, True, 0),
-        ):
+        ):  # fmt: skip
             log(f"  end to end, {mode}, {len(paths)} photos")
-            e2e[mode] = detect_run(det, paths, aligned, workers)
+            other = mode[len("detect_") :] if mode.startswith("detect_") else None
+            e2e[mode] = detect_run(det, paths, aligned, workers, face_detector=other)
         if args.busy:
             log(f"  end to end, detect on a busy machine, {len(files)} photos")
             e2e["busy_detect"] = busy_detect_run(det, files)
@@ -568,6 +642,8 @@ def main(argv: list[str] | None = None) -> None:
             e2e["single_photo"] = single_photo_seconds(ASTRONAUT)
             e2e["single_photo_s"] = e2e["single_photo"]["seconds"]
         results["end_to_end"] = e2e
+        log(f"  face detectors, {len(files)} photos")
+        results["detectors"] = detector_table(files)
 
     load_after = os.getloadavg()
     results["machine"] = {

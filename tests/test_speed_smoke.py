@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_benchmark_quick_json(weight_file, tmp_path):
-    for name in ("dlib", "sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+    for name in ("dlib", "sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "yunet"):
         weight_file(name)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
@@ -40,7 +40,7 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)  # progress went to stderr, stdout is pure JSON
-    assert set(data) == {"dlib", "end_to_end", "machine"}
+    assert set(data) == {"dlib", "end_to_end", "machine", "detectors"}
 
     dlib = data["dlib"]
     assert dlib["batch"] == 32 and dlib["batch1"]["batch"] == 1
@@ -59,7 +59,13 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     startup = e2e["single_photo"]
     assert e2e["single_photo_s"] == min(startup["all_seconds"][1:]) > 0
     assert startup["photo"] == "astronaut.jpg" and len(startup["all_seconds"]) == 4
-    for mode in ("detect", "aligned", "busy_detect"):
+    # faces found by the model's detector, and by every other registered one beside it
+    others = [f"detect_{name}" for name in data["detectors"] if name != e2e["face_detector"]]
+    assert others and set(data["detectors"]) >= {"mtcnn", "yunet"}
+    for name, row in data["detectors"].items():
+        assert row["photos"] == 4 and row["found_rate"] == 1.0, name  # her face, every time
+        assert row["ms_per_photo"] > 0 and row["ms_per_photo_mean"] > 0
+    for mode in ("detect", "aligned", "busy_detect", *others):
         run = e2e[mode]
         assert run["images"] == 4 and run["errors"] == 0
         assert run["faces"] >= 4  # every astronaut copy has her face; aligned gives one per image
