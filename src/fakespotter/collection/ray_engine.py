@@ -55,10 +55,14 @@ def ship(model_path: Path, backbone: str, face_detector: str = "mtcnn") -> dict:
 
     files = []
     detectors = dict.fromkeys([face_detector, "mtcnn"])  # each once, in order
-    for weight in (
-        *get_backbone(backbone).weight_files,
-        *(w for name in detectors for w in get_detector(name).weight_files),
-    ):
+    weights = {  # each file once: a detector may be made of another's files
+        (w.name, w.filename): w
+        for w in (
+            *get_backbone(backbone).weight_files,
+            *(w for name in detectors for w in get_detector(name).weight_files),
+        )
+    }
+    for weight in weights.values():
         data = fetch(weight, progress=False).read_bytes()
         files.append(
             {"name": weight.name, "filename": weight.filename, "sha256": _sha256(data)}

@@ -156,6 +156,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     return np.asarray(keep, dtype=np.int64)
 
 
+def onet_on_boxes(
+    onet: ONet, image: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """O-Net on given boxes (N x 4, squared first) of an RGB image, one 48 x 48 pass each: its
+    face probability (N) and its 5 landmarks (N x 5 x 2, image pixels)."""
+    boxes = _squarify(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    if not len(boxes):
+        return np.zeros(0), np.zeros((0, 5, 2))
+    with torch.inference_mode():
+        pixels = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None]
+        probs, _, points = onet(_normalize(_crop_patches(_integral_image(pixels), boxes, 48)))
+    size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+    relative = np.stack([points.numpy()[:, :5], points.numpy()[:, 5:]], axis=2)
+    return probs.numpy().astype(np.float64), boxes[:, None, :2] + relative * size[:, None, :]
+
+
 def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Apply MTCNN box regression: offsets are fractions of the box width/height."""
     size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)
@@ -295,11 +311,7 @@ class MTCNN:
         A cheap "is this a face?" check for inputs that skip detection (aligned crops): one
         48 x 48 O-Net pass per box instead of the whole cascade.
         """
-        boxes = _squarify(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-        with torch.inference_mode():
-            pixels = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None]
-            probs, _, _ = self.onet(_normalize(_crop_patches(_integral_image(pixels), boxes, 48)))
-        return probs.numpy().astype(np.float64)
+        return onet_on_boxes(self.onet, image, boxes)[0]
 
     # -- small-image and tight-crop handling ---------------------------------------------
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakespotter import onnxfile
-from fakespotter.faces.mtcnn import Face, nms
+from fakespotter.faces.mtcnn import Face, ONet, nms, onet_on_boxes
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # OpenCV pads the input to a multiple of the largest stride
@@ -275,3 +275,38 @@ class YuNetDetector:
         order = np.argsort(-all_scores, kind="stable")[:TOP_K]
         kept = order[nms(all_boxes[order], all_scores[order], self.nms_threshold)]
         return all_boxes[kept], all_scores[kept], all_points[kept]
+
+
+class YuNetOnet:
+    """YuNet finds the faces, MTCNN's O-Net places their landmarks: one 48 x 48 O-Net pass
+    per face on YuNet's box instead of MTCNN's whole cascade (whose image pyramid is what
+    costs). YuNet's own landmarks sit a median 7.8% of the eye distance from MTCNN's, O-Net's
+    on YuNet's boxes 2.5% (400 photos of ../shared/faces); the classifier learned MTCNN's.
+    Boxes and scores are YuNet's. ``YuNetOnet.from_files(yunet_onnx, onet_pt, **options)``,
+    options as ``YuNetDetector``'s."""
+
+    confident_score = CONFIDENT_SCORE
+
+    def __init__(self, yunet: YuNetDetector, onet: ONet) -> None:
+        self.yunet = yunet
+        self.onet = onet.eval()
+
+    @classmethod
+    def from_files(
+        cls, onnx: str | os.PathLike[str], onet: str | os.PathLike[str], **options
+    ) -> YuNetOnet:
+        net = ONet()
+        net.load_state_dict(torch.load(onet, map_location="cpu", weights_only=True))
+        return cls(YuNetDetector.from_files(onnx, **options), net)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an H x W x 3 uint8 RGB image; largest first."""
+        faces = self.yunet.detect(image)
+        if not faces:
+            return faces
+        _, landmarks = onet_on_boxes(self.onet, np.asarray(image), np.array([f.box for f in faces]))
+        refined = []
+        for face, points in zip(faces, landmarks, strict=True):
+            points.setflags(write=False)
+            refined.append(Face(box=face.box, score=face.score, landmarks=points))
+        return refined
