@@ -18,8 +18,9 @@ The model's operating point (the threshold at which at most 1% of val real photo
 fake, and an uncertain band that lets at most 5% of val fakes through as real) and its
 novelty limit (99th percentile of val real faces) are chosen on `val` too, by `fakespotter
 train --val-real --val-fake`. Training is the user's own command, `fakespotter train`, on
-`../shared/faces/train`, through the same MTCNN detection + alignment that photos in the wild
-take; the command and data land in the file's metadata.
+`../shared/faces/train`, through the same face detection + alignment that photos in the wild
+take (the face detector that benchmarks/face_detectors.py's rule picks, when it has run); the
+command and data land in the file's metadata.
 
 `--augment` (in the recipes that have it) adds one randomly perturbed copy of every training
 photo. That choice came from the robustness study in docs/results.md, which perturbs the
@@ -89,6 +90,13 @@ def main() -> None:
         help="benchmarks/speed.py --json output with today's end-to-end rate [%(default)s]",
     )
     parser.add_argument(
+        "--face-detectors",
+        type=Path,
+        default=ROOT / "out" / "face_detectors" / "full" / "results.json",
+        help="benchmarks/face_detectors.py's results.json: its rule's face detector trains "
+        "the model (absent: the CLI's default) [%(default)s]",
+    )
+    parser.add_argument(
         "--recipe",
         help='override the choice: the training options, e.g. "--backbone sface --variant channel"',
     )
@@ -110,6 +118,10 @@ def main() -> None:
         pick = choose(json.loads(args.results.read_text()), end_to_end_ms_per_face(args.speed))
         recipe = pick["ship"]
         print(f"chosen on val: {pick['idea']} (val AUC {pick['val_auc']:.4f})")
+    if args.face_detectors.exists() and "--face-detector" not in recipe:
+        chosen = json.loads(args.face_detectors.read_text())["chosen"]
+        print(f"face detector chosen by benchmarks/face_detectors.py: {chosen}")
+        recipe = [*recipe, "--face-detector", chosen]
     TARGET.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(Path(sys.executable).parent / "fakespotter"),

@@ -69,3 +69,18 @@ def test_detection_v2_section_is_replaced_in_place_or_appended():
         "# Results\n\n## A\na\n", "Detection v2", "## Detection v2\nx\n"
     )
     assert appended.endswith("## A\na\n\n## Detection v2\nx\n")
+
+
+def test_face_detector_rule_takes_the_fastest_that_loses_nothing():
+    rule = _load("face_detectors")
+
+    def row(name, wild, auc, ms):
+        return {"detector": name, "found": {"wild/real": wild}, "val_auc": auc, "ms_mean": ms}
+
+    mtcnn = row("mtcnn", 0.9973, 0.9858, 34.0)
+    # faster but worse on val, or finding fewer wild faces: MTCNN stays
+    assert rule.choose([mtcnn, row("a", 0.998, 0.9791, 9.2)]) == "mtcnn"
+    assert rule.choose([mtcnn, row("b", 0.996, 0.99, 9.2)]) == "mtcnn"
+    # as good on both: the fastest of those
+    assert rule.choose([mtcnn, row("c", 0.9973, 0.9858, 12.0), row("d", 1.0, 0.99, 11.0)]) == "d"
+    assert rule.choose([row("e", 1.0, 0.99, 50.0), mtcnn]) == "mtcnn"  # slower: not chosen
