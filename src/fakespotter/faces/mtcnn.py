@@ -164,9 +164,18 @@ def onet_on_boxes(
     boxes = _squarify(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     if not len(boxes):
         return np.zeros(0), np.zeros((0, 5, 2))
+    # only the part of the image the boxes cover (integer offsets: the same patches, exactly)
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    x0 = int(np.clip(np.floor(boxes[:, 0].min()) - 1, 0, w))
+    y0 = int(np.clip(np.floor(boxes[:, 1].min()) - 1, 0, h))
+    x1 = int(np.clip(np.ceil(boxes[:, 2].max()) + 1, x0, w))
+    y1 = int(np.clip(np.ceil(boxes[:, 3].max()) + 1, y0, h))
+    shift = np.array([x0, y0, x0, y0], dtype=np.float64)
     with torch.inference_mode():
-        pixels = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None]
-        probs, _, points = onet(_normalize(_crop_patches(_integral_image(pixels), boxes, 48)))
+        part = torch.tensor(image[y0:y1, x0:x1], dtype=torch.float32).permute(2, 0, 1)[None]
+        table = _integral_image(part)
+        probs, _, points = onet(_normalize(_crop_patches(table, boxes - shift, 48)))
     size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
     relative = np.stack([points.numpy()[:, :5], points.numpy()[:, 5:]], axis=2)
     return probs.numpy().astype(np.float64), boxes[:, None, :2] + relative * size[:, None, :]
