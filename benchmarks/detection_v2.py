@@ -548,7 +548,17 @@ def run(limit=None, match: tuple[str, ...] = ()) -> list[dict]:
             print(f"not measured yet: {idea['name']!r} (run without --match)", file=sys.stderr)
             continue
         # the recipe is the code's, not the measurement's: a kept row takes today's
-        results.append({**row, "ship": idea["ship"]})
+        row = {**row, "ship": idea["ship"]}
+        sources = SOURCES[idea["features"]]
+        if all(src in parts.ms_per_face for src in sources):
+            # ms/face from this run's passes for every row that reads them, so that rows
+            # with the same features cost the same (the rule compares costs within a run)
+            cost = sum(parts.ms_per_face[src] for src in sources)
+            row["ms_per_face"] = cost * (2.0 if idea["tta"] else 1.0)
+            row["ms_measured_now"] = True
+        else:
+            row.pop("ms_measured_now", None)
+        results.append(row)
     (parts.out / "results.json").write_text(json.dumps(results, indent=2))
     if limit is None:
         RECORD.write_text(json.dumps(results, indent=1) + "\n")
@@ -731,8 +741,11 @@ def markdown(results: list[dict], limit, heading: str = "# Detection v2") -> str
         "| kept drop | ms/face |",
         "|---|" + "---|" * 14,
     ]
+    carried = any(r.get("from_table") for r in results)
     for r in results:
         mark = " **(best on val)**" if r is best else ""
+        if r.get("from_table"):
+            mark += " †"
         lines.append(
             f"| {r['idea']}{mark} | {r.get('n_features', 0):,} | {num(r['val_auc'], 4)} | "
             f"{num(r['val_brier'], 4)} | "
@@ -743,6 +756,20 @@ def markdown(results: list[dict], limit, heading: str = "# Detection v2") -> str
             f"{pct(r['max_drop_kept'])} | {num(r.get('ms_per_face'), 1)} |"
         )
     shippable = [r for r in results if r.get("ship")]
+    if carried:
+        lines += [
+            "",
+            "† kept from the earlier full run ("
+            + next(r["from_table"] for r in results if r.get("from_table"))
+            + "); the code measures them the same way, and the rows measured again in this "
+            "run came out the same (e.g. today's default). ms/face is this run's wherever the "
+            "row's networks ran in it; "
+            + (
+                "the others' are the earlier run's."
+                if not all(r.get("ms_measured_now") for r in results)
+                else "every row's is."
+            ),
+        ]
     lines += [
         "",
         "The rows that `fakespotter train` can train, so the candidates for the shipped default "

@@ -3,6 +3,7 @@
     python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full-<key>/
     python benchmarks/reproduce.py --limit 30      # a quick smoke run on 30 images per split/class
     python benchmarks/reproduce.py --detection-v2  # only the Detection v2 section (detection_v2.py)
+    python benchmarks/reproduce.py --detection-v2 --match pipeline  # ... measuring only those ideas
 
 Stages (each cached under out/reproduce/<run>-<key>/, so a rerun only does what is missing;
 <key> is a hash of the data manifest, the stage parameters, fakespotter's version and the
@@ -563,6 +564,14 @@ def main() -> None:
         help="run benchmarks/detection_v2.py (its own cache) and write only its section of "
         "docs/results.md",
     )
+    parser.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="with --detection-v2: measure only the ideas whose name holds TEXT, keeping the "
+        "other rows of docs/detection_v2.json",
+    )
     args = parser.parse_args()
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
@@ -570,7 +579,9 @@ def main() -> None:
         import detection_v2  # here: it imports this module
 
         text = detection_v2.markdown(
-            detection_v2.run(args.limit), args.limit, heading=f"## {DETECTION_V2}"
+            detection_v2.run(args.limit, tuple(args.match)),
+            args.limit,
+            heading=f"## {DETECTION_V2}",
         )
         if args.limit:
             print(text)
