@@ -152,9 +152,7 @@ def test_a_worker_with_another_version_stops_the_scan_with_its_reason(
     from fakespotter.errors import UserError
 
     real_ship = ray_engine.ship
-    monkeypatch.setattr(
-        ray_engine, "ship", lambda p, b: {**real_ship(p, b), "version": "0.0-other"}
-    )
+    monkeypatch.setattr(ray_engine, "ship", lambda *a: {**real_ship(*a), "version": "0.0-other"})
     folder = write_mixed_folder(tmp_path / "photos")
     with pytest.raises(UserError, match="install the same version on every node"):
         scan([str(folder)], tmp_path / "ray", engine="ray", workers=1)
