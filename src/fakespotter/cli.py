@@ -11,6 +11,7 @@ import click
 from fakespotter import weights
 from fakespotter.cli_types import (
     AugmentRecipes,
+    BackboneChoice,
     DetectorChoice,
     SafePath,
     VariantChoice,
@@ -278,24 +279,6 @@ def weights_import(file: Path) -> None:
 
 
 # -- detect / train / evaluate -------------------------------------------------------------
-
-
-class _BackboneChoice(click.Choice):
-    """--backbone's choices, read from the backbone registry whenever click asks (parsing,
-    --help), so a backbone registered after this module was imported is accepted."""
-
-    def __init__(self) -> None:
-        super().__init__(())
-
-    @property
-    def choices(self):
-        from fakespotter.backbones import BACKBONES
-
-        return tuple(BACKBONES)
-
-    @choices.setter
-    def choices(self, value) -> None:
-        pass  # click.Choice.__init__ sets it; the registry is the list
 
 
 def _load_detector(model_path: str | None):
@@ -950,7 +933,7 @@ WEAK_CV_AUC = 0.6
     "--backbone",
     default="sface",
     show_default=True,
-    type=_BackboneChoice(),
+    type=BackboneChoice(),
     help="The face-recognition network whose neurons are counted.",
 )
 @click.option(

@@ -3,6 +3,8 @@ kept apart so that neither command module imports the other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import click
 
 
@@ -16,40 +18,61 @@ class SafePath(click.Path):
         return super().convert(value, param, ctx)
 
 
-class VariantChoice(click.Choice):
-    """--variant's choices, read from the coverage-criterion registry whenever click asks
-    (parsing, --help), plus ``embedding``: a criterion registered after import is accepted.
-    fakespotter.criteria imports no torch, so --help stays fast."""
+class RegistryChoice(click.Choice):
+    """Choices read from a registry whenever click asks (parsing, --help), so an entry
+    registered after import is accepted. ``read`` imports its registry lazily: --help stays
+    fast."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[], Iterable[str]]) -> None:
+        self._read = read
         super().__init__(())
 
     @property
     def choices(self):
-        from fakespotter.criteria import variants
-
-        return variants()
+        return tuple(self._read())
 
     @choices.setter
     def choices(self, value) -> None:
         pass  # click.Choice.__init__ sets it; the registry is the list
 
 
-class DetectorChoice(click.Choice):
-    """--face-detector's choices, read from the network registry whenever click asks."""
+def _variants() -> Iterable[str]:
+    from fakespotter.criteria import variants  # no torch
+
+    return variants()
+
+
+def _backbones() -> Iterable[str]:
+    from fakespotter.backbones import BACKBONES
+
+    return BACKBONES
+
+
+def _detectors() -> Iterable[str]:
+    from fakespotter.backbones.registry import DETECTORS
+
+    return DETECTORS
+
+
+class VariantChoice(RegistryChoice):
+    """--variant: the coverage criteria's names plus ``embedding``."""
 
     def __init__(self) -> None:
-        super().__init__(())
+        super().__init__(_variants)
 
-    @property
-    def choices(self):
-        from fakespotter.backbones.registry import DETECTORS
 
-        return tuple(DETECTORS)
+class BackboneChoice(RegistryChoice):
+    """--backbone: the registered backbones."""
 
-    @choices.setter
-    def choices(self, value) -> None:
-        pass  # click.Choice.__init__ sets it; the registry is the list
+    def __init__(self) -> None:
+        super().__init__(_backbones)
+
+
+class DetectorChoice(RegistryChoice):
+    """--face-detector: the registered face detectors."""
+
+    def __init__(self) -> None:
+        super().__init__(_detectors)
 
 
 class AugmentRecipes(click.ParamType):
