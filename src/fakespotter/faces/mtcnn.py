@@ -47,6 +47,14 @@ class Face:
         return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
+def rgb_image(image) -> np.ndarray:
+    """``image`` as an H x W x 3 array (a detector's input); ValueError otherwise."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    return image
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, 12 x 12 window, stride 2."""
 
@@ -176,9 +184,15 @@ def onet_on_boxes(
         part = torch.tensor(image[y0:y1, x0:x1], dtype=torch.float32).permute(2, 0, 1)[None]
         table = _integral_image(part)
         probs, _, points = onet(_normalize(_crop_patches(table, boxes - shift, 48)))
+    return probs.numpy().astype(np.float64), _onet_landmarks(boxes, points.numpy())
+
+
+def _onet_landmarks(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """O-Net's 10 outputs per box (5 x, then 5 y, as fractions of the box) in image pixels,
+    N x 5 x (x, y)."""
     size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
-    relative = np.stack([points.numpy()[:, :5], points.numpy()[:, 5:]], axis=2)
-    return probs.numpy().astype(np.float64), boxes[:, None, :2] + relative * size[:, None, :]
+    relative = np.stack([points[:, :5], points[:, 5:]], axis=2)
+    return boxes[:, None, :2] + relative * size[:, None, :]
 
 
 def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -296,9 +310,7 @@ class MTCNN:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Find faces in an H x W x 3 uint8 RGB image; largest face first."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+        image = rgb_image(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             return []
         with torch.inference_mode():
@@ -428,9 +440,7 @@ class MTCNN:
         offsets, points = offsets.numpy()[passed], points.numpy()[passed]
         if len(boxes) == 0:
             return empty
-        size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
-        relative = np.stack([points[:, :5], points[:, 5:]], axis=2)  # N x 5 x (x, y)
-        landmarks = boxes[:, None, :2] + relative * size[:, None, :]
+        landmarks = _onet_landmarks(boxes, points)
         boxes = _regress(boxes, offsets)
         keep = nms(boxes, scores, 0.7, mode="min")
         return boxes[keep], scores[keep], landmarks[keep]

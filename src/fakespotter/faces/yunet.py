@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakespotter import onnxfile
-from fakespotter.faces.mtcnn import Face, ONet, nms, onet_on_boxes
+from fakespotter.faces.mtcnn import Face, ONet, nms, onet_on_boxes, rgb_image
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # OpenCV pads the input to a multiple of the largest stride
@@ -205,9 +205,7 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an H x W x 3 uint8 RGB image; largest first."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+        image = rgb_image(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             return []
         height, width = image.shape[:2]
