@@ -4,6 +4,7 @@ cv2.FaceDetectorYN gave (tests/data/reference/yunet.json, made by tools/verify_y
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fakespotter.faces import load_image
 from fakespotter.faces.yunet import YuNet, YuNetDetector, load_model
 
 DATA = Path(__file__).parent / "data"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 REFERENCE = json.loads((DATA / "reference" / "yunet.json").read_text())
 
 
@@ -72,15 +74,11 @@ def real_detector(weight_file) -> YuNetDetector:
 
 
 def _astronauts() -> dict[str, np.ndarray]:
-    """tools/verify_yunet.py's astronaut_variants: exact transforms, no resampling."""
-    image = load_image(DATA / "astronaut.jpg")
-    return {
-        "astronaut": image,
-        "astronaut_mirrored": np.ascontiguousarray(image[:, ::-1]),
-        "astronaut_half": np.ascontiguousarray(image[::2, ::2]),
-        "astronaut_crop_300x257": np.ascontiguousarray(image[20:277, 100:400]),
-        "astronaut_two": np.ascontiguousarray(np.concatenate([image, image[:, ::-1]], axis=1)),
-    }
+    """The photos the reference was made from: tools/verify_yunet.py's own list."""
+    spec = importlib.util.spec_from_file_location("verify_yunet", TOOLS / "verify_yunet.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.astronaut_variants()
 
 
 def test_real_weights_match_opencv(real_detector):

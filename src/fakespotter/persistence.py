@@ -144,9 +144,10 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         raise ModelFileError("model file tap names must be strings")
     from fakespotter.backbones.registry import DETECTORS
 
-    if meta.get("face_detector", "mtcnn") not in DETECTORS:
+    face_detector = meta.get("face_detector", "mtcnn")  # files before the field: MTCNN's
+    if face_detector not in DETECTORS:
         raise ModelFileError(
-            f"model file needs face detector {meta['face_detector']!r:.40}, which this "
+            f"model file needs face detector {face_detector!r:.40}, which this "
             f"fakespotter does not have ({', '.join(DETECTORS)})"
         )
     if len(meta["calibration"]) != 2 or not all(
@@ -178,7 +179,7 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         neuron=meta["neuron"],
         device=device,
         taps=list(meta["taps"]) or None,
-        face_detector=meta.get("face_detector", "mtcnn"),
+        face_detector=face_detector,
     )
     det.taps_ = list(meta["taps"])
     det.thresholds_ = arrays["thresholds"]
