@@ -26,7 +26,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +50,17 @@ def cropper(name: str) -> FaceCropper:
     return FaceCropper(sface.input_size, sface.alignment_template, detector=name, progress=False)
 
 
+def _detection_v2_cache(limit) -> Path:
+    """detection_v2.py's cache: MTCNN's landmarks and SFace counts of the same photos."""
+    return reproduce.ROOT / "out" / "detection_v2" / (f"limit{limit}" if limit else "full")
+
+
 def landmarks_of(name: str, rows: list[dict], out: Path, limit) -> np.ndarray:
     """The largest face's landmarks per photo (NaN: none), cached. MTCNN's are the ones
     detection_v2.py caches (the same cropper on the same photos): reused when present."""
     path = out / f"landmarks_{name}.npz"
     files = [r["file"] for r in rows]
-    shared = reproduce.ROOT / "out" / "detection_v2" / (f"limit{limit}" if limit else "full")
+    shared = _detection_v2_cache(limit)
     if not path.exists() and name == "mtcnn" and (shared / "landmarks.npz").exists():
         if list(np.load(shared / "landmarks.npz")["files"]) == files:
             shutil.copy(shared / "landmarks.npz", path)
@@ -74,31 +78,19 @@ def landmarks_of(name: str, rows: list[dict], out: Path, limit) -> np.ndarray:
 
 def features_of(name: str, rows, landmarks, out: Path, limit) -> dict:
     path = out / f"features_sface_{name}.npz"
-    shared = reproduce.ROOT / "out" / "detection_v2" / (f"limit{limit}" if limit else "full")
+    shared = _detection_v2_cache(limit)
     if not path.exists() and name == "mtcnn" and (shared / "features_sface.npz").exists():
         shutil.copy(shared / "features_sface.npz", path)  # from the same landmarks
     return reproduce.stage_features(rows, landmarks, "sface", path)
 
 
-def timing(names: list[str], rows: list[dict], n: int) -> dict[str, dict]:
-    """ms/photo of each detector's cropper, interleaved photo by photo."""
-    croppers = {name: cropper(name) for name in names}
+def timing(rows: list[dict], n: int) -> dict[str, dict]:
+    """ms/photo of each detector's cropper on ``n`` photos spread over ``rows``: speed.py's
+    detectors table (interleaved photo by photo)."""
+    from speed import detector_table
+
     picks = np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for i in tqdm(picks, desc="timing", unit="img"):
-        image = load_image(reproduce.FACES / rows[i]["file"])
-        for name, find in croppers.items():
-            start = time.perf_counter()
-            find(image)
-            seconds[name].append(time.perf_counter() - start)
-    return {
-        name: {
-            "photos": len(picks),
-            "ms_median": 1000 * float(np.median(s)),
-            "ms_mean": 1000 * float(np.mean(s)),
-        }
-        for name, s in seconds.items()
-    }
+    return detector_table([reproduce.FACES / rows[i]["file"] for i in picks])
 
 
 def measure(name: str, rows, study, out: Path, limit) -> dict:
@@ -147,7 +139,7 @@ def choose(results: list[dict]) -> str:
         for r in results
         if r["found"]["wild/real"] >= base["found"]["wild/real"] and r["val_auc"] >= base["val_auc"]
     ]
-    return min(ok, key=lambda r: r["ms_mean"])["detector"] if ok else "mtcnn"
+    return min(ok, key=lambda r: r["ms_per_photo_mean"])["detector"] if ok else "mtcnn"
 
 
 def markdown(results: list[dict], chosen: str, limit, timing_n: int) -> str:
@@ -174,7 +166,7 @@ def markdown(results: list[dict], chosen: str, limit, timing_n: int) -> str:
         lines.append(
             f"| {r['detector']}{' **(chosen)**' if r['detector'] == chosen else ''} | "
             + " | ".join(pct(r["found"][k]) for k in keys)
-            + f" | {r['ms_median']:.1f}, {r['ms_mean']:.1f} | {r['val_auc']:.4f} | "
+            + f" | {r['ms_per_photo']:.1f}, {r['ms_per_photo_mean']:.1f} | {r['val_auc']:.4f} | "
             f"{r['test_auc']:.4f} | "
             + (
                 f"{agree['median_of_eye_distance']:.3f}, {agree['p90_of_eye_distance']:.3f}"
@@ -199,8 +191,12 @@ def main() -> None:
     )
     out.mkdir(parents=True, exist_ok=True)
     names = list(DETECTORS)
-    speed = timing(names, rows, args.timing)
-    results = [measure(name, rows, study, out, args.limit) | speed[name] for name in names]
+    speed = timing(rows, args.timing)
+    results = [
+        measure(name, rows, study, out, args.limit)
+        | {k: v for k, v in speed[name].items() if k != "found_rate"}  # found: every photo's
+        for name in names
+    ]
     base = next(r for r in results if r["detector"] == "mtcnn")["landmarks"]
     for r in results:
         lm = r.pop("landmarks")
