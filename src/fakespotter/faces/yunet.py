@@ -35,10 +35,10 @@ from fakespotter.faces.mtcnn import Face, ONet, nms, onet_on_boxes, rgb_image
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # OpenCV pads the input to a multiple of the largest stride
-# cv::FaceDetectorYN's default is 0.9. Chosen on ../shared/faces/train (every other photo):
-# at 0.9 YuNet missed the face in 0.64% of them (all scoring 0.87-0.90: small FFHQ
-# thumbnails, all real, a bias the classifier would learn); at 0.8 it found every one, with
-# a second box in 0.67% of photos (0.03% at 0.9).
+# cv::FaceDetectorYN's default is 0.9. At 0.9 (benchmarks/face_detectors.py at 7aad650)
+# YuNet missed the face in 47 of ../shared/faces' 9,802 photos, nearly all of them real FFHQ
+# thumbnails: a bias the classifier would learn. At 0.8 it misses none in train, val or test
+# (docs/face_detectors.md).
 SCORE_THRESHOLD = 0.8
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
@@ -279,7 +279,8 @@ class YuNetOnet:
     """YuNet finds the faces, MTCNN's O-Net places their landmarks: one 48 x 48 O-Net pass
     per face on YuNet's box instead of MTCNN's whole cascade (whose image pyramid is what
     costs). YuNet's own landmarks sit a median 7.8% of the eye distance from MTCNN's, O-Net's
-    on YuNet's boxes 2.5% (400 photos of ../shared/faces); the classifier learned MTCNN's.
+    on YuNet's boxes 2.5% (benchmarks/face_detectors.py, every photo of ../shared/faces); the
+    classifier learned MTCNN's.
     Boxes and scores are YuNet's. ``YuNetOnet.from_files(yunet_onnx, onet_pt, **options)``,
     options as ``YuNetDetector``'s."""
 
