@@ -36,8 +36,8 @@ from fakespotter.faces.mtcnn import Face, ONet, nms, onet_on_boxes, rgb_image
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # OpenCV pads the input to a multiple of the largest stride
 # cv::FaceDetectorYN's default is 0.9. At 0.9 (benchmarks/face_detectors.py at 7aad650)
-# YuNet missed the face in 47 of ../shared/faces' 9,802 photos, nearly all of them real FFHQ
-# thumbnails: a bias the classifier would learn. At 0.8 it misses none in train, val or test
+# YuNet missed the face in 47 of ../shared/faces' 9,802 photos, all but one of them real:
+# a bias the classifier would learn. At 0.8 it misses none in train, val or test
 # (docs/face_detectors.md).
 SCORE_THRESHOLD = 0.8
 NMS_THRESHOLD = 0.3
