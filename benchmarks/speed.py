@@ -5,7 +5,9 @@ alike, median of --reps after a warm-up), in ms/image at batch 32 and batch 1:
 
 * plain: ``model(preprocess(crops))`` under ``torch.inference_mode`` (torch eager);
 * coverage: ``FakeSpotter.transform(crops)``, the detector's own feature path
-  (NeuronCoverage over every tap, raw neurons), for variant ``channel`` and ``layer``;
+  (NeuronCoverage over every tap, raw neurons), for variants ``channel``, ``layer`` and
+  ``kmultisection-channel``, each counted by both engines of ``fakespotter.counting`` (the
+  one-pass C kernel and torch's compare-and-sum);
 * fit: ``FakeSpotter.fit_thresholds(crops)``, the threshold pass (NeuronCoverage.fit).
 
 End to end, the path ``fakespotter detect`` takes (``photos.iter_files`` -> ``find_faces`` with a
@@ -28,7 +30,9 @@ Progress goes to stderr, results to stdout. ``--json`` prints
 (``busy_*`` only with --busy; ``detect_<face detector>``: detect with another registered face
 detector than the model's);
 ``coverage_ms``/``ratio`` are for the ``channel`` variant, ``layer_ms``/``layer_ratio`` for
-``layer``.
+``layer``, ``default_variant_*`` for the shipped default's ``kmultisection-channel``, each
+counted by the machine's engine (``machine.counting``: the C kernel where it builds);
+``variants`` has every variant by both engines (``kernel_ms``, ``torch_ms``, ...).
 """
 
 from __future__ import annotations
@@ -53,13 +57,16 @@ import torch
 
 from fakespotter.backbones import BACKBONES as REGISTERED
 from fakespotter.backbones import DETECTORS, backbones_with_weights, get_backbone
+from fakespotter.counting import Counter
+from fakespotter.counting import engine as counting_engine
 from fakespotter.detector import FakeSpotter
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = ROOT.parent / "shared" / "faces"
 ASTRONAUT = ROOT / "tests" / "data" / "astronaut.jpg"
 BACKBONES = tuple(REGISTERED)  # every registered backbone, in registration order
-VARIANTS = ("channel", "layer")
+VARIANTS = ("channel", "layer", "kmultisection-channel")  # the last: the shipped default's
+ENGINES = ("kernel", "torch")  # fakespotter.counting: the one-pass C kernel, and torch's ops
 PLAIN_STEPS = (4, 8, 16)
 # the end-to-end runs: detect_<name> finds the faces with another registered face detector
 # than the model's
@@ -115,9 +122,11 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
     crops = random_crops(max(batches), bb.input_size, seed=0)
     detectors = {}
     for variant in VARIANTS:
-        det = FakeSpotter(backbone=bb, variant=variant, neuron="raw")  # its own forward batch size
-        det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
-        detectors[variant] = det
+        for engine in ENGINES:
+            det = FakeSpotter(backbone=bb, variant=variant, neuron="raw")  # its own batch size
+            det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
+            det._fitted_coverage().counter = Counter(engine)  # counts the same either way
+            detectors[f"{variant}@{engine}"] = det
 
     def plain(x: np.ndarray, step: int | None = None) -> Callable[[], object]:
         """The forward pass alone, over ``x`` in chunks of ``step`` (default: all at once)."""
@@ -134,7 +143,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
     # pass stops after the last of them.
     pruned = FakeSpotter(backbone=bb, variant="channel", neuron="raw", taps=len(bb.taps()) // 2)
     pruned.fit_thresholds(crops)
-    detectors["pruned"] = pruned
+    detectors["pruned"] = pruned  # the machine's engine, as the channel row's
 
     runs: dict[str, Callable[[], object]] = {}
     for b in batches:
@@ -170,27 +179,40 @@ def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, .
     n_taps = len(get_backbone(name).untrained().taps())
 
     def at(b: int) -> dict:
-        ms = {m: medians[f"{name}/{m}/{b}"] * 1000 / b for m in ("plain", *VARIANTS, "pruned")}
-        # torch eager is the only runtime fakespotter runs; its fastest way through the b
-        # images (one pass, or passes of PLAIN_STEPS images) is the plain forward to beat
-        plain = {"torch_eager": ms["plain"]}
-        plain |= {
-            f"torch_eager_in_{s}s": medians[f"{name}/plain_step{s}/{b}"] * 1000 / b
-            for s in PLAIN_STEPS
-            if s < b
-        }
+        def per_image(run: str) -> float:
+            return medians[f"{name}/{run}/{b}"] * 1000 / b
+
+        # torch eager is the runtime fakespotter's networks run in; its fastest way through
+        # the b images (one pass, or passes of PLAIN_STEPS images) is the plain forward to beat
+        plain = {"torch_eager": per_image("plain")}
+        plain |= {f"torch_eager_in_{s}s": per_image(f"plain_step{s}") for s in PLAIN_STEPS if s < b}
         fastest = min(plain.values())
+        variants = {
+            variant: {
+                f"{e}_{key}": value
+                for e in ENGINES
+                for key, value in (
+                    ("ms", per_image(f"{variant}@{e}")),
+                    ("ratio", per_image(f"{variant}@{e}") / fastest),
+                )
+            }
+            for variant in VARIANTS
+        }
+        used = Counter().uses  # what the machine's default engine counts with
         return {
             "batch": b,
             "plain_ms": fastest,
             "plain_runtimes_ms": plain,
-            "coverage_ms": ms["channel"],
-            "ratio": ms["channel"] / fastest,
-            "layer_ms": ms["layer"],
-            "layer_ratio": ms["layer"] / fastest,
-            "pruned_ms": ms["pruned"],
+            "coverage_ms": variants["channel"][f"{used}_ms"],
+            "ratio": variants["channel"][f"{used}_ratio"],
+            "layer_ms": variants["layer"][f"{used}_ms"],
+            "layer_ratio": variants["layer"][f"{used}_ratio"],
+            "default_variant_ms": variants[VARIANTS[-1]][f"{used}_ms"],
+            "default_variant_ratio": variants[VARIANTS[-1]][f"{used}_ratio"],
+            "variants": variants,
+            "pruned_ms": per_image("pruned"),
             "pruned_taps": f"{n_taps // 2} of {n_taps}",
-            "pruned_speedup": ms["channel"] / ms["pruned"],
+            "pruned_speedup": variants["channel"][f"{used}_ms"] / per_image("pruned"),
         }
 
     big = max(batches)
@@ -429,7 +451,7 @@ def table(results: dict) -> str:
         "ms/image (median); coverage = FakeSpotter.transform, raw neurons; ratio = coverage / plain;",
         "pruned = channel counts of the first half of the taps, forward stopped after the last",
         f"{'backbone':<8} {'batch':>5} {'plain':>8} {'channel':>8} {'ratio':>6} {'layer':>8} {'ratio':>6} "
-        f"{'pruned':>8} {'speedup':>7}",
+        f"{'kmc-ch':>8} {'ratio':>6} {'pruned':>8} {'speedup':>7}",
     ]
     for name, r in results.items():
         if name in ("end_to_end", "machine", "detectors"):
@@ -438,7 +460,18 @@ def table(results: dict) -> str:
             lines.append(
                 f"{name:<8} {row['batch']:>5} {row['plain_ms']:8.2f} {row['coverage_ms']:8.2f} "
                 f"{row['ratio']:6.2f} {row['layer_ms']:8.2f} {row['layer_ratio']:6.2f} "
+                f"{row['default_variant_ms']:8.2f} {row['default_variant_ratio']:6.2f} "
                 f"{row['pruned_ms']:8.2f} {row['pruned_speedup']:7.2f}"
+            )
+    lines += ["", "ratio to the plain forward by counting engine, batch 32 (kernel / torch)"]
+    for name, r in results.items():
+        if "variants" in r:
+            lines.append(
+                f"{name:<8} "
+                + "  ".join(
+                    f"{variant} {v['kernel_ratio']:.2f} / {v['torch_ratio']:.2f}"
+                    for variant, v in r["variants"].items()
+                )
             )
     lines.append("")
     lines.append("threshold pass (NeuronCoverage.fit via FakeSpotter.fit_thresholds), batch 32")
@@ -477,7 +510,7 @@ def table(results: dict) -> str:
     lines += [
         "",
         f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; "
-        f"load average {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after",
+        f"counting: {m['counting']}; load average {m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after",
     ]
     return "\n".join(lines)
 
@@ -490,9 +523,12 @@ def markdown(results: dict) -> str:
         f"{m['threads']} threads, median of {m['reps']} interleaved reps; load average "
         f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after.",
         "",
+        f"Counting: {m['counting'].split(' (')[0]}.",
+        "",
         "| backbone | batch | plain forward ms/img | coverage (channel) ms/img | ratio | layer ms/img "
-        "| ratio | pruned (first half of taps) ms/img | speed-up | threshold pass ms/img |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ratio | kmultisection-channel ms/img | ratio | pruned (first half of taps) ms/img "
+        "| speed-up | threshold pass ms/img |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if name in ("end_to_end", "machine", "detectors"):
@@ -502,7 +538,26 @@ def markdown(results: dict) -> str:
             out.append(
                 f"| {name} | {row['batch']} | {row['plain_ms']:.1f} | {row['coverage_ms']:.1f} | "
                 f"{row['ratio']:.2f} | {row['layer_ms']:.1f} | {row['layer_ratio']:.2f} | "
+                f"{row['default_variant_ms']:.1f} | {row['default_variant_ratio']:.2f} | "
                 f"{row['pruned_ms']:.1f} ({row['pruned_taps']}) | {row['pruned_speedup']:.2f} | {fit} |"
+            )
+    out += [
+        "",
+        "Coverage / plain forward by counting engine, batch 32: the one-pass C kernel "
+        "(`fakespotter.counting`) against torch's compare-and-sum per threshold.",
+        "",
+        "| backbone | " + " | ".join(f"{v} kernel | {v} torch" for v in VARIANTS) + " |",
+        "|---|" + "---|---|" * len(VARIANTS),
+    ]
+    for name, r in results.items():
+        if "variants" in r:
+            out.append(
+                f"| {name} | "
+                + " | ".join(
+                    f"{r['variants'][v]['kernel_ratio']:.2f} | {r['variants'][v]['torch_ratio']:.2f}"
+                    for v in VARIANTS
+                )
+                + " |"
             )
     e2e = results.get("end_to_end")
     if e2e:
@@ -651,6 +706,7 @@ def main(argv: list[str] | None = None) -> None:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "counting": counting_engine(),
         "reps": reps,
         "warmup": warmup,
         "load_before": list(load_before),

@@ -1,7 +1,7 @@
 """The feature path the detector uses (counting inside forward hooks, memory-format aware,
 stopping after the deepest tap) against a straightforward reference: keep every tapped
-output, count in numpy float64. Every backbone, variant and neuron kind, on generated inputs;
-equality is exact."""
+output, count in numpy float64. Every backbone, variant, neuron kind and counting engine
+(fakespotter.counting: the C kernel and torch), on generated inputs; equality is exact."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from fakespotter import counting
 from fakespotter.backbones import BACKBONES, get_backbone
 from fakespotter.coverage import NeuronCoverage, forward_hooks
+from fakespotter.criteria import CRITERIA
 from fakespotter.detector import FakeSpotter
+
+VARIANTS = list(CRITERIA)  # every registered criterion (collected at import: the built-ins)
 
 
 # every registered backbone (collected at import: the built-ins)
@@ -51,47 +55,87 @@ def tapped_outputs(bb, x: torch.Tensor, neuron: str) -> list[np.ndarray]:
 
 
 def reference_counts(bb, outputs, thresholds, variant: str) -> np.ndarray:
+    """Each tap's counts above each of its thresholds, per channel (channel-major: a
+    channel's levels side by side) or summed over the layer, as the variant says."""
+    per_channel = variant in ("channel", "kmultisection-channel")
     columns = []
     for tap, out, t in zip(bb.taps(), outputs, thresholds, strict=False):
-        above = out > t
-        if variant == "layer":
-            columns.append(above.reshape(len(out), -1).sum(1, keepdims=True))
-        else:
-            axis = 1 if tap.kind == "conv" else out.ndim - 1
-            above = np.moveaxis(above, axis, -1)
-            columns.append(above.reshape(len(out), -1, tap.channels).sum(1))
+        channel_axis = 1 if tap.kind == "conv" else out.ndim - 1
+        positions = tuple(a for a in range(1, out.ndim) if a != channel_axis)
+        counts = np.stack(
+            [np.count_nonzero(out > level, axis=positions) for level in np.atleast_1d(t)], -1
+        )  # N x C x L
+        if not per_channel:
+            counts = counts.sum(1)
+        columns.append(counts.reshape(len(out), -1))
     return np.concatenate(columns, axis=1).astype(np.float64)
 
 
+@pytest.fixture(scope="module")
+def observed(backbone):
+    """neuron -> two training batches, a batch of new images, and every tap's outputs on
+    each: made once per backbone and neuron kind (VGG-Face's take seconds)."""
+    bb, made = backbone, {}
+
+    def get(neuron: str):
+        if neuron not in made:
+            train = [bb.preprocess(crops(bb, 3, seed)) for seed in (1, 2)]
+            x = bb.preprocess(crops(bb, 4, seed=3))
+            made[neuron] = (
+                train,
+                [tapped_outputs(bb, b, neuron) for b in train],
+                x,
+                tapped_outputs(bb, x, neuron),
+            )
+        return made[neuron]
+
+    return get
+
+
+def own_values(outputs, fractions) -> np.ndarray:
+    """Per tap, its own output values at these fractions of the sorted outputs (so many
+    neurons sit on either side of each threshold and at least one exactly on it)."""
+    rows = []
+    for o in outputs:
+        flat = o.ravel()
+        at = [int(f * (flat.size - 1)) for f in fractions]
+        rows.append(np.partition(flat, at)[at])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("engine", ["kernel", "torch"])
 @pytest.mark.parametrize("neuron", ["raw", "activation"])
-@pytest.mark.parametrize("variant", ["layer", "channel"])
-def test_fast_path_equals_reference(backbone, variant, neuron) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_path_equals_reference(backbone, observed, variant, neuron, engine) -> None:
+    if engine == "kernel" and counting.engine("kernel").startswith("torch"):
+        pytest.skip(f"no counting kernel here: {counting.engine('kernel')}")
     bb = backbone
-    train = [bb.preprocess(crops(bb, 3, seed)) for seed in (1, 2)]
-    coverage = NeuronCoverage(bb.model, bb.taps(), variant, neuron, bb.activations).fit(train)
+    train, train_outputs, x, outputs = observed(neuron)
+    coverage = NeuronCoverage(bb.model, bb.taps(), variant, neuron, bb.activations, counting=engine)
+    assert coverage.counter.engine == engine
+    levels = getattr(coverage.criterion, "levels", None)
+    if engine == "torch":  # fitting counts nothing: once per variant and neuron kind
+        # Eq. 1 (and the k-multisection levels m + z s): the mean (and standard deviation)
+        # of every neuron output over all training images, from float32 partial sums per
+        # channel: the float64 values within 1e-5 of the outputs' mean magnitude
+        coverage.fit(train)
+        for i in range(len(bb.taps())):
+            o = np.concatenate([b[i] for b in train_outputs])
+            want = o.mean() if levels is None else o.mean() + np.array(levels) * o.std()
+            atol = 1e-5 * np.abs(o).mean()
+            np.testing.assert_allclose(coverage.thresholds_[i], want, rtol=0, atol=atol)
 
-    # Eq. 1: mean of every neuron output over all training images (float32 partial sums
-    # per channel: equal to the float64 mean within 1e-6 of the outputs' mean magnitude)
-    per_batch = [tapped_outputs(bb, x, neuron) for x in train]
-    for i in range(len(bb.taps())):
-        outputs = np.concatenate([b[i] for b in per_batch])
-        assert abs(coverage.thresholds_[i] - outputs.mean()) <= 1e-6 * np.abs(outputs).mean()
-
-    # Eq. 2 on new images; each threshold is one of its tap's own output values (the middle
-    # one), so many neurons sit on either side and at least one exactly on it
-    x = bb.preprocess(crops(bb, 4, seed=3))
-    outputs = tapped_outputs(bb, x, neuron)
-    coverage.thresholds_ = np.array(
-        [np.partition(o.ravel(), o.size // 2)[o.size // 2] for o in outputs]
-    )
+    # Eq. 2 on new images, thresholds at the taps' own output values (two levels equal)
+    fractions = (0.5,) if levels is None else (0.2, 0.5, 0.5, 0.9)
+    thresholds = own_values(outputs, fractions)
+    coverage.thresholds_ = thresholds[:, 0] if levels is None else thresholds
     got = coverage.transform(x)
     want = reference_counts(bb, outputs, coverage.thresholds_, variant)
     assert got.shape == want.shape
     assert np.array_equal(got, want)
     # neurons exactly at a threshold are not counted (Eq. 2 is a strict >)
-    assert not np.array_equal(
-        want, reference_counts(bb, outputs, np.nextafter(coverage.thresholds_, -np.inf), variant)
-    )
+    below = np.nextafter(coverage.thresholds_, -np.inf)
+    assert not np.array_equal(want, reference_counts(bb, outputs, below, variant))
 
 
 def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:

@@ -48,6 +48,17 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
         for key in ("plain_ms", "coverage_ms", "ratio", "layer_ms", "layer_ratio"):
             assert row[key] > 0, key
         assert abs(row["ratio"] - row["coverage_ms"] / row["plain_ms"]) < 1e-9
+        # every variant by both counting engines; the headline keys are the machine's engine
+        assert set(row["variants"]) == {"channel", "layer", "kmultisection-channel"}
+        for v in row["variants"].values():
+            assert set(v) == {"kernel_ms", "kernel_ratio", "torch_ms", "torch_ratio"}
+            assert abs(v["kernel_ratio"] - v["kernel_ms"] / row["plain_ms"]) < 1e-9
+        used = "torch" if data["machine"]["counting"].startswith("torch") else "kernel"
+        assert row["coverage_ms"] == row["variants"]["channel"][f"{used}_ms"]
+        assert (
+            row["default_variant_ratio"]
+            == row["variants"]["kmultisection-channel"][f"{used}_ratio"]
+        )
     assert dlib["fit_ms"] > 0 and dlib["fit_ratio"] > 0
 
     e2e = data["end_to_end"]

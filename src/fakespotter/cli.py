@@ -1532,6 +1532,10 @@ def info(model_path, fmt) -> None:
         "novelty": getattr(det, "novelty_info_", None),
         "training": t,
     }
+    if det.variant != "embedding":  # how this machine counts the model's neurons
+        from fakespotter.counting import engine
+
+        facts["counting"] = engine()
     if fmt == "json":
         click.echo(json.dumps(facts, indent=2, default=str))
         return
@@ -1541,6 +1545,8 @@ def info(model_path, fmt) -> None:
         f"cross-validated AUC {det.cv_auc_:.3f}"
     )
     click.echo(f"faces found  by {det.face_detector}")
+    if "counting" in facts:
+        click.echo(f"counted by   {facts['counting']}")
     sources = t.get("fake_sources") or {
         "fake": {"folder": t.get("fake"), "n_faces": t.get("n_fake")}
     }

@@ -26,8 +26,6 @@ hooked forward pass per batch, with the tensor helpers criteria use
 from __future__ import annotations
 
 import contextlib
-import functools
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,11 +35,14 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
+from fakespotter.counting import Counter, Scratch, above, positions_by_channel
 from fakespotter.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 
 __all__ = [
     "CRITERIA",
+    "Counter",
     "Criterion",
+    "Scratch",
     "NeuronCoverage",
     "above",
     "counts_per_layer",
@@ -153,36 +154,7 @@ class _StopForward(Exception):
     """Raised by the last needed hook to skip the rest of the forward pass."""
 
 
-@functools.lru_cache(maxsize=4096)  # the same few thresholds come back every batch
-def _largest_at_most(value: float, dtype: torch.dtype) -> float:
-    """Largest number representable in ``dtype`` that is <= ``value``.
-
-    For ``t`` that number, ``out > t`` in ``dtype`` is exactly ``out > value``
-    (no ``dtype`` value lies between them), so a float64 threshold can be
-    compared against float32/half activations without upcasting them.
-    """
-    if not dtype.is_floating_point:
-        return float(np.floor(value))
-    t = torch.tensor(value, dtype=torch.float64).to(dtype)
-    if t.item() > value:
-        t = torch.nextafter(t, torch.tensor(-float("inf"), dtype=dtype))
-    return t.item()
-
-
 # -- tensor helpers for criteria (fakespotter.criteria) ---------------------------------
-
-Scratch = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
-
-
-def above(out: torch.Tensor, threshold: float, scratch: Scratch) -> torch.Tensor:
-    """0/1 floats shaped like ``out``: ``out > threshold`` exactly (a float64 threshold
-    against float32/half outputs, see _largest_at_most), in a scratch buffer.
-
-    Floats, not bools: summing floats is several times faster than summing bools (int64)
-    on CPU, and 0/1 sums are exact in float32 below 2**24 neurons per image.
-    """
-    hits = scratch(out, torch.float32 if out[0].numel() < 2**24 else torch.float64)
-    return torch.gt(out, _largest_at_most(float(threshold), out.dtype), out=hits)
 
 
 def layer_sum(t: torch.Tensor) -> torch.Tensor:
@@ -222,6 +194,9 @@ class NeuronCoverage:
         stop_after_last_tap: end each forward pass as soon as every tap has
             been seen, skipping the layers after the deepest tap.  Then the
             model's output is not available.
+        counting: the counting engine (``fakespotter.counting``: ``auto``, ``kernel`` or
+            ``torch``; default ``$FAKESPOTTER_COUNTING``, else ``auto``); all give the
+            same features.
     """
 
     def __init__(
@@ -234,6 +209,7 @@ class NeuronCoverage:
         *,
         thresholds: Sequence[float] | np.ndarray | None = None,
         stop_after_last_tap: bool = False,
+        counting: str | None = None,
     ) -> None:
         criterion = get_criterion(criterion)
         if neuron not in ("raw", "activation"):
@@ -249,7 +225,7 @@ class NeuronCoverage:
         self.neuron = neuron
         self.activations = dict(activations or {})
         self.stop_after_last_tap = stop_after_last_tap
-        self._local = threading.local()  # per-thread scratch buffer for the comparisons
+        self.counter = Counter(counting)  # the criteria's counts and scratch buffers
         self.thresholds_: np.ndarray | None = None
         if thresholds is not None:
             self.thresholds_ = self._checked_thresholds(thresholds)
@@ -309,6 +285,7 @@ class NeuronCoverage:
             self.activations,
             thresholds=thresholds,
             stop_after_last_tap=stop_after_last_tap,
+            counting=self.counter.engine,
         )
 
     # -- fitting ---------------------------------------------------------
@@ -367,7 +344,7 @@ class NeuronCoverage:
                 raise ValueError(
                     f"tap {tap.name!r}: output has {out.shape[tap.channel_dim]} channels, expected {tap.channels}"
                 )
-            columns = criterion.features(tap, out, params[i], self._scratch_like)
+            columns = criterion.features(tap, out, params[i], self.counter)
             if columns.shape != (len(out), self._widths[i]):  # a criterion's bug, said plainly
                 raise ValueError(
                     f"criterion {criterion.name!r} gave {tuple(columns.shape)} features "
@@ -382,31 +359,6 @@ class NeuronCoverage:
         per_tap, _, output = self._run(x, reduce)
         features = torch.cat(per_tap, dim=1).cpu().numpy().astype(np.float32, copy=False)
         return (features, output) if return_output else features
-
-    def _scratch_like(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """A buffer shaped and strided like ``out`` for its comparison, reused across taps
-        and batches (one per thread, so concurrent callers never share one).
-
-        Reuse matters: a fresh buffer the size of a big conv output is fresh pages from the
-        OS each time, measured 3x the cost of the comparison itself. Same strides as ``out``
-        matter too: comparing a channels-last output into an NCHW buffer is a strided walk,
-        measured 10x slower.
-        """
-        dense = out.is_contiguous() or (
-            out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)
-        )
-        if not dense:
-            return torch.empty_like(out, dtype=dtype)
-        buffer = getattr(self._local, "buffer", None)
-        if (
-            buffer is None
-            or buffer.numel() < out.numel()
-            or buffer.dtype != dtype
-            or buffer.device != out.device
-        ):
-            buffer = torch.empty(out.numel(), dtype=dtype, device=out.device)
-            self._local.buffer = buffer
-        return torch.as_strided(buffer, out.shape, out.stride())
 
     # -- one hooked forward pass -----------------------------------------
 
@@ -475,21 +427,6 @@ class NeuronCoverage:
                 f"parameters per tap), got shape {values.shape}"
             )
         return values
-
-
-def positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, int]:
-    """A view of a batched output as N x C x positions or N x positions x C (no copy for
-    contiguous or channels-last tensors), and the positions axis.
-
-    A channels-last conv output is N x H x W x C in memory: summing over positions of its
-    N x HW x C view reads memory in order, where an N x C x HW view would be a strided walk.
-    """
-    n = len(t)
-    if t.dim() == 4 and channel_dim == 1:
-        if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-            return t.permute(0, 2, 3, 1).reshape(n, -1, t.shape[1]), 1
-        return t.reshape(n, t.shape[1], -1), 2
-    return t.movedim(channel_dim, -1).reshape(n, -1, t.shape[channel_dim]), 1
 
 
 def counts_per_layer(

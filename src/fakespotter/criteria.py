@@ -19,7 +19,6 @@ what ``FakeSpotter(variant=...)`` and ``--variant`` accept.
 
 To add a criterion, write its class and register it, nothing else::
 
-    from fakespotter.coverage import above, layer_sum
     from fakespotter.criteria import MeanThreshold, register_criterion
 
     @register_criterion
@@ -27,8 +26,9 @@ To add a criterion, write its class and register it, nothing else::
         name = "atmost"
         def n_features(self, tap):
             return 1
-        def features(self, tap, out, params, scratch):
-            return (tap.neurons - layer_sum(above(out, params, scratch)))[:, None]
+        def features(self, tap, out, params, counter):
+            above = counter.counts(out, tap.channel_dim, params).sum(1)  # N x 1
+            return tap.neurons - above
 
 Then ``FakeSpotter(variant="atmost")``, ``fakespotter train --variant atmost`` and its model
 files work (a model file names its criterion; loading it needs the criterion registered).
@@ -48,7 +48,8 @@ from fakespotter.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from fakespotter.coverage import Scratch, Tap
+    from fakespotter.counting import Counter
+    from fakespotter.coverage import Tap
 
 __all__ = [
     "CRITERIA",
@@ -101,12 +102,14 @@ class Criterion:
         return [tap.name] if n == 1 else [f"{tap.name}:{j}" for j in range(n)]
 
     def features(
-        self, tap: Tap, out: torch.Tensor, params: np.ndarray, scratch: Scratch
+        self, tap: Tap, out: torch.Tensor, params: np.ndarray, counter: Counter
     ) -> torch.Tensor:
         """N x n_features(tap) float tensor from the batched output ``out`` and the tap's
         ``params``. Runs inside the forward hook (``out`` may be overwritten by in-place ops
-        later). ``scratch(like, dtype)`` lends a reused buffer shaped and strided like
-        ``like``: reduce it before asking for another (``fakespotter.coverage.above``)."""
+        later). ``counter.counts(out, tap.channel_dim, thresholds)`` gives the N x C x L
+        counts of ``out > threshold`` per channel in one pass (``fakespotter.counting``);
+        for anything else, ``counter(like, dtype)`` lends a reused buffer shaped and strided
+        like ``like``: reduce it before asking for another (``fakespotter.counting.above``)."""
         raise NotImplementedError
 
     def layer_count(self, columns: np.ndarray) -> np.ndarray:
@@ -136,11 +139,8 @@ class LayerMNC(MeanThreshold):
     def n_features(self, tap):
         return 1
 
-    def features(self, tap, out, params, scratch):
-        from fakespotter.coverage import above, positions_by_channel
-
-        hits, _ = positions_by_channel(above(out, params, scratch), tap.channel_dim)
-        return hits.sum((1, 2)).unsqueeze(1)  # N x 1
+    def features(self, tap, out, params, counter):
+        return counter.counts(out, tap.channel_dim, params).sum(1)  # N x 1
 
 
 class ChannelMNC(MeanThreshold):
@@ -155,11 +155,8 @@ class ChannelMNC(MeanThreshold):
     def feature_names(self, tap):
         return [f"{tap.name}:c{c}" for c in range(tap.channels)]
 
-    def features(self, tap, out, params, scratch):
-        from fakespotter.coverage import above, positions_by_channel
-
-        hits, positions = positions_by_channel(above(out, params, scratch), tap.channel_dim)
-        return hits.sum(positions)  # N x C
+    def features(self, tap, out, params, counter):
+        return counter.counts(out, tap.channel_dim, params)[:, :, 0]  # N x C
 
 
 class KMultisection(Criterion):
@@ -197,20 +194,11 @@ class KMultisection(Criterion):
             return [f"{tap.name}:{z}" for z in levels]
         return [f"{tap.name}:c{c}:{z}" for c in range(tap.channels) for z in levels]
 
-    def features(self, tap, out, params, scratch):
-        import torch
-
-        from fakespotter.coverage import above, layer_sum, positions_by_channel
-
-        counts = []
-        for t in params:  # each count is taken before the next comparison reuses the buffer
-            hits = above(out, t, scratch)
-            if self.per_channel:
-                hits, positions = positions_by_channel(hits, tap.channel_dim)
-                counts.append(hits.sum(positions))  # N x C
-            else:
-                counts.append(layer_sum(hits))  # N
-        return torch.stack(counts, dim=-1).reshape(len(out), -1)
+    def features(self, tap, out, params, counter):
+        counts = counter.counts(out, tap.channel_dim, params)  # N x C x levels
+        if not self.per_channel:
+            counts = counts.sum(1)  # N x levels
+        return counts.reshape(len(out), -1)  # channel-major: channel 0's levels first
 
     def layer_count(self, columns):
         # the neurons above m_l, the paper's count (the levels' sum would count a neuron 4x)
