@@ -154,10 +154,37 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
                 runs[f"{name}/plain_step{step}/{b}"] = plain(x, step)
         for variant, det in detectors.items():
             runs[f"{name}/{variant}/{b}"] = lambda det=det, x=x: det.transform(x)
+    # Counting alone, outside the forward pass: every tap's output of one forward batch,
+    # counted against the default variant's four thresholds per tap by each engine
+    kmc = detectors[f"{VARIANTS[-1]}@kernel"]._fitted_coverage()
+    outputs = tapped_outputs(kmc, bb.preprocess(crops[: bb.batch_size]))
+    for engine in ENGINES:
+        counter = Counter(engine)
+
+        def count(counter=counter) -> None:
+            for (tap, out), params in zip(outputs, kmc.thresholds_, strict=True):
+                counter.counts(out, tap.channel_dim, params)
+
+        runs[f"{name}/count@{engine}/{bb.batch_size}"] = count
     b = max(batches)
     fitter = FakeSpotter(backbone=bb, variant="channel", neuron="raw")
     runs[f"{name}/fit/{b}"] = lambda: fitter.fit_thresholds(crops[:b])
     return runs
+
+
+def tapped_outputs(coverage, x: torch.Tensor) -> list[tuple]:
+    """(tap, a copy of its output) for every tap of ``coverage``, from one forward of ``x``."""
+    from fakespotter.coverage import forward_hooks
+
+    modules = dict(coverage.model.named_modules())
+    kept: dict[str, torch.Tensor] = {}
+    hooks = {
+        modules[t.name]: (lambda m, i, o, name=t.name: kept.setdefault(name, o.clone()))
+        for t in coverage.taps
+    }
+    with forward_hooks(hooks), torch.inference_mode():
+        coverage.model.eval()(x)
+    return [(t, kept[t.name]) for t in coverage.taps]
 
 
 def time_runs(runs: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
@@ -217,6 +244,13 @@ def backbone_results(medians: dict[str, float], name: str, batches: tuple[int, .
 
     big = max(batches)
     result = at(big)
+    step = get_backbone(name).batch_size
+    result["counting_alone_ms"] = {  # per image, outside the forward pass
+        e: medians[f"{name}/count@{e}/{step}"] * 1000 / step for e in ENGINES
+    }
+    result["counting_alone_speedup"] = (
+        result["counting_alone_ms"]["torch"] / result["counting_alone_ms"]["kernel"]
+    )
     fit_ms = medians[f"{name}/fit/{big}"] * 1000 / big
     result["fit_ms"] = fit_ms
     result["fit_ratio"] = fit_ms / result["coverage_ms"]  # threshold pass vs one extraction pass
@@ -472,6 +506,8 @@ def table(results: dict) -> str:
                     f"{variant} {v['kernel_ratio']:.2f} / {v['torch_ratio']:.2f}"
                     for variant, v in r["variants"].items()
                 )
+                + f"  counting alone {r['counting_alone_ms']['kernel']:.2f} / "
+                f"{r['counting_alone_ms']['torch']:.2f} ms/img"
             )
     lines.append("")
     lines.append("threshold pass (NeuronCoverage.fit via FakeSpotter.fit_thresholds), batch 32")
@@ -544,10 +580,14 @@ def markdown(results: dict) -> str:
     out += [
         "",
         "Coverage / plain forward by counting engine, batch 32: the one-pass C kernel "
-        "(`fakespotter.counting`) against torch's compare-and-sum per threshold.",
+        "(`fakespotter.counting`) against torch's compare-and-sum per threshold; and counting "
+        "alone: every tap's output of one forward batch (the backbone's batch size) counted "
+        "against the kmultisection-channel thresholds, outside the forward pass.",
         "",
-        "| backbone | " + " | ".join(f"{v} kernel | {v} torch" for v in VARIANTS) + " |",
-        "|---|" + "---|---|" * len(VARIANTS),
+        "| backbone | "
+        + " | ".join(f"{v} kernel | {v} torch" for v in VARIANTS)
+        + " | counting alone ms/img, kernel / torch | speed-up |",
+        "|---|" + "---|---|" * len(VARIANTS) + "---|---|",
     ]
     for name, r in results.items():
         if "variants" in r:
@@ -557,7 +597,8 @@ def markdown(results: dict) -> str:
                     f"{r['variants'][v]['kernel_ratio']:.2f} | {r['variants'][v]['torch_ratio']:.2f}"
                     for v in VARIANTS
                 )
-                + " |"
+                + f" | {r['counting_alone_ms']['kernel']:.2f} / {r['counting_alone_ms']['torch']:.2f}"
+                + f" | {r['counting_alone_speedup']:.2f} |"
             )
     e2e = results.get("end_to_end")
     if e2e:

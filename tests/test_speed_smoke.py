@@ -60,6 +60,9 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
             == row["variants"]["kmultisection-channel"][f"{used}_ratio"]
         )
     assert dlib["fit_ms"] > 0 and dlib["fit_ratio"] > 0
+    alone = dlib["counting_alone_ms"]
+    assert alone["kernel"] > 0 and alone["torch"] > 0
+    assert abs(dlib["counting_alone_speedup"] - alone["torch"] / alone["kernel"]) < 1e-9
 
     e2e = data["end_to_end"]
     assert e2e["n"] == 4 and ("throwaway" in e2e["model"] or "default" in e2e["model"])
