@@ -18,8 +18,8 @@ images/s, faces/s, and resident memory at N/2 and N images (flat means no leak).
     PYTHONPATH=src python benchmarks/speed.py [--json] [--quick] [--n 1000] [--threads T]
                                               [--backbones facenet,dlib,sface] [--reps 7]
 
-Busy machine (``--busy``): the ``detect`` run again while another process spins on one core,
-as when a laptop does other work. Start-up: ``fakespotter detect`` on one photo as a new
+Busy machine (``--busy``, the default; ``--no-busy`` skips it): the ``detect`` run again while
+another process spins on one core, as when a laptop does other work. Start-up: ``fakespotter detect`` on one photo as a new
 process, from a warm cache (best of three wall times; the first call warms the disk cache).
 
 Progress goes to stderr, results to stdout. ``--json`` prints
@@ -27,7 +27,7 @@ Progress goes to stderr, results to stdout. ``--json`` prints
 "end_to_end": {"model", "n", "detect": {...}, "aligned": {...}, "busy_detect": {...},
 "detect_faces_per_s", "aligned_faces_per_s", "busy_detect_faces_per_s", "single_photo_s"},
 "detectors": {"<face detector>": {"ms_per_photo", "found_rate", ...}}, "machine": {...}}``
-(``busy_*`` only with --busy; ``detect_<face detector>``: detect with another registered face
+(``busy_*`` not with --no-busy; ``detect_<face detector>``: detect with another registered face
 detector than the model's);
 ``coverage_ms``/``ratio`` are for the ``channel`` variant, ``layer_ms``/``layer_ratio`` for
 ``layer``, ``default_variant_*`` for the shipped default's ``kmultisection-channel``, each
@@ -667,8 +667,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--busy",
-        action="store_true",
-        help="also run `detect` while another process spins on one core",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run `detect` while another process spins on one core (default; --no-busy skips it)",
     )
     parser.add_argument(
         "--no-startup",
