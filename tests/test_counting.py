@@ -14,6 +14,7 @@ import torch
 
 from fakespotter import counting
 from fakespotter.coverage import NeuronCoverage, find_taps
+from fakespotter.criteria import CRITERIA
 from fakespotter.errors import UserError
 
 
@@ -88,19 +89,13 @@ def test_every_criterion_counts_the_same_with_either_engine() -> None:
     model[0].to(memory_format=torch.channels_last)
     taps = find_taps(model, (3, 12, 12))
     x = torch.randn(6, 3, 12, 12)
-    for variant in counting_variants():
+    for variant in CRITERIA:  # every registered criterion
         features = {}
         for engine in ("kernel", "torch"):
             coverage = NeuronCoverage(model, taps, variant, counting=engine).fit([x[:3]])
             assert coverage.counter.uses == engine
             features[engine] = coverage.transform(x)
         assert np.array_equal(features["kernel"], features["torch"]), variant
-
-
-def counting_variants() -> list[str]:
-    from fakespotter.criteria import CRITERIA
-
-    return list(CRITERIA)
 
 
 def test_no_compiler_counts_with_torch(fresh_kernel, monkeypatch) -> None:

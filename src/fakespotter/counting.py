@@ -10,7 +10,8 @@ neuron kind against a float64 numpy reference, exactly):
   (the weights' cache folder; the key hashes the source, the compiler and the machine), then
   checked against the ``torch`` engine on a small tensor before it is used.
 * ``torch``: one comparison into a reused buffer and one sum per threshold. It runs where the
-  kernel cannot: no C compiler, an output that is not float32 on the CPU, a strided layout.
+  kernel cannot: no C compiler (or a build that fails), an output that is not float32 on the
+  CPU. (A strided output is not one of those: the kernel counts a dense copy of it.)
 
 ``$FAKESPOTTER_COUNTING`` picks one: ``auto`` (the default: the kernel where it builds),
 ``kernel`` (the same, for a user who wants to be told when it does not) or ``torch``.
