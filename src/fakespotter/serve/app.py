@@ -3,34 +3,43 @@
 API docs at ``/docs`` and ``/redoc`` served from the ``fastapi-offline`` package, no CDN.
 
 Every error answers ``{"detail": "<one line of text>"}`` (:class:`Problem`). The model loads
-once, when the app is made. Requests are handled in FastAPI's worker threads;
-:class:`~fakespotter.serve.analysis.FaceScorer` serialises the torch work behind one lock.
+once, when the app is made. The endpoints hand their work to
+:class:`~fakespotter.serve.analysis.FaceScorer`'s threads (decoding and face search outside
+the network's lock, a lane of its own for large photos) and await it, so every request can be
+held to a time limit (:class:`TimeLimit`): 408, 503 or 504 with one line once it passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import os
 import re
 import tempfile
+import threading
+from concurrent.futures import Executor
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
+import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.utils import is_body_allowed_for_status_code
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fakespotter.errors import first_line
-from fakespotter.faces import ImageError, load_image
-from fakespotter.serve.analysis import FaceScorer
+from fakespotter.faces import ImageError
+from fakespotter.rows import FAKE_THRESHOLD, Row, uncertain_band
+from fakespotter.serve.analysis import Cancelled, FaceScorer, photo_pixels
+from fakespotter.video import VIDEO_SUFFIXES  # only these reach a temporary file's name
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -46,6 +55,10 @@ MAX_VIDEO_FRAMES = 120  # sampled frames scored per video: a minute at 2 fps, tw
 VIDEO_TYPES = frozenset({"application/mp4", "application/x-matroska"})  # besides video/*
 VIDEO_PATH = "/api/detect-video"
 COPY_CHUNK = 1024 * 1024
+TIME_LIMIT = 120.0  # seconds a request may take, its upload included (--time-limit)
+BUSY_RETRY_AFTER = "10"  # seconds, in a 503's Retry-After
+# ISO-BMFF brands of still images (HEIC, AVIF): an "ftyp" box with any other brand is a video
+IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
 
 STATIC_DIR = Path(str(files("fakespotter.serve") / "static"))
 DOCS_STATIC = "/docs-static"  # Swagger UI and ReDoc files, from the fastapi-offline package
@@ -61,24 +74,35 @@ NO_DOCS = (
 )
 
 
-class FaceRow(BaseModel):
-    """One face (or one reason there is none): the fields of ``fakespotter detect --format json``
-    (:class:`fakespotter.rows.Row`), plus the face's active neurons per layer."""
+# Every label the API gives, faces' and video tracks': rows.label_for's and
+# video.track_label's ("uncertain": inside the model's band below its threshold).
+Label = Literal["real", "fake", "uncertain"]
 
-    path: str  # the uploaded file's name
-    face: int | None  # faces of one photo are numbered left to right from 0
-    box: list[float] | None  # x0, y0, x1, y1 in the photo's pixels, clipped to it
-    p_fake: float | None  # calibrated probability that the face is GAN-made
-    label: Literal["real", "fake", "uncertain"] | None  # by the model's operating point
-    error: str | None  # why there is no score ("no face found")
-    detection_score: float | None  # the face detector's confidence (None: aligned uploads)
-    face_size: int | None  # short side of the face box in pixels
-    warning: str | None  # the face is outside what the detector was measured on
-    novelty: float | None = None  # distance from the training faces (None: not measured)
-    start: float | None  # videos only (a track's first second): None for a photo
-    end: float | None  # videos only (a track's last second): None for a photo
-    model: str | None  # the scoring model's identity (sha256 prefix of its file)
-    layer_counts: list[float] | None = None  # active neurons per layer (web only)
+# A web row's fields beyond rows.Row's, with their types and defaults.
+WEB_ROW_FIELDS: dict[str, Any] = {
+    "layer_counts": (list[float] | None, None),  # active neurons per layer
+    # each layer's part of the SVM's decision (analysis.per_face_layers)
+    "layer_decision": (list[float] | None, None),
+}
+
+
+def _row_model() -> type[BaseModel]:
+    """FaceRow: :class:`fakespotter.rows.Row`'s fields with its types, so the API cannot drift
+    from the command line's rows, its label narrowed to :data:`Label`; plus the web's own."""
+    types = get_type_hints(Row)
+    fields: dict[str, Any] = {f.name: (types[f.name], ...) for f in dataclasses.fields(Row)}
+    fields["label"] = (Label | None, ...)
+    return create_model(
+        "FaceRow",
+        __doc__="One face (or one reason there is none): the fields of ``fakespotter detect "
+        "--format json`` (``fakespotter.rows.Row``; ``path`` is the uploaded file's name), "
+        "plus the face's active neurons per layer and each layer's part of the decision.",
+        **fields,
+        **WEB_ROW_FIELDS,
+    )
+
+
+FaceRow = _row_model()
 
 
 class Health(BaseModel):
@@ -102,6 +126,11 @@ class ModelInfo(BaseModel):
     training_mean: list[float] | None
     threshold: float = 0.5  # P(fake) at which a face is labelled fake
     uncertain: list[float] | None = None  # [low, threshold): labelled uncertain
+    # [10th, 90th] percentile of each layer's decision part over the real / fake training
+    # faces (None: the model file does not carry them)
+    decision_real: list[list[float]] | None = None
+    decision_fake: list[list[float]] | None = None
+    average_p_fake: float | None = None  # the score of the average training face
 
 
 class VideoTrack(BaseModel):
@@ -117,7 +146,18 @@ class VideoTrack(BaseModel):
     mean: float
     max: float
     fraction_fake: float  # share of its frames with p_fake >= 0.5
-    label: Literal["real", "fake"]
+    label: Label
+    # per sampled frame, as a photo's row has them (None where not measured)
+    detection_scores: list[float | None] = []
+    face_sizes: list[int | None] = []
+    novelties: list[float | None] = []
+    warnings: list[str | None] = []
+    # the track's summary of them: lowest detection score, smallest face, highest novelty,
+    # each kind of warning once
+    detection_score: float | None = None
+    face_size: int | None = None
+    novelty: float | None = None
+    warning: str | None = None
 
 
 class VideoSummary(BaseModel):
@@ -129,7 +169,7 @@ class VideoSummary(BaseModel):
     mean: float | None
     max: float | None
     fraction_fake: float | None  # share of frames with a face whose highest p_fake >= 0.5
-    label: Literal["real", "fake"] | None
+    label: Label | None
     fake_ranges: list[list[float]] = []  # [start, end] seconds in which a face is judged fake
 
 
@@ -164,6 +204,7 @@ def create_app(
     max_video_bytes: int = MAX_VIDEO_BYTES,
     max_video_fps: float = MAX_VIDEO_FPS,
     max_video_frames: int = MAX_VIDEO_FRAMES,
+    time_limit: float | None = TIME_LIMIT,
     device: str | None = None,
     detector=None,
     cropper=None,
@@ -172,8 +213,9 @@ def create_app(
 
     ``model_path``: a model file (default: the shipped model). ``aligned``: uploads are
     FFHQ-style aligned faces, no face detection. ``max_*``: upload limits (bytes, pixels of a
-    photo; bytes, sampling rate and sampled frames of a video). ``device``: where the
-    network runs (``load_model``'s; default CPU). ``detector``/``cropper``: already loaded
+    photo; bytes, sampling rate and sampled frames of a video). ``time_limit``: seconds a
+    request may take (None: no limit; :class:`TimeLimit`). ``device``: where the network runs
+    (``load_model``'s; default CPU). ``detector``/``cropper``: already loaded
     objects to use instead (tests, or embedding the app in another program); with
     ``detector`` and ``model_path`` both given, ``model_path`` only names the model in rows.
     """
@@ -201,9 +243,7 @@ def create_app(
         aligned=cropper.aligned,
         cv_auc=float(detector.cv_auc_),
         threshold=float(getattr(detector, "threshold_", 0.5)),
-        uncertain=None
-        if getattr(detector, "uncertain_", None) is None
-        else list(detector.uncertain_),
+        uncertain=_band(detector),
         **layers,
     )
 
@@ -221,13 +261,19 @@ def create_app(
     _add_error_handlers(app)
     _add_docs(app)
     # the type FastAPI declares for `responses`
+    slow: dict[int | str, dict[str, Any]] = {
+        408: {"model": Problem, "description": "the upload did not arrive within the time limit"},
+        503: {"model": Problem, "description": "busy: the request waited out its time limit"},
+        504: {"model": Problem, "description": "the request took longer than its time limit"},
+    }
     errors: dict[int | str, dict[str, Any]] = {
         413: {"model": Problem, "description": "file or image too large"},
-        415: {"model": Problem, "description": "not an image"},
+        415: {"model": Problem, "description": "not an image (a video: use /api/detect-video)"},
         422: {
             "model": Problem,
             "description": "unreadable image, or the form field `image` is missing",
         },
+        **slow,
     }
 
     @app.middleware("http")
@@ -257,21 +303,38 @@ def create_app(
         """The loaded model: backbone, feature variant, its layers and their averages."""
         return model_info
 
-    @app.post("/api/detect", response_model=list[FaceRow], responses=errors)
-    def detect(image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, ...)")):
+    # FaceRow is made by create_model, which mypy cannot follow
+    @app.post("/api/detect", response_model=list[FaceRow], responses=errors)  # type: ignore[valid-type]
+    async def detect(
+        request: Request,
+        image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, ...)"),
+    ):
         """Score every face in one photo, uploaded as the multipart form field `image`
         (`curl -F image=@photo.jpg .../api/detect`): one row per face, numbered left to
         right, or one row saying why there is none. The rows are `fakespotter detect
         --format json`'s, plus `layer_counts`."""
         ctype = (image.content_type or "").split(";")[0].strip().lower()
+        name = _client_name(image.filename)
+        if ctype.startswith("video/") or ctype in VIDEO_TYPES:
+            raise HTTPException(415, _video_not_photo(f"content type {ctype!r}"))
         if ctype not in IMAGE_TYPES and ctype not in UNTYPED:
             raise HTTPException(415, f"not an image: content type {ctype!r}")
-        data = image.file.read(max_bytes + 1)
+        data = await image.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, _too_large(None, max_bytes, "--max-bytes"))
-        name = Path(image.filename or "upload").name
-        pixels = _decode(data, Path(name).suffix, max_pixels)
-        return scorer.score(pixels, name)
+        if not data:
+            raise HTTPException(422, "empty file")
+        cancelled = threading.Event()
+        # decoding and face search on the lane for the photo's size, outside the network's
+        # lock: a huge photo holds up neither ordinary ones nor the network
+        lane = scorer.photo_lane(await anyio.to_thread.run_sync(photo_pixels, data))
+        try:
+            faces = await _in_lane(
+                request, lane, cancelled, scorer.faces_in, data, max_pixels, cancelled
+            )
+        except ImageError as e:
+            raise _image_error(e, data, name) from None
+        return await _in_lane(request, scorer.network, cancelled, scorer.score_faces, faces, name)
 
     video_errors: dict[int | str, dict[str, Any]] = {
         413: {"model": Problem, "description": "file too large"},
@@ -281,10 +344,12 @@ def create_app(
             "description": "unreadable video, bad fps, or the form field `video` is missing",
         },
         501: {"model": Problem, "description": "video support is not installed"},
+        **slow,
     }
 
     @app.post(VIDEO_PATH, response_model=VideoResult, responses=video_errors)
-    def detect_video(
+    async def detect_video(
+        request: Request,
         video: UploadFile = File(..., description="a short video (MP4, WebM, ...)"),
         fps: float = Form(1.0, description=f"frames sampled per second, at most {max_video_fps:g}"),
     ):
@@ -294,7 +359,8 @@ def create_app(
         per-track and per-video summaries. At most `max_frames` frames are scored."""
         ctype = (video.content_type or "").split(";")[0].strip().lower()
         if not (ctype.startswith("video/") or ctype in VIDEO_TYPES or ctype in UNTYPED):
-            raise HTTPException(415, f"not a video: content type {ctype!r}")
+            photo = " (photos go to /api/detect)" if ctype.startswith("image/") else ""
+            raise HTTPException(415, f"not a video: content type {ctype!r}{photo}")
         if not (math.isfinite(fps) and 0 < fps <= max_video_fps):
             hint = "; start the server with --max-video-fps to raise it" if fps > 0 else ""
             raise HTTPException(
@@ -304,19 +370,26 @@ def create_app(
             raise HTTPException(
                 501, "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
             )
-        from fakespotter.video import VIDEO_SUFFIXES, VideoError
+        from fakespotter.video import VideoError
 
-        name = Path(video.filename or "upload").name
+        name = _client_name(video.filename)
         suffix = Path(name).suffix.lower()
-        with _saved_upload(video, suffix, max_video_bytes) as tmp:
-            try:
-                result = scorer.scan_video(tmp, name, fps, max_video_frames)
-            except VideoError as e:
-                reason = re.sub(r"\[Errno -?\d+\] ", "", str(e).replace(tmp, name))
-                if ctype in UNTYPED and suffix not in VIDEO_SUFFIXES:
-                    raise HTTPException(415, f"not a video: {reason}") from None
-                raise HTTPException(422, reason) from None
-            duration = _duration(tmp)
+        cancelled = threading.Event()
+
+        def scan() -> tuple[dict, float | None]:  # on the video lane's thread
+            with _saved_upload(video, suffix, max_video_bytes, cancelled) as tmp:
+                try:
+                    result = scorer.scan_video(
+                        tmp, name, fps, max_video_frames, cancelled, max_pixels=max_pixels
+                    )
+                except VideoError as e:
+                    reason = re.sub(r"\[Errno -?\d+\] ", "", str(e).replace(tmp, name))
+                    if ctype in UNTYPED and suffix not in VIDEO_SUFFIXES:
+                        raise HTTPException(415, f"not a video: {reason}") from None
+                    raise HTTPException(422, reason) from None
+                return result, _duration(tmp)
+
+        result, duration = await _in_lane(request, scorer.video_lane, cancelled, scan)
         times = result["times"]
         truncated = result["n_frames"] >= max_video_frames and (
             duration is None or duration > times[-1] + 1.0 / fps
@@ -328,7 +401,71 @@ def create_app(
             "duration": duration,
         }
 
+    # outermost of the app's own layers: the limit covers the upload, the middleware above
+    # and the endpoint
+    app.add_middleware(TimeLimit, seconds=time_limit)
     return app
+
+
+class TimeLimit:
+    """Hold every request to ``seconds`` (None: no limit), its upload included: once they
+    pass, the request is given up and answered with one line: 408 while its body is still
+    arriving (a client dribbling its upload), 503 when its work never got a thread (the
+    server is busy; with Retry-After), else 504. Work not started is dropped; a photo's face
+    search or a video's scan under way stops at its next step (after decoding, at the next
+    frame). An answer already begun is left to finish."""
+
+    def __init__(self, app, seconds: float | None) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self.seconds is None:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # Request.state: _in_lane marks "queued" here
+        answering = received = False
+
+        async def receiving():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                received = True
+            return message
+
+        async def sending(message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        with anyio.move_on_after(self.seconds) as limit:
+            await self.app(scope, receiving, sending)
+        if not limit.cancelled_caught or answering:
+            return
+        took = f"{self.seconds:g} s"
+        hint = "start the server with --time-limit to raise it"
+        headers = None
+        if not received:
+            status, detail = 408, f"the upload took longer than {took} to arrive ({hint})"
+        elif state.get("queued"):
+            status, detail = 503, f"server busy: the request waited {took} for its turn; try again"
+            headers = {"retry-after": BUSY_RETRY_AFTER}
+        else:
+            status, detail = 504, f"the request took longer than {took} ({hint})"
+        await JSONResponse({"detail": detail}, status, headers)(scope, receive, send)
+
+
+async def _in_lane(request: Request, lane: Executor, cancelled: threading.Event, fn, *args):
+    """``fn(*args)`` on one of ``lane``'s threads, awaited. When the request is given up
+    (:class:`TimeLimit`), work not yet started is dropped and work under way is told to stop
+    through ``cancelled`` (the caller passes it to ``fn`` where ``fn`` can stop)."""
+    job = lane.submit(fn, *args)
+    try:
+        return await asyncio.wrap_future(job)
+    except asyncio.CancelledError:
+        cancelled.set()
+        if job.cancel():  # never started: the server was busy
+            request.state.queued = True
+        raise
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -353,6 +490,14 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"detail": f"internal server error ({type(exc).__name__}); see the server's log"},
             status_code=500,
         )
+
+
+def _band(detector) -> list[float] | None:
+    """[low, threshold) labelled uncertain, as rows.label_for applies it (None: no band)."""
+    threshold = float(getattr(detector, "threshold_", FAKE_THRESHOLD))
+    low = getattr(detector, "uncertain_", None)
+    band = uncertain_band(threshold, None if low is None else float(low[0]))
+    return None if band is None else [float(v) for v in band]
 
 
 def _docs_assets() -> Path | None:
@@ -435,13 +580,20 @@ def _validation_message(errors) -> str:
 
 
 @contextlib.contextmanager
-def _saved_upload(upload: UploadFile, suffix: str, limit: int):
-    """The upload copied to a temporary file (PyAV reads files), deleted afterwards."""
-    fd, tmp = tempfile.mkstemp(suffix=suffix[:10], prefix="fakespotter-upload-")
+def _saved_upload(
+    upload: UploadFile, suffix: str, limit: int, cancelled: threading.Event | None = None
+):
+    """The upload copied to a temporary file (PyAV reads files), deleted afterwards. Its name
+    is never made from the client's: only a known video suffix is kept (a NUL byte in it made
+    mkstemp fail)."""
+    safe = suffix if suffix in VIDEO_SUFFIXES else ""
+    fd, tmp = tempfile.mkstemp(suffix=safe, prefix="fakespotter-upload-")
     try:
         size = 0
         with os.fdopen(fd, "wb") as f:
             while chunk := upload.file.read(COPY_CHUNK):
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled()
                 size += len(chunk)
                 if size > limit:  # no or a false Content-Length: counted while copying
                     raise HTTPException(413, _too_large(None, limit, "--max-video-bytes"))
@@ -469,26 +621,39 @@ def _duration(path: str) -> float | None:
     return None
 
 
-def _decode(data: bytes, suffix: str, max_pixels: int):
-    """Bytes -> RGB array through the same loader as the command line (EXIF, alpha, 16 bit)."""
-    if not data:
-        raise HTTPException(422, "empty file")
-    fd, tmp = tempfile.mkstemp(suffix=suffix[:10], prefix="fakespotter-upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return load_image(tmp, max_pixels=max_pixels, max_bytes=len(data))
-    except ImageError as e:
-        if e.reason.startswith("not an image"):
-            raise HTTPException(415, e.reason) from None
-        if e.reason.startswith("image too large"):  # the command line's hint, the server's way
-            reason = e.reason.replace(
-                "--max-pixels raises it", "start the server with --max-pixels to raise it"
-            )
-            raise HTTPException(413, reason) from None
-        raise HTTPException(422, e.reason) from None
-    finally:
-        os.unlink(tmp)
+def _client_name(filename: str | None) -> str:
+    """The uploaded file's name as rows show it: its last part, control characters (a NUL
+    byte, a line break) as "?". Shown only, never used to name a file."""
+    name = Path(filename or "upload").name or "upload"
+    return re.sub(r"[\x00-\x1f\x7f]", "?", name)
+
+
+def _looks_like_video(data: bytes, name: str) -> bool:
+    """A video container by its first bytes (MP4/MOV, Matroska/WebM, AVI) or its suffix."""
+    head = data[:16]
+    if head[4:8] == b"ftyp":  # ISO-BMFF: a video unless its brand is a still image's
+        return head[8:12] not in IMAGE_BRANDS
+    if head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        return True
+    return Path(name).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _video_not_photo(what: str) -> str:
+    return f"a video, not a photo ({what}): send videos to {VIDEO_PATH} as the form field 'video'"
+
+
+def _image_error(e: ImageError, data: bytes, name: str) -> HTTPException:
+    """An unreadable upload's answer, with the command line's hints in the server's words."""
+    if e.reason.startswith("not an image"):
+        if _looks_like_video(data, name):
+            return HTTPException(415, _video_not_photo(name))
+        return HTTPException(415, e.reason)
+    if e.reason.startswith("image too large"):
+        reason = e.reason.replace(
+            "--max-pixels raises it", "start the server with --max-pixels to raise it"
+        )
+        return HTTPException(413, reason)
+    return HTTPException(422, e.reason)
 
 
 def _too_large(size: int | None, limit: int, option: str) -> str:

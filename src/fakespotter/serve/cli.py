@@ -14,6 +14,7 @@ MAX_UPLOAD_PIXELS = 40_000_000
 MAX_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_FRAMES = 120
 MAX_VIDEO_FPS = 2.0
+TIME_LIMIT = 120.0
 
 
 def _settings() -> dict:
@@ -78,6 +79,14 @@ def _settings() -> dict:
     show_default=True,
     help="Refuse video requests that sample more frames per second than this.",
 )
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=TIME_LIMIT,
+    show_default=True,
+    help="Seconds a request may take, its upload included: then it is answered 408 (upload "
+    "still arriving), 503 (busy: it never got its turn) or 504.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -88,6 +97,7 @@ def serve_command(
     max_video_bytes: int,
     max_video_frames: int,
     max_video_fps: float,
+    time_limit: float,
 ) -> None:
     """Serve a web page and a JSON API (POST /api/detect, /api/detect-video) that score
     uploaded photos and short videos.
@@ -116,6 +126,7 @@ def serve_command(
             max_video_bytes=max_video_bytes,
             max_video_fps=max_video_fps,
             max_video_frames=max_video_frames,
+            time_limit=time_limit,
             device=settings.get("device"),
         )
     except (UserError, OSError) as e:  # bad model file, missing weights: one line

@@ -1,8 +1,8 @@
-// fakespotter page: upload a photo, draw a box and score on each face, a verdict, and the
-// chosen face's active neurons per layer against the model's averages. A face whose row has
-// a warning (outside what the detector was measured on) is flagged on its box and in its
-// card. Or upload a short video: a verdict, one line per face track and a timeline of its
-// scores. No libraries.
+// fakespotter page: upload a photo, draw a box and score on each face, a verdict, and what
+// moved the chosen face's score (each layer's part of the classifier's decision). A face whose
+// row has a warning (outside what the detector was measured on) is flagged on its box and in
+// its card. Or upload a short video: a verdict, one line per face track and a timeline of its
+// scores. Faces and tracks carry the numbers of the JSON (from 0). No libraries.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -15,6 +15,9 @@ let latest = 0;     // number of the latest upload: answers to older ones are dr
 const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi|mpe?g|wmv|flv)$/i;  // = fakespotter.video
 const TRACK_COLORS = ["#0a66c2", "#c62828", "#1b8a3a", "#8e24aa", "#ef6c00", "#00838f",
   "#6d4c41", "#546e7a"];
+// warnings after which the score says nothing (the rest say "measured less well")
+const CANT_TELL = /unlike the faces the model was trained on|does not look like a face/;
+const TAG_FONT_PX = 14;  // face tags' text size on screen, whatever the photo's resolution
 
 function svg(tag, attrs, parent) {
   const el = document.createElementNS(SVG_NS, tag);
@@ -25,13 +28,30 @@ function svg(tag, attrs, parent) {
 
 function percent(p) { return Math.round(p * 100) + "%"; }
 
+// The reason a face's score cannot be read, e.g. "unlike the faces the model was trained
+// on" (its warning up to the measured numbers), or null.
+function cantTell(row) {
+  const found = (row.warning || "").split("; ").find((w) => CANT_TELL.test(w));
+  return found ? found.split(" (")[0] : null;
+}
+
 // Words for a face's row: its label comes from the model's operating point (threshold and
-// uncertain band chosen on validation photos), the strength from its probability.
+// uncertain band chosen on held-out photos), the strength from its probability.
 function verdictWords(row) {
   const p = row.p_fake;
-  if (row.label === "uncertain") return "Uncertain (between what the model calls real and fake)";
+  if (row.label === "uncertain") return "Uncertain";
   if (row.label === "fake") return p >= 0.8 ? "Likely made by a GAN" : "Leaning GAN-made";
   return p > 0.2 ? "Leaning real" : "Likely a real photo";
+}
+
+// Why a face is uncertain: where its score lies against the model's operating point.
+function uncertainWhy(row) {
+  if (row.label !== "uncertain") return "";
+  const cut = model ? `the ${percent(model.threshold)} from which this model calls a face ` +
+    "fake, a threshold set on held-out photos to keep false alarms on real photos rare"
+    : "the score from which this model calls a face fake";
+  return row.p_fake >= 0.5 ? `More likely GAN-made than not, but under ${cut}.`
+    : "Less likely GAN-made than not, but too close to call it real.";
 }
 
 function setStatus(text, isError) {
@@ -88,7 +108,7 @@ async function detect(file) {
   if (!rows.length) {
     setStatus(answer[0] && answer[0].error ? `No score: ${answer[0].error}.` : "No face found.");
     drawOverlay(-1); $("faces").replaceChildren(); $("verdict").textContent = "";
-    $("verdict-warning").hidden = true;
+    $("verdict-warning").hidden = true; $("verdict-note").hidden = true;
     $("chart-figure").hidden = true;
     return;
   }
@@ -103,36 +123,85 @@ async function detect(file) {
 function select(i) {
   drawOverlay(i);
   drawList(i);
-  const row = rows[i];
-  $("verdict").textContent = `Face ${i + 1}: ${verdictWords(row)} — ` +
-    `${percent(row.p_fake)} probability of being GAN-made (calibrated).`;
+  const row = rows[i], reason = cantTell(row);
+  // a face unlike the training faces: that comes first, its number second
+  $("verdict").textContent = reason
+    ? `Face ${row.face}: Can't tell: ${reason}. Its score, ${percent(row.p_fake)} ` +
+      "probability of being GAN-made, says little about such a face."
+    : `Face ${row.face}: ${verdictWords(row)} — ` +
+      `${percent(row.p_fake)} probability of being GAN-made (calibrated).`;
+  $("verdict-note").textContent = reason ? "" : uncertainWhy(row);
+  $("verdict-note").hidden = !$("verdict-note").textContent;
   $("verdict-warning").hidden = !row.warning;
   $("verdict-warning").textContent =
     row.warning ? `\u26a0 Flagged, less certain: ${row.warning}.` : "";
-  drawChart(row, i);
+  drawChart(row);
+}
+
+// A face's tag on the photo: the JSON's face number, the label (or "can't tell") and score.
+function tagTexts(row) {
+  const reason = cantTell(row);
+  return reason
+    ? [`${row.face}: can't tell`, `${row.face}: ?`]
+    : [`${row.face}: ${row.label} ${percent(row.p_fake)}`, `${row.face}: ${percent(row.p_fake)}`];
+}
+
+function overlap(a, b) {
+  const w = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+  const h = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+  return w > 0 && h > 0 ? w * h : 0;
+}
+
+// Where a tag of w x h goes: above its box, below it or inside its top, slid to stay in the
+// photo: the spot that covers the least of the tags placed before, then of other faces.
+function placeTag(box, w, h, W, H, placed, boxes) {
+  const [x0, y0, x1, y1] = box;
+  const x = Math.min(Math.max(0, x0), Math.max(0, W - w));
+  const spots = [y0 - h, y1, y0, y1 - h].map((y) => ({
+    x, y: Math.min(Math.max(0, y), Math.max(0, H - h)), w, h }));
+  let best = null;
+  for (const s of spots) {
+    const onTags = placed.reduce((sum, t) => sum + overlap(s, t), 0);
+    const onFaces = boxes.reduce((sum, b) => sum + (b === box ? 0 : overlap(s,
+      { x: b[0], y: b[1], w: b[2] - b[0], h: b[3] - b[1] })), 0);
+    const cost = onTags * 1e6 + onFaces;
+    if (!best || cost < best.cost) best = { ...s, cost, onTags };
+  }
+  return best;
 }
 
 function drawOverlay(selected) {
   const img = $("photo"), overlay = $("overlay");
-  const w = img.naturalWidth || 1, h = img.naturalHeight || 1;
-  overlay.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  const W = img.naturalWidth || 1, H = img.naturalHeight || 1;
+  overlay.setAttribute("viewBox", `0 0 ${W} ${H}`);
   overlay.replaceChildren();
-  const font = Math.max(12, Math.round(Math.max(w, h) / 30));
+  // photo pixels per screen pixel: the tags keep one size on screen
+  const font = TAG_FONT_PX * W / (img.clientWidth || Math.min(W, 560));
+  const pad = font * 0.25, h = font * 1.3;
+  const placed = [], boxes = rows.map((row) => row.box);
   rows.forEach((row, i) => {
     const [x0, y0, x1, y1] = row.box;
-    const g = svg("g", { "data-face": i }, overlay);
+    const g = svg("g", { "data-face": row.face }, overlay);
+    const kind = (row.warning ? " flagged" : "") + (cantTell(row) ? " cant-tell" : "");
     const rect = svg("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0,
-      class: `face-box ${row.label}${i === selected ? " selected" : ""}` +
-        (row.warning ? " flagged" : "") }, g);
-    svg("title", {}, rect).textContent = `face ${i + 1}: p_fake ${row.p_fake.toFixed(3)}` +
+      class: `face-box ${row.label}${i === selected ? " selected" : ""}${kind}` }, g);
+    svg("title", {}, rect).textContent = `face ${row.face}: p_fake ${row.p_fake.toFixed(3)}` +
       (row.warning ? ` (flagged: ${row.warning})` : "");
-    const label = `${i + 1}: ${row.label} ${percent(row.p_fake)}`;
-    const ty = y0 > font * 1.4 ? y0 - font * 0.35 : y1 + font * 1.1;
-    svg("rect", { x: x0, y: ty - font, width: label.length * font * 0.62, height: font * 1.3,
-      class: `tag-bg ${row.label}` }, g);
-    const text = svg("text", { x: x0 + font * 0.2, y: ty, class: "face-score",
-      "font-size": font }, g);
-    text.textContent = label;
+    const bg = svg("rect", { class: `tag-bg ${cantTell(row) ? "cant-tell" : row.label}` }, g);
+    const text = svg("text", { class: "face-score", "font-size": font }, g);
+    let spot = null;
+    for (const words of tagTexts(row)) {  // the full tag, or the short one where it collides
+      text.textContent = words;
+      const width = (text.getComputedTextLength() || words.length * font * 0.62) + 2 * pad;
+      spot = placeTag(row.box, width, h, W, H, placed, boxes);
+      if (!spot.onTags) break;
+    }
+    placed.push(spot);
+    for (const [k, v] of Object.entries({ x: spot.x, y: spot.y, width: spot.w, height: h })) {
+      bg.setAttribute(k, v);
+    }
+    text.setAttribute("x", spot.x + pad);
+    text.setAttribute("y", spot.y + font * 1.0);
     if (row.warning) {  // a "!" badge on the box's top right corner
       const r = font * 0.7, cx = Math.max(x0 + r, x1 - r), cy = y0 + r;
       const mark = svg("g", { class: "flag-mark" }, g);
@@ -152,7 +221,7 @@ function drawList(selected) {
     const li = document.createElement("li");
     li.className = "face-row" + (i === selected ? " selected" : "") +
       (row.warning ? " flagged" : "");
-    li.textContent = `${row.label}, p_fake ${row.p_fake.toFixed(3)} — box ` +
+    li.textContent = `Face ${row.face}: ${row.label}, p_fake ${row.p_fake.toFixed(3)} — box ` +
       row.box.map((v) => Math.round(v)).join(", ") +
       (row.face_size != null ? `, ${row.face_size} px` : "") +
       (row.detection_score != null ? `, detection ${row.detection_score.toFixed(2)}` : "");
@@ -167,65 +236,97 @@ function drawList(selected) {
   });
 }
 
-// Line chart: x = layer (input to output), y = share of the layer's neurons above threshold.
-function drawChart(row, i) {
+// What moved this face's score: x = layer (input to output), a bar per layer = its part of
+// the classifier's decision (up: towards GAN-made, down: towards real; 0 = the average
+// training face), beside the spread of the real and the fake training faces where the model
+// file has it.
+function drawChart(row) {
   const fig = $("chart-figure"), chart = $("chart");
-  if (!row.layer_counts || !model || !model.neurons) { fig.hidden = true; return; }
+  const parts = row.layer_decision;
+  if (!parts || !parts.length || !model || !model.layers) { fig.hidden = true; return; }
   fig.hidden = false;
-  $("chart-face").textContent = `face ${i + 1}`;
+  $("chart-face").textContent = `face ${row.face}`;
   chart.replaceChildren();
-  const share = (values) => values && values.map((v, k) => v / model.neurons[k]);
-  const series = [
-    { name: `face ${i + 1}`, values: share(row.layer_counts), color: "#0a66c2", dash: "" },
-    { name: "real average", values: share(model.real_mean), color: "#1b8a3a", dash: "6 4" },
-    { name: "fake average", values: share(model.fake_mean), color: "#c62828", dash: "6 4" },
-  ];
-  if (!model.real_mean) {
-    series.push({ name: "training average (real and fake)", values: share(model.training_mean),
-      color: "#888", dash: "2 3" });
-  }
-  const shown = series.filter((s) => s.values);
-  const W = 640, H = 260, L = 48, R = 10, T = 28, B = 34;
-  const n = row.layer_counts.length;
-  // y axis from the tenth below the lowest value to the tenth above the highest: the
-  // differences between a face and the averages are a few percent
-  const all = shown.flatMap((s) => s.values);
-  const bottom = Math.max(0, Math.floor(Math.min(...all) * 10) / 10);
-  const top = Math.max(bottom + 0.1, Math.min(1, Math.ceil(Math.max(...all) * 10) / 10));
-  const x = (k) => L + (n > 1 ? (k * (W - L - R)) / (n - 1) : (W - L - R) / 2);
-  const y = (v) => H - B - ((v - bottom) / (top - bottom)) * (H - T - B);
-  for (let t = 0; t <= 4; t++) {
-    const v = bottom + ((top - bottom) * t) / 4;
-    svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eee" }, chart);
-    svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, chart).textContent = percent(v);
-  }
-  svg("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, chart).textContent =
-    `layer (${n} layers, input → output)`;
-  shown.forEach((s, si) => {
-    const points = s.values.map((v, k) => `${x(k).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-    svg("polyline", { points, fill: "none", stroke: s.color, "stroke-width": si === 0 ? 2 : 1.5,
-      "stroke-dasharray": s.dash }, chart);
-    const lx = L + si * 150;
-    svg("line", { x1: lx, x2: lx + 22, y1: 12, y2: 12, stroke: s.color, "stroke-width": 2,
-      "stroke-dasharray": s.dash }, chart);
-    svg("text", { x: lx + 26, y: 16 }, chart).textContent = s.name;
+  const n = parts.length, names = model.layers;
+  const real = model.decision_real, fake = model.decision_fake;
+  const ranges = real && fake && real.length === n && fake.length === n;
+  const W = 640, H = 280, L = 84, R = 10, T = 30, B = 30;
+  const all = parts.map(Math.abs).concat(ranges ? [...real, ...fake].flat().map(Math.abs) : []);
+  const m = Math.max(...all, 1e-9) * 1.05;
+  const mid = T + (H - T - B) / 2, half = (H - T - B) / 2;
+  const step = (W - L - R) / n;
+  const x = (k) => L + step * (k + 0.5);
+  const y = (v) => mid - (v / m) * half;
+  svg("line", { x1: L, x2: W - R, y1: mid, y2: mid, class: "zero" }, chart);
+  svg("text", { x: L - 6, y: T + 10, "text-anchor": "end", class: "towards-fake" }, chart)
+    .textContent = "↑ GAN-made";
+  svg("text", { x: L - 6, y: H - B - 2, "text-anchor": "end", class: "towards-real" }, chart)
+    .textContent = "↓ real";
+  svg("text", { x: L - 6, y: mid + 4, "text-anchor": "end" }, chart).textContent = "average";
+  svg("text", { x: L, y: H - 10 }, chart).textContent = "input";
+  svg("text", { x: W - R, y: H - 10, "text-anchor": "end" }, chart).textContent = "output";
+  svg("text", { x: (L + W - R) / 2, y: H - 10, "text-anchor": "middle" }, chart).textContent =
+    `layer (${n} layers)`;
+  const total = parts.reduce((a, v) => a + Math.abs(v), 0) || 1;
+  const legend = [["bar-fake", "this face: towards GAN-made"], ["bar-real", "towards real"]];
+  if (ranges) legend.push(["range-real", "real faces (10–90%)"], ["range-fake", "fake faces"]);
+  let lx = L;
+  legend.forEach(([cls, words]) => {
+    svg("rect", { x: lx, y: 6, width: 12, height: 12, class: cls }, chart);
+    const text = svg("text", { x: lx + 16, y: 16 }, chart);
+    text.textContent = words;
+    lx += 16 + (text.getComputedTextLength() || words.length * 6) + 18;
   });
-  row.layer_counts.forEach((c, k) => {
-    const dot = svg("circle", { cx: x(k), cy: y(c / model.neurons[k]), r: 2.5, fill: "#0a66c2",
-      class: "layer-point" }, chart);
-    svg("title", {}, dot).textContent =
-      `${model.layers[k]}: ${Math.round(c)} of ${model.neurons[k]} neurons active`;
+  const bw = Math.max(2, step * (ranges ? 0.5 : 0.7));
+  parts.forEach((v, k) => {
+    if (ranges) {  // the middle 80% of the training faces: real left of the bar, fake right
+      [[real[k], "range-real", -1], [fake[k], "range-fake", 1]].forEach(([[lo, hi], cls, side]) => {
+        const rx = x(k) + side * (bw / 2 + 2.5);
+        svg("line", { x1: rx, x2: rx, y1: y(lo), y2: y(hi), class: cls }, chart);
+      });
+    }
+    const bar = svg("rect", { x: x(k) - bw / 2, y: Math.min(y(v), mid), width: bw,
+      height: Math.max(0.5, Math.abs(y(v) - mid)),
+      class: `layer-bar ${v >= 0 ? "bar-fake" : "bar-real"}` }, chart);
+    const counts = row.layer_counts && model.neurons
+      ? `; ${Math.round(row.layer_counts[k])} of ${model.neurons[k]} neurons active` : "";
+    svg("title", {}, bar).textContent = `${names[k]}: towards ${v >= 0 ? "GAN-made" : "real"}, ` +
+      `${percent(Math.abs(v) / total)} of this face's push (${v.toFixed(3)})` + counts;
   });
+  $("chart-summary").textContent = chartSummary(row, parts, names, total);
+}
+
+// In words: from the average training face's score to this face's, the layers that pushed
+// hardest each way (the way the layers push overall first).
+function chartSummary(row, parts, names, total) {
+  const order = parts.map((v, k) => k).sort((a, b) => Math.abs(parts[b]) - Math.abs(parts[a]));
+  const top = (sign) => order.filter((k) => Math.sign(parts[k]) === sign).slice(0, 2);
+  const shares = (ks) => ks.map((k) => percent(Math.abs(parts[k]) / total)).join(" and ");
+  const named = (ks) => ks.map((k) => names[k]).join(" and ");
+  const net = parts.reduce((a, v) => a + v, 0) >= 0 ? 1 : -1;
+  const way = (sign) => (sign > 0 ? "GAN-made" : "real");
+  const [main, other] = [top(net), top(-net)];
+  if (!main.length) return "";
+  const base = model.average_p_fake;
+  const start = base == null ? "Compared with the average training face, the layers push"
+    : `The average training face scores ${percent(base)}; this face's layers push it`;
+  return `${start} towards ${way(net)}` +
+    (base == null ? "" : ` (to ${percent(row.p_fake)})`) +
+    `, most of all ${named(main)} (${shares(main)} of all the push)` +
+    (other.length ? `; towards ${way(-net)}: ${named(other)} (${shares(other)}).` : ".");
 }
 
 // ---- videos ----
 
-function videoVerdictWords(p) {
-  if (p >= 0.8) return "Likely shows a GAN-made face";
-  if (p >= 0.5) return "Leaning GAN-made";
-  if (p > 0.2) return "Leaning real";
-  return "Likely real faces";
+// Words for a track: its label (the model's operating point over its frames), then its mean.
+function videoVerdictWords(track) {
+  const p = track.mean;
+  if (track.label === "fake") return p >= 0.8 ? "Likely shows a GAN-made face" : "Leaning GAN-made";
+  if (track.label === "uncertain") return "Uncertain: between what the model calls real and fake";
+  return p > 0.2 ? "Leaning real" : "Likely real faces";
 }
+
+const LABEL_RANK = { fake: 2, uncertain: 1, real: 0 };
 
 function seconds(t) { return `${t.toFixed(1)} s`; }
 
@@ -270,9 +371,13 @@ function showVideo(answer) {
   if (!v.label) {
     $("video-verdict").textContent = "No face found in the sampled frames.";
   } else {
-    const worst = tracks.reduce((a, b) => (b.mean > a.mean ? b : a));
-    $("video-verdict").textContent = `${videoVerdictWords(worst.mean)} — ` +
-      `${tracks.length > 1 ? "the most suspicious face, " : ""}face ${worst.track + 1}, ` +
+    const rank = (t) => [LABEL_RANK[t.label] || 0, t.mean];
+    const worst = tracks.reduce((a, b) => {
+      const [ra, ma] = rank(a), [rb, mb] = rank(b);
+      return rb > ra || (rb === ra && mb > ma) ? b : a;
+    });
+    $("video-verdict").textContent = `${videoVerdictWords(worst)} — ` +
+      `${tracks.length > 1 ? "the most suspicious face, " : ""}face ${worst.track}, ` +
       `averages ${percent(worst.mean)} probability of being GAN-made over ` +
       `${worst.n_frames} sampled frame${worst.n_frames === 1 ? "" : "s"}.`;
   }
@@ -283,7 +388,7 @@ function showVideo(answer) {
     li.className = "track-row " + t.label;
     li.style.borderLeftColor = TRACK_COLORS[i % TRACK_COLORS.length];
     const judged = Math.round(t.fraction_fake * t.n_frames);
-    li.textContent = `Face ${t.track + 1}: ${t.label} — mean ${percent(t.mean)}, ` +
+    li.textContent = `Face ${t.track}: ${t.label} — mean ${percent(t.mean)}, ` +
       `max ${percent(t.max)}, judged fake in ${judged} of ${t.n_frames} frames ` +
       `(${percent(t.fraction_fake)}), seen ${t.start.toFixed(1)}–${seconds(t.end)}`;
     li.addEventListener("click", () => seek(t.start));
@@ -312,9 +417,18 @@ function drawTimeline(answer) {
     svg("line", { x1: L, x2: W - R, y1: y(p), y2: y(p), class: "grid" }, chart);
     svg("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end" }, chart).textContent = percent(p);
   });
-  // the model's operating point: tracks whose mean reaches it are labelled fake
+  // the model's operating point: tracks whose mean reaches it are labelled fake, those in
+  // its uncertain band (shaded) uncertain; the caption says where they are
   const cut = model ? model.threshold : 0.5;
+  const band = model && model.uncertain;
+  if (band) {
+    svg("rect", { x: L, width: W - L - R, y: y(cut), height: Math.max(0, y(band[0]) - y(cut)),
+      class: "uncertain-band" }, chart);
+  }
   svg("line", { x1: L, x2: W - R, y1: y(cut), y2: y(cut), class: "threshold" }, chart);
+  $("timeline-cut").textContent = `dashed: ${percent(cut)}, the model's threshold: a face ` +
+    "seen in two frames or more whose scores average at least this is labelled fake" +
+    (band ? `; shaded: uncertain, from ${percent(band[0])}` : "");
   const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120].find((s) => end / s <= 8) || 300;
   for (let t = 0; t <= end + 1e-9; t += step) {
     svg("text", { x: x(t), y: H - B + 14, "text-anchor": "middle" }, chart).textContent =
@@ -331,7 +445,7 @@ function drawTimeline(answer) {
       const dot = svg("circle", { cx: x(s), cy: y(t.p_fake[k]), r: 3, fill: color,
         class: "track-point" }, chart);
       svg("title", {}, dot).textContent =
-        `face ${t.track + 1} at ${seconds(s)}: p_fake ${t.p_fake[k].toFixed(3)}`;
+        `face ${t.track} at ${seconds(s)}: p_fake ${t.p_fake[k].toFixed(3)}`;
       dot.addEventListener("click", () => seek(s));
     });
     if (i < 4) {  // a legend for the first faces; the list names them all
@@ -339,7 +453,7 @@ function drawTimeline(answer) {
       svg("line", { x1: lx, x2: lx + 18, y1: 12, y2: 12, stroke: color, "stroke-width": 2 },
         chart);
       svg("text", { x: lx + 22, y: 16 }, chart).textContent =
-        `face ${t.track + 1} (mean ${percent(t.mean)})`;
+        `face ${t.track} (mean ${percent(t.mean)})`;
     }
   });
 }
