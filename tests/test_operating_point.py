@@ -96,10 +96,12 @@ def test_threshold_option_replaces_the_models_operating_point(pointed_model, tmp
                 *extra,
             ],
         )
-        return [r["label"] for r in json.loads(result.stdout)]
+        return [(r["label"], r["p_fake"]) for r in json.loads(result.stdout)]
 
-    assert labels("--threshold", "0") == ["fake"] * 3
-    assert labels("--threshold", "1") == ["real"] * 3  # no P(fake) reaches 1.0 exactly
+    assert [label for label, _ in labels("--threshold", "0")] == ["fake"] * 3
+    # no P(fake) reaches 1.0 exactly; those from 0.5 up are uncertain, never real
+    never = labels("--threshold", "1")
+    assert [label for label, _ in never] == ["uncertain" if p >= 0.5 else "real" for _, p in never]
     bad = CliRunner().invoke(main, ["detect", str(folder), "--threshold", "1.5"])
     assert bad.exit_code == 2
 
@@ -205,3 +207,33 @@ def test_without_held_out_photos_the_novelty_limit_comes_from_held_out_training_
     held = det.novelty(F[rest])
     assert limit == pytest.approx(np.percentile(held[y[rest] == 0], NOVELTY_PERCENTILE))
     assert limit > np.percentile(held, NOVELTY_PERCENTILE)
+
+
+def test_a_face_at_or_above_one_half_is_never_labelled_real():
+    # issue #27 (14): the shipped model (fake from 0.744, band from 0.559) called an SG1 fake
+    # at P(fake) 0.533 "real": "Leaning real - 53% probability of being GAN-made"
+    from fakespotter.detector import FakeSpotter
+    from fakespotter.rows import label_for, uncertain_band
+
+    assert label_for(0.533, 0.744, 0.559) == "uncertain"
+    assert [label_for(p, 0.744, 0.559) for p in (0.499, 0.5, 0.6, 0.744)] == [
+        "real", "uncertain", "uncertain", "fake",
+    ]  # fmt: skip
+    assert uncertain_band(0.744, 0.559) == (0.5, 0.744)
+    # a cut-off of the user's own above 0.5 (--threshold, no band): the same words
+    assert [label_for(p, 0.9) for p in (0.49, 0.6, 0.9)] == ["real", "uncertain", "fake"]
+    assert uncertain_band(0.9, None) == (0.5, 0.9)
+    # the plain cut-off and bands below 0.5 are unchanged
+    assert [label_for(p) for p in (0.49, 0.5)] == ["real", "fake"]
+    assert uncertain_band(0.5, None) is None
+    assert [label_for(p, 0.4, 0.2) for p in (0.1, 0.3, 0.45)] == ["real", "uncertain", "fake"]
+    assert uncertain_band(0.4, 0.2) == (0.2, 0.4)
+    # every output labels through this rule: the detector's labels and the chosen point's rates
+    det = FakeSpotter()
+    det.threshold_, det.uncertain_ = 0.744, (0.559, 0.744)
+    assert det.labels(np.array([0.533, 0.2, 0.8])) == ["uncertain", "real", "fake"]
+    real, fake = np.r_[np.full(9, 0.1), 0.8], np.r_[0.533, 0.6, np.full(8, 0.95)]
+    p, y = np.r_[real, fake], np.r_[np.zeros(10), np.ones(10)]
+    point = choose_operating_point(p, y, max_false_alarm=0.0, max_missed=0.1)
+    assert point["uncertain"][0] == 0.6 and point["threshold"] > 0.8
+    assert point["fake_real"] == 0.0 and point["fake_uncertain"] == pytest.approx(0.2)

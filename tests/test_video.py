@@ -374,7 +374,8 @@ def test_a_person_who_stays_gets_one_track():
 
 def test_verdict_is_fake_with_the_time_range_of_the_one_fake_track(tmp_path):
     """A real person all along; a fake one from frame 3 to 6; another real one from frame 5;
-    a one-frame face at 0.7 (not confidently fake) and one at 0.95 (confidently fake)."""
+    a one-frame face at 0.7 (not confidently fake, yet more likely fake than real: uncertain,
+    never "real", issue #27) and one at 0.95 (confidently fake)."""
     boxes = {
         "A": (0, 0, 20, 20),
         "B": (40, 0, 60, 20),
@@ -401,7 +402,7 @@ def test_verdict_is_fake_with_the_time_range_of_the_one_fake_track(tmp_path):
         people[0]: t["label"]
         for people, t in zip(people_of(result, frames), result["tracks"], strict=False)
     }
-    assert labels == {"A": "real", "B": "fake", "C": "real", "D": "real", "E": "fake"}
+    assert labels == {"A": "real", "B": "fake", "C": "real", "D": "uncertain", "E": "fake"}
     v = result["video"]
     assert v["label"] == "fake"
     assert v["fake_ranges"] == [[times[3], times[6]], [times[9], times[9]]]
@@ -601,3 +602,13 @@ def test_tracks_are_labelled_at_the_models_operating_point(tmp_path):
     assert result["video"]["fraction_fake"] == 1.0  # each frame's highest score (0.9) >= 0.85
     # a single frame at 0.9 passes the one-frame bar only where the threshold allows it
     assert confidently_fake([0.9], 0.85) and not confidently_fake([0.9], 0.95)
+
+
+def test_a_track_averaging_over_one_half_is_never_labelled_real():
+    """Issue #27 (14): a track whose faces average 0.53 under the shipped model's operating
+    point (fake from 0.744, band from 0.559) was "real" while its score said 53% GAN-made."""
+    from fakespotter.video import track_label
+
+    assert track_label(np.array([0.52, 0.54]), 0.744, 0.559) == "uncertain"
+    assert track_label(np.array([0.40, 0.45]), 0.744, 0.559) == "real"
+    assert track_label(np.array([0.80, 0.90]), 0.744, 0.559) == "fake"

@@ -36,12 +36,14 @@ from fakespotter.backbones import Backbone, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.criteria import EMBEDDING, variants
 from fakespotter.errors import UserError
-from fakespotter.rows import FAKE_THRESHOLD, label_for
+from fakespotter.rows import FAKE_THRESHOLD, NO_FINITE_SCORE, label_for
 
 NEURONS = ("raw", "activation")
 NOVELTY_COMPONENTS = 50  # principal components of the novelty signal
 LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
 DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# A face's error when the model gives it no finite P(fake): a model file whose finite but huge
+# coefficients overflow (inf - inf); its row gets no score and no label, never NaN as "real".
 
 
 class FakeSpotter(ClassifierMixin, BaseEstimator):
@@ -389,14 +391,20 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         F = self.transform(X) if features is None else features
         if F.ndim != 2 or F.shape[1] != len(self.coef_):
             raise ValueError(f"expected {len(self.coef_)} features per crop, got shape {F.shape}")
-        return ((F - self.scaler_mean_) / self.scaler_scale_) @ self.coef_ + self.intercept_
+        # a crafted model's huge coefficients overflow to inf or NaN: no warning, predict_proba
+        # turns them into NaN scores
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ((F - self.scaler_mean_) / self.scaler_scale_) @ self.coef_ + self.intercept_
 
     def predict_proba(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated N x 2 probabilities: column 0 real, column 1 fake."""
+        """Calibrated N x 2 probabilities: column 0 real, column 1 fake; NaN for a crop whose
+        calibrated decision is not finite (a model whose coefficients overflow: no score)."""
         check_is_fitted(self, "calibration_")
         a, b = self.calibration_
         d = self.decision_function(X, features=features)
-        p_fake = 1.0 / (1.0 + np.exp(-(a * d + b)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = a * d + b
+            p_fake = np.where(np.isfinite(z), 1.0 / (1.0 + np.exp(-z)), np.nan)
         return np.column_stack([1.0 - p_fake, p_fake])
 
     def predict_proba_and_embed(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -409,6 +417,13 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         one. Same counts: the taps see the same inputs either way.
         """
         check_is_fitted(self, "calibration_")
+        F, E = self._features_and_embeddings(X)
+        if not len(F):  # no crops: no rows
+            return np.zeros((0, 2)), E
+        return self.predict_proba(features=F), E
+
+    def _features_and_embeddings(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``transform(X)`` and the L2-normalised embeddings, from one forward pass."""
         X = self._check_X(X)
         if self.variant == EMBEDDING:  # the features are the embedding
             F = self.transform(X)
@@ -429,10 +444,10 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
                 features.append(f)
                 outputs.append(out.float().reshape(len(x), -1).cpu().numpy())
             if not features:  # no crops: no rows
-                return np.zeros((0, 2)), np.zeros((0, 0), np.float32)
+                return np.zeros((0, len(self.coef_)), np.float32), np.zeros((0, 0), np.float32)
             F, E = np.concatenate(features), np.concatenate(outputs)
         norms = np.linalg.norm(E, axis=1, keepdims=True)
-        return self.predict_proba(features=F), E / np.maximum(norms, 1e-12)
+        return F, E / np.maximum(norms, 1e-12)
 
     def predict(self, X=None, *, features: np.ndarray | None = None) -> np.ndarray:
         """1 (fake) where P(fake) reaches the operating threshold, else 0."""
@@ -441,13 +456,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
 
     # -- the operating point and the novelty signal ----------------------------------------
 
-    def labels(self, p_fake: np.ndarray) -> list[str]:
+    def labels(self, p_fake: np.ndarray) -> list[str | None]:
         """``rows.label_for`` of each score at this model's operating point (``threshold_``,
-        ``uncertain_``)."""
+        ``uncertain_``); None for a score that is not finite (no score, no label)."""
         threshold = getattr(self, "threshold_", FAKE_THRESHOLD)
         band = getattr(self, "uncertain_", None)
         low = None if band is None else band[0]
-        return [label_for(p, threshold, low) for p in np.asarray(p_fake, dtype=np.float64)]
+        return [
+            label_for(p, threshold, low) if np.isfinite(p) else None
+            for p in np.asarray(p_fake, dtype=np.float64)
+        ]
 
     def fit_novelty(self, F: np.ndarray, n_components: int = NOVELTY_COMPONENTS) -> FakeSpotter:
         """Learn the training faces' feature distribution: the top principal components of
@@ -475,10 +493,16 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         projected = (Z @ components.T) / self.novelty_scale_
         return np.sqrt((projected.astype(np.float64) ** 2).mean(axis=1))
 
-    def assess(self, crops: np.ndarray) -> dict:
+    def assess(self, crops: np.ndarray, *, embed: bool = False) -> dict:
         """Everything a result row says of each crop: P(fake), label, novelty and the novelty
-        warning (None where the face is like the training faces or the model cannot tell)."""
-        features = self.transform(crops)
+        warning (None where the face is like the training faces or the model cannot tell),
+        and ``errors``: ``NO_FINITE_SCORE`` for a crop without a finite P(fake) (NaN; its
+        label is None), else None. ``embed``: also ``embeddings``, as
+        ``predict_proba_and_embed`` gives them, from the same forward pass (videos)."""
+        if embed:
+            features, embeddings = self._features_and_embeddings(crops)
+        else:
+            features = self.transform(crops)
         p = self.predict_proba(features=features)[:, 1] if len(features) else np.zeros(0)
         novelty = self.novelty(features) if len(features) else None
         limit = getattr(self, "novelty_threshold_", None)
@@ -497,6 +521,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             "novelty": novelty,
             "warnings": warnings,
             "features": features,
+            "errors": [None if np.isfinite(v) else NO_FINITE_SCORE for v in p],
+            **({"embeddings": embeddings} if embed else {}),
         }
 
     def __sklearn_tags__(self):

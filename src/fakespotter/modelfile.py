@@ -11,12 +11,15 @@ crafted file is refused with a one-line reason and never causes a large allocati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -39,10 +42,39 @@ def model_id(path: str | os.PathLike) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with _open_model(path) as (f, size):
+            # the size checked, even if the file grows while it is read
+            while size > 0 and (block := f.read(min(size, 1 << 20))):
+                digest.update(block)
+                size -= len(block)
+    except OSError as e:
+        raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from None
     return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _open_model(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
+    """The open file and its size, once it is known to be a regular file of at most
+    ``MAX_FILE_BYTES``. Opened without blocking and checked on the open descriptor: a FIFO
+    would wait for a writer forever, and /dev/zero never ends."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFileError(f"model file {path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ModelFileError(
+                f"model file is {info.st_size} bytes, more than the {MAX_FILE_BYTES} allowed"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: ordinary reads from here on
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f, info.st_size
 
 
 def save(path: str | Path, metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -76,12 +108,7 @@ def load(
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > MAX_FILE_BYTES:
-                raise ModelFileError(
-                    f"model file is {size} bytes, more than the {MAX_FILE_BYTES} allowed"
-                )
+        with _open_model(path) as (f, size):
             if size < 8:
                 raise ModelFileError("not a fakespotter model file (too short)")
             (header_len,) = struct.unpack("<Q", f.read(8))

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from fakespotter.backbones import Backbone
 from fakespotter.criteria import CRITERIA, EMBEDDING, variants
 from fakespotter.detector import NEURONS, FakeSpotter
+from fakespotter.errors import UserError, first_line
 from fakespotter.rows import FAKE_THRESHOLD
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {
@@ -97,7 +98,9 @@ def default_model_path():
 
 
 def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpotter:
-    """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason.
+    """Read a model file; refuses damaged, crafted or mismatched files with a one-line reason,
+    a file whose feature count is not what its network and criterion give included (so the
+    network is loaded here, as scoring would next).
 
     ``backbone``: an already loaded network to use instead of the registered one (tests).
     ``device``: where the network runs (default CPU).
@@ -203,7 +206,32 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         det.novelty_scale_ = arrays["novelty_scale"]
         det.novelty_threshold_ = float(limit)
         det.novelty_info_ = meta["novelty"]
+    _check_network(det)
     return det
+
+
+def _check_network(det: FakeSpotter) -> None:
+    """The network and criterion must give as many features as the file's arrays hold: a
+    file whose arrays agree only with each other would fail at its first face (detect) or
+    at start-up (serve). Loads the network, which scoring needs next anyway."""
+    from fakespotter.modelfile import ModelFileError
+
+    n = len(det.coef_)
+    if len(set(det.taps_)) != len(det.taps_):
+        raise ModelFileError("model file names a tap twice")
+    bb = det._backbone()
+    try:
+        if det.variant == EMBEDDING:  # the network's output: its size from one blank crop
+            blank = np.zeros((1, bb.input_size, bb.input_size, 3), np.uint8)
+            width = int(det.transform(blank).shape[1])
+        else:  # the extractor scoring uses (cached), so building it here costs nothing later
+            width = det._fitted_coverage().n_features
+    except UserError as e:  # a tap the network does not have
+        raise ModelFileError(f"model file does not fit its network: {first_line(e)}") from None
+    if width != n:
+        raise ModelFileError(
+            f"model file has {n} features but {bb.name} with {det.variant} gives {width}"
+        )
 
 
 def _finite(value) -> bool:

@@ -28,6 +28,7 @@ from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
 from fakespotter.rows import NO_FACE, Row, face_rows
 from fakespotter.video import VIDEO_SUFFIXES, VideoError, scan_video
+from fakespotter.worker_exit import die_with_parent, on_main_thread
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
@@ -143,7 +144,7 @@ def find_faces(
         return
     config = (
         cropper.size, cropper.template, cropper.aligned, cropper.detector_name, max_pixels,
-        max_bytes,
+        max_bytes, os.getpid(), on_main_thread(),
     )  # fmt: skip
     pool = ProcessPoolExecutor(
         workers,
@@ -194,7 +195,10 @@ def default_workers(n_files: int) -> int:
 _worker: dict = {}
 
 
-def _start_worker(size, template, aligned, detector, max_pixels, max_bytes) -> None:
+def _start_worker(
+    size, template, aligned, detector, max_pixels, max_bytes, parent_pid, parent_on_main_thread
+) -> None:
+    die_with_parent(parent_pid, parent_on_main_thread)  # a killed parent takes its workers
     import torch
 
     torch.set_num_threads(1)  # the main process runs the backbone on the other cores
@@ -277,11 +281,13 @@ def video_rows(
     report_dir: Path | None = None,
     model: str | None = None,
     on_verdict: Callable[[str, dict], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Row]:
     """One row per face track of a video: its mean score over the sampled frames, from its
-    start to its end. ``on_verdict(path, video_summary)`` hears the whole video's verdict."""
+    start to its end. ``on_verdict(path, video_summary)`` hears the whole video's verdict.
+    ``max_pixels``: the photos' limit, applied to each frame."""
     try:
-        result = scan_video(video, detector, cropper, fps=fps)
+        result = scan_video(video, detector, cropper, fps=fps, max_pixels=max_pixels)
     except VideoError as e:
         return [Row(path=str(video), error=str(e), model=model)]
     if report_dir is not None:
@@ -308,6 +314,10 @@ def video_rows(
             box=t["boxes"][0],
             p_fake=t["mean"],
             label=t["label"],
+            detection_score=t["detection_score"],
+            face_size=t["face_size"],
+            warning=t["warning"],
+            novelty=t["novelty"],
             model=model,
             start=t["start"],
             end=t["end"],

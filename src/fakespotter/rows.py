@@ -6,6 +6,7 @@ rows, so their fields and the rule that turns a probability into a label live he
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
@@ -15,16 +16,32 @@ if TYPE_CHECKING:
 
 FAKE_THRESHOLD = 0.5  # p_fake at or above this is labelled fake
 NO_FACE = "no face found"
+# a face whose P(fake) is NaN (a model file with overflowing coefficients): no label at all
+NO_FINITE_SCORE = "no finite score (model file coefficients overflow)"
+
+
+def uncertain_band(
+    threshold: float = FAKE_THRESHOLD, uncertain_from: float | None = None
+) -> tuple[float, float] | None:
+    """The scores labelled "uncertain", [low, threshold), or None when there are none.
+
+    The band is the model's (``uncertain_from``, chosen on held-out photos) widened down to
+    0.5 when the threshold is above it: P(fake) is calibrated, so a face scoring 0.5 or more
+    is at least as likely GAN-made as real and is never called real (issue #27).
+    """
+    low = min(threshold if uncertain_from is None else uncertain_from, FAKE_THRESHOLD)
+    return (low, threshold) if low < threshold else None
 
 
 def label_for(
     p_fake: float, threshold: float = FAKE_THRESHOLD, uncertain_from: float | None = None
 ) -> str:
-    """The label rule: "fake" at or above ``threshold``; "uncertain" from ``uncertain_from``
-    up to it when a model has such a band (its operating point); else "real"."""
+    """The label rule, for every output: "fake" at or above ``threshold``; "uncertain" inside
+    :func:`uncertain_band`; else "real" (so "real" only below 0.5)."""
     if p_fake >= threshold:
         return "fake"
-    if uncertain_from is not None and p_fake >= uncertain_from:
+    band = uncertain_band(threshold, uncertain_from)
+    if band is not None and p_fake >= band[0]:
         return "uncertain"
     return "real"
 
@@ -80,13 +97,15 @@ def face_rows(
     for number, i in enumerate(left_to_right(faces)):
         face, p = faces[i], float(p_fake[i])
         notes = [*face.warnings, *([warnings[i]] if warnings is not None and warnings[i] else [])]
+        finite = math.isfinite(p)
         rows.append(
             Row(
                 path=path,
                 face=number,
                 box=[round(float(v), 1) for v in face.box],
-                p_fake=p,
-                label=label_for(p) if labels is None else labels[i],
+                p_fake=p if finite else None,
+                label=(label_for(p) if labels is None else labels[i]) if finite else None,
+                error=None if finite else NO_FINITE_SCORE,
                 detection_score=None if face.score is None else round(float(face.score), 4),
                 face_size=int(round(face.size)),
                 warning="; ".join(notes) or None,

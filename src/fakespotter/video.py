@@ -30,18 +30,31 @@ or ``--threshold``; 0.5 for a model without one), the same as for photos.
   ``fake_ranges`` lists where: ``[start, end]`` in seconds (first and last sampled frame)
   of the fake tracks, merged where they overlap or follow each other with no sampled frame
   between them.
+
+What a photo's row says of a face, a track says of each of its frames, by the same rules
+(``detection_scores``, ``face_sizes``, ``novelties``, ``warnings``: the face finder's and the
+model's, as ``FakeSpotter.assess`` gives them), and sums up in the row fields: its lowest
+``detection_score``, smallest ``face_size``, highest ``novelty``, and a ``warning`` naming each
+kind of warning its frames had once, with how many had it (a one-frame track's is a photo's).
+
+A video that could hang or exhaust a scan is refused in one line (``sample_frames``): frames
+over the photos' ``--max-pixels``, a frame more than ``MAX_SECONDS`` after the first (a
+crafted timestamp), more than ``MAX_DECODED_FRAMES`` frames; so is a model that gives a face
+no finite score.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from fakespotter.errors import UserError, first_line
-from fakespotter.rows import FAKE_THRESHOLD
+from fakespotter.errors import UserError, first_line, install_extra
+from fakespotter.faces.io import MAX_PIXELS
+from fakespotter.rows import FAKE_THRESHOLD, NO_FINITE_SCORE, label_for
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"}
 MIN_IOU = 0.3  # below this, two boxes in consecutive sampled frames are different faces
@@ -66,6 +79,11 @@ TRACK_SIMILARITY = {"sface": 0.623, "facenet": 0.734, "dlib": 0.957}
 DEFAULT_SIMILARITY = TRACK_SIMILARITY["sface"]
 MIN_FAKE_FRAMES = 2  # a track is confidently fake with a mean >= 0.5 over this many frames...
 SINGLE_FRAME_FAKE = 0.9  # ...or, seen in one sampled frame only, with a score this high
+# A video is refused when a frame comes more than this after its first one (a crafted
+# timestamp; a day is more than any recording we score) or it has more frames than a day at
+# 120 fps: decoding is the cost, whatever is sampled.
+MAX_SECONDS = 24 * 3600.0
+MAX_DECODED_FRAMES = int(MAX_SECONDS) * 120
 
 
 class VideoError(UserError):
@@ -77,14 +95,26 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 def sample_frames(
-    path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    max_frames: int | None = None,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_seconds: float = MAX_SECONDS,
+    max_decoded: int = MAX_DECODED_FRAMES,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """(time in seconds, H x W x 3 uint8 RGB) for one frame every ``1 / fps`` seconds."""
+    """(time in seconds, H x W x 3 uint8 RGB) for one frame every ``1 / fps`` seconds.
+
+    Refused with a one-line VideoError: frames of more than ``max_pixels`` (the photos'
+    limit; checked on the stream's header and on each frame before it is converted), a frame
+    more than ``max_seconds`` after the first (a crafted timestamp), more than
+    ``max_decoded`` frames decoded.
+    """
     try:
         import av
     except ImportError:
         raise VideoError(
-            "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
+            f"reading video needs the 'video' extra: {install_extra('video')}"
         ) from None
     if fps <= 0:
         raise ValueError(f"fps must be positive, not {fps}")
@@ -97,23 +127,48 @@ def sample_frames(
         if not container.streams.video:
             raise VideoError(f"{path} has no video stream")
         stream = container.streams.video[0]
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels)
+        # The decoder itself refuses much bigger frames (a size change mid-stream) before
+        # allocating them. With a margin: it counts padded sizes and, for mpeg4, some buffer
+        # of ~54k pixels whatever the frame; each frame's own size is checked exactly below.
+        decoder_limit = min(max_pixels + (1 << 20), 2**31 - 1)  # FFmpeg's option is an int
+        stream.codec_context.options = {"max_pixels": str(decoder_limit)}
         stream.thread_type = "AUTO"
         next_time, taken, index = 0.0, 0, 0
+        first: float | None = None
         rate = float(stream.average_rate or 25)
         try:
             for frame in container.decode(stream):
-                t = frame.time if frame.time is not None else index / rate
+                t = float(frame.time) if frame.time is not None else index / rate
                 index += 1
+                if index > max_decoded:
+                    raise VideoError(f"video {path} has more than {max_decoded:,} frames")
+                first = t if first is None else first
+                if not abs(t - first) <= max_seconds:  # NaN too
+                    raise VideoError(
+                        f"video {path} has a frame at {t:g} s, more than "
+                        f"{max_seconds / 3600:g} hours after its first ({first:g} s)"
+                    )
                 if t + 1e-6 < next_time:
                     continue
-                yield float(t), frame.to_ndarray(format="rgb24")
+                _check_pixels(frame.width, frame.height, max_pixels)
+                yield t, frame.to_ndarray(format="rgb24")
                 taken += 1
                 if max_frames is not None and taken >= max_frames:
                     return
-                while next_time <= t + 1e-6:
-                    next_time += step
+                # the first multiple of step after t, computed: counting up to it one step
+                # at a time took minutes for a frame stamped 1e9 s, days for 1e13 s
+                next_time = (math.floor((t + 1e-6) / step) + 1) * step
         except av.FFmpegError as e:
             raise VideoError(f"cannot decode video {path}: {_reason(e)}") from None
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise VideoError(
+            f"video frames too large: {width}x{height} pixels (limit {max_pixels:,}; "
+            "--max-pixels raises it)"
+        )
 
 
 def iou(a, b) -> float:
@@ -210,7 +265,9 @@ def track_label(p, threshold: float = FAKE_THRESHOLD, uncertain_from: float | No
     """``fake`` (confidently), ``uncertain`` (mean in the model's band) or ``real``."""
     if confidently_fake(p, threshold):
         return "fake"
-    if uncertain_from is not None and len(p) and float(np.mean(p)) >= uncertain_from:
+    # a track that is not confidently fake takes the photo label rule on its mean, so a
+    # track is "real" only where a face of that score would be (rows.label_for)
+    if len(p) and label_for(float(np.mean(p)), threshold, uncertain_from) != "real":
         return "uncertain"
     return "real"
 
@@ -235,6 +292,50 @@ def _summary(p: np.ndarray, threshold: float) -> dict:
     }
 
 
+# what a track keeps per sampled frame of its face
+_PER_FRAME = (
+    "times", "boxes", "p_fake", "detection_scores", "face_sizes", "novelties", "warnings"
+)  # fmt: skip
+
+
+def _about(face) -> tuple[float | None, int | None, list[str]]:
+    """A found face's detection score, size and warnings, rounded as result rows give them
+    (None where the cropper does not say: an aligned input, a stand-in)."""
+    score = getattr(face, "score", None)
+    size = getattr(face, "size", None)
+    return (
+        None if score is None else round(float(score), 4),
+        None if size is None else int(round(size)),
+        list(getattr(face, "warnings", [])),
+    )
+
+
+def _face_summary(track: dict, notes: list[list[str]]) -> dict:
+    """A track's row fields from its frames: the lowest detection score, the smallest face,
+    the highest novelty (None where no frame has one), and its warning from each frame's
+    ``notes``: each kind of warning (the text up to its first parenthesis) once, as first
+    given, after how many of its frames had it ("2 of 5 frames: small face (41 px; ...)");
+    a one-frame track says exactly what a photo of that face says."""
+    n = len(notes)
+    kinds: dict[str, list] = {}  # kind -> [its first text, frames with it]
+    for frame_notes in notes:
+        of_frame = {note.split(" (", 1)[0]: note for note in reversed(frame_notes)}
+        for kind, note in reversed(of_frame.items()):  # the frame's order, each kind once
+            kinds.setdefault(kind, [note, 0])[1] += 1
+    parts = [text if n == 1 else f"{k} of {n} frames: {text}" for text, k in kinds.values()]
+
+    def extreme(values: list, pick):
+        known = [v for v in values if v is not None]
+        return pick(known) if known else None
+
+    return {
+        "detection_score": extreme(track["detection_scores"], min),
+        "face_size": extreme(track["face_sizes"], min),
+        "novelty": extreme(track["novelties"], max),
+        "warning": "; ".join(parts) or None,
+    }
+
+
 def scan_video(
     path: str | os.PathLike,
     detector,
@@ -243,37 +344,56 @@ def scan_video(
     max_frames: int | None = None,
     batch_size: int = 64,
     min_similarity: float | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict:
     """Sample, find, track and score the faces of one video; see the module docstring.
 
     ``detector``: anything with ``predict_proba(crops)`` (a fitted FakeSpotter); when it
     also has ``predict_proba_and_embed(crops) -> (proba, embeddings)``, faces are tracked by
     identity (result ``tracking``: ``"identity"``), otherwise by box overlap alone
-    (``"position"``). ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for
+    (``"position"``). One with ``assess(crops, embed=...)`` (a FakeSpotter) is scored by it,
+    so faces carry novelty and its warnings too, from the same forward pass. ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for
     its backbone. ``min_similarity``: the same-person threshold; None for the detector's
     backbone's ``TRACK_SIMILARITY``. The labels use the detector's ``threshold_`` and
-    ``uncertain_`` where it has them (0.5 and no band otherwise).
+    ``uncertain_`` where it has them (0.5 and no band otherwise). ``max_pixels``: frames
+    above it are refused, as photos are (``sample_frames``).
     """
     threshold = float(getattr(detector, "threshold_", FAKE_THRESHOLD))
     band = getattr(detector, "uncertain_", None)
     uncertain_from = None if band is None else float(band[0])
     times, boxes_per_frame, crops = [], [], []
-    for t, image in sample_frames(path, fps, max_frames):
+    about: list[tuple[float | None, int | None, list[str]]] = []  # per face, as rows say it
+    for t, image in sample_frames(path, fps, max_frames, max_pixels=max_pixels):
         faces = cropper(image)
         times.append(t)
         boxes_per_frame.append([tuple(round(float(v), 1) for v in f.box) for f in faces])
         crops += [f.crop for f in faces]
+        about += [_about(f) for f in faces]
+    assess = getattr(detector, "assess", None)  # a FakeSpotter: novelty and warnings too
     embed = getattr(detector, "predict_proba_and_embed", None)
     p_parts, e_parts = [], []
+    novelty_all: list[float | None] = []  # per face
+    notes_all: list[str | None] = []  # per face: the detector's novelty warning
     for i in range(0, len(crops), batch_size):
         batch = np.stack(crops[i : i + batch_size])
-        if embed is not None:
+        novelty, notes = None, None
+        if assess is not None:
+            found = assess(batch, embed=embed is not None)  # one forward pass for all
+            proba = np.column_stack([1 - found["p_fake"], found["p_fake"]])
+            e = found.get("embeddings")
+            novelty, notes = found.get("novelty"), found.get("warnings")
+        elif embed is not None:
             proba, e = embed(batch)  # one forward pass for both
-            e_parts.append(np.asarray(e, dtype=np.float64))
         else:
             proba = detector.predict_proba(batch)
+        if embed is not None:
+            e_parts.append(np.asarray(e, dtype=np.float64))
         p_parts.append(proba[:, 1])
+        novelty_all += [None] * len(batch) if novelty is None else [float(v) for v in novelty]
+        notes_all += [None] * len(batch) if notes is None else list(notes)
     p_all = np.concatenate(p_parts) if p_parts else np.zeros(0)
+    if not np.all(np.isfinite(p_all)):  # a crafted model: no score means no verdict
+        raise VideoError(NO_FINITE_SCORE)
 
     embeddings_per_frame = None
     if embed is not None:
@@ -286,16 +406,26 @@ def scan_video(
         boxes_per_frame, embeddings=embeddings_per_frame, min_similarity=min_similarity
     )
     tracks: dict[int, dict] = {}
+    notes_of: dict[int, list[list[str]]] = {}  # track id -> each frame's warnings
     frame_max = np.full(len(times), np.nan)
     k = 0
     for f, (boxes, ids) in enumerate(zip(boxes_per_frame, ids_per_frame, strict=False)):
         for box, tid in zip(boxes, ids, strict=False):
             p = float(p_all[k])
+            score, size, crop_notes = about[k]
+            novelty_k, note = novelty_all[k], notes_all[k]
             k += 1
-            track = tracks.setdefault(tid, {"track": tid, "times": [], "boxes": [], "p_fake": []})
+            track = tracks.setdefault(tid, {"track": tid, **{key: [] for key in _PER_FRAME}})
             track["times"].append(times[f])
             track["boxes"].append(list(box))
             track["p_fake"].append(p)
+            track["detection_scores"].append(score)
+            track["face_sizes"].append(size)
+            track["novelties"].append(None if novelty_k is None else round(novelty_k, 3))
+            frame_notes = [*crop_notes, *([note] if note else [])]
+            notes_of.setdefault(tid, []).append(frame_notes)
+            # the frame's warning exactly as a photo row of this face gives it
+            track["warnings"].append("; ".join(frame_notes) or None)
             frame_max[f] = p if np.isnan(frame_max[f]) else max(frame_max[f], p)
 
     track_list = []
@@ -307,6 +437,7 @@ def scan_video(
             end=track["times"][-1],
             **_summary(track_p, threshold),
             label=track_label(track_p, threshold, uncertain_from),
+            **_face_summary(track, notes_of[track["track"]]),
         )
         track_list.append(track)
 
