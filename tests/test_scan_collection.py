@@ -254,7 +254,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, tiny_model, mon
         main, ["scan", str(tmp_path), "--output", str(tmp_path / "out"), "--engine", "ray",
                "--model", str(tiny_model)],
     )  # fmt: skip
-    assert result.exit_code == 1 and "pip install 'fakespotter[ray]'" in result.stderr
+    assert result.exit_code == 1 and "pip install -e '.[ray]'" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -278,3 +278,43 @@ def test_worker_refuses_files_changed_on_the_way(monkeypatch):
     model_only = {**shipped, "weights": []}
     with pytest.raises(WorkerMismatch, match="model file changed"):
         unpack(model_only, get=data.__getitem__)
+
+
+def test_ray_install_line_works_without_pypi():
+    """fakespotter is not on PyPI: the install line is the clone's (or a built wheel's)."""
+    from fakespotter.collection.ray_engine import RAY_INSTALL
+
+    help_text = " ".join(CliRunner().invoke(main, ["scan", "--help"]).output.split())
+    assert "pip install -e '.[ray]'" in help_text and ".whl[ray]" in help_text
+    assert "pip install 'fakespotter[ray]'" not in help_text
+    assert "pip install -e '.[ray]'" in RAY_INSTALL
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "pip install 'fakespotter[ray]'" not in readme and "pip install -e '.[ray]'" in readme
+
+
+@pytest.mark.slow
+def test_part_files_hold_part_size_photos_whatever_the_batch(tmp_path, tiny_model):
+    from conftest import write_noise_faces
+
+    photos = write_noise_faces(tmp_path / "photos", 7, smooth=False, seed=8)
+    result = CliRunner().invoke(
+        main, ["scan", str(photos), "--output", str(tmp_path / "out"), "--model",
+               str(tiny_model), "--aligned", "--batch-size", "2", "--part-size", "3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
+    assert [pq.read_table(p).num_rows for p in parts] == [3, 3, 1]  # one face a photo
+    assert sorted(read_scan(tmp_path / "out").column("path").to_pylist()) == sorted(
+        str(p) for p in photos.iterdir()
+    )
+    assert "3 part files" in result.stderr
+
+
+def test_existing_scan_folder_refusal_is_the_one_overwrite_rule(tmp_path, tiny_model):
+    from conftest import write_noise_faces
+
+    photos = write_noise_faces(tmp_path / "photos", 1, smooth=False, seed=8)
+    out = tmp_path / "out"
+    scan([str(photos)], out, model=tiny_model, aligned=True)
+    with pytest.raises(UserError, match="exists; pass --overwrite to replace it or --resume to"):
+        scan([str(photos)], out, model=tiny_model, aligned=True)

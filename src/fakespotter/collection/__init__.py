@@ -1,7 +1,7 @@
 """Scan collections of photos into a Parquet folder, on this machine or on a Ray cluster.
 
     fakespotter.scan(["photos/"], "results.parquet/")                  # local engine
-    fakespotter.scan(["s3://bucket/photos/"], "out/", engine="ray")   # pip install 'fakespotter[ray]'
+    fakespotter.scan(["s3://bucket/photos/"], "out/", engine="ray")   # the [ray] extra
 
 Modules: ``sources`` (what SRC names), ``table`` (the shared core: paths -> Arrow rows),
 ``scanner`` (a worker's loaded model), ``store`` (the part files, resume), ``local`` and
@@ -44,12 +44,14 @@ def scan(
     command: str | None = None,
 ) -> dict:
     """Score every face of every photo ``sources`` name into the folder ``output``; returns
-    a summary (files, already done, faces, fake, uncertain, errors, seconds).
+    a summary (files, already done, faces, fake, uncertain, errors, parts, seconds).
 
     ``sources``: folders, files, text or Parquet lists of paths, fsspec URLs. ``workers``:
     processes (local) or actors (Ray), each with ``cpus_per_worker`` CPUs [default: every
-    CPU; local runs in this process under 64 photos]. ``part_size``: photos per part file,
-    the unit that a stopped scan keeps.
+    CPU; local runs in this process under 64 photos]. ``part_size``: photos per part file
+    (the last may hold fewer), the unit that a stopped scan keeps. An existing scan in
+    ``output`` is refused unless ``resume`` or ``overwrite``; a scan that another process is
+    writing is refused.
     """
     from tqdm import tqdm
 
@@ -70,7 +72,7 @@ def scan(
         sources = [sources]
     start = time.perf_counter()
     model_path = Path(model) if model is not None else default_model_path()
-    if not model_path.is_file():
+    if not model_path.exists():  # a FIFO or device: load_model says it is no regular file
         raise UserError(f"model file not found: {model_path}")
     detector = load_model(model_path)  # a bad model fails here, before any output is made
     meta = {
@@ -146,6 +148,7 @@ def scan(
     finally:
         store.close()  # what was scanned is kept, however the scan ended
         bar.close()
+    summary["parts"] = store.parts_written
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["output"] = str(output)
     return summary

@@ -4,6 +4,7 @@ worker processes on this machine that each load the model once."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -12,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pyarrow as pa
 
 from fakespotter.collection.scanner import Scanner
+from fakespotter.worker_exit import die_with_parent, on_main_thread
 
 
 def run(
@@ -32,7 +34,7 @@ def run(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(scanner_options,),
+        initargs=(scanner_options, os.getpid(), on_main_thread()),
     )
     pending: deque = deque()
     broken = False
@@ -65,7 +67,8 @@ def run(
 _worker: dict = {}
 
 
-def _start_worker(options: dict) -> None:
+def _start_worker(options: dict, parent_pid: int, parent_on_main_thread: bool) -> None:
+    die_with_parent(parent_pid, parent_on_main_thread)  # a killed driver takes its workers
     _worker["scanner"] = Scanner(**options)
 
 

@@ -1,4 +1,4 @@
-"""The Ray engine of `fakespotter scan` (``pip install 'fakespotter[ray]'``), and
+"""The Ray engine of `fakespotter scan` (the ``ray`` extra: :data:`RAY_INSTALL`), and
 :class:`FakeSpotterPredictor` for people with their own Ray Data pipeline.
 
 Shape of a run: the driver lists the photos and starts from that list (``from_items``: a job
@@ -28,11 +28,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from fakespotter.collection.scanner import Scanner
-from fakespotter.errors import UserError, first_line
+from fakespotter.errors import UserError, first_line, install_extra
 
 # Tests set this to a file name: the first worker batch that finds no such file creates it
 # and kills its own process, as a crashed worker would (fault injection; see tests/test_ray_scan.py).
 EXIT_ONCE_ENV = "FAKESPOTTER_TEST_WORKER_EXIT_ONCE"
+
+
+RAY_INSTALL = install_extra("ray")
 
 
 class WorkerMismatch(RuntimeError):
@@ -179,7 +182,7 @@ def require_ray() -> None:
         import ray  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
-        raise UserError("--engine ray needs Ray Data: pip install 'fakespotter[ray]'") from None
+        raise UserError(f"--engine ray needs Ray Data, the 'ray' extra: {RAY_INSTALL}") from None
 
 
 def run(

@@ -2,14 +2,19 @@
 (``pyarrow.parquet.read_table(folder)``, ``pandas.read_parquet(folder)``).
 
 * Every part holds all the rows of the paths it has, so each (path, face) is in exactly one
-  part; a part is written under a hidden temporary name and renamed into place when whole, so
-  a part file that exists is complete.
+  part, and ``part_size`` paths (the last part of a run may hold fewer), whatever the batches
+  were; a part is written under a hidden temporary name and renamed into place when whole,
+  so a part file that exists is complete.
 * ``_fakespotter_scan.json`` says which model began the scan (and the version and command);
   readers skip names that begin with ``_`` or ``.``. Every part carries the same facts in its
   file metadata (key ``fakespotter``).
 * Resume reads the paths of the complete parts, deletes half-written ones, and refuses a
   folder begun with another model. Nothing that is not this scan's own is ever deleted: a
-  folder holding other files is refused, with or without ``--overwrite``.
+  folder holding other files is refused, with or without ``--overwrite``; a folder that holds
+  a scan is refused without ``--resume`` or ``--overwrite`` (``results.check_overwritable``,
+  every command's rule).
+* One scan at a time: the folder is locked (``results.OutputLock``) from before it is read
+  until :meth:`PartStore.close`; a second scan into it is refused in one line.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pyarrow.parquet as pq
 
 from fakespotter.collection.table import SCHEMA, keys_in
 from fakespotter.errors import UserError
+from fakespotter.results import OutputLock, check_overwritable
 
 MANIFEST = "_fakespotter_scan.json"
 PART_GLOB = "part-*.parquet"
@@ -50,16 +56,31 @@ class PartStore:
         self._pending_paths = 0
         self._token = secrets.token_hex(4)  # parts of different runs never share a name
         self._next = 0
+        self._lock: OutputLock | None = None
         self._open(resume, overwrite)
+
+    @property
+    def parts_written(self) -> int:
+        """Part files this run has written."""
+        return self._next
 
     # -- opening ---------------------------------------------------------------------------
     def _open(self, resume: bool, overwrite: bool) -> None:
         folder = self.folder
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{folder} is a file; --output names a folder of part files")
-        entries = sorted(folder.iterdir()) if folder.exists() else []
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = OutputLock(folder, folder=True)  # before reading: one scan at a time
+        try:
+            self._open_locked(resume, overwrite)
+        except BaseException:
+            self._release()
+            raise
+
+    def _open_locked(self, resume: bool, overwrite: bool) -> None:
+        folder = self.folder
+        entries = sorted(folder.iterdir())
         if not entries:
-            folder.mkdir(parents=True, exist_ok=True)
             self._write_manifest()
             return
         ours = {
@@ -95,10 +116,7 @@ class PartStore:
                 entry.unlink(missing_ok=True)
             self._write_manifest()
         else:
-            raise UserError(
-                f"{folder} already holds a scan; pass --resume to finish it or --overwrite "
-                "to start again"
-            )
+            check_overwritable(folder, overwrite=False, resumable=True)  # refuses, in its words
 
     def _write_manifest(self) -> None:
         _write_atomic(self.folder / MANIFEST, json.dumps(self.meta, indent=2).encode())
@@ -124,16 +142,31 @@ class PartStore:
 
     # -- writing ---------------------------------------------------------------------------
     def add(self, table: pa.Table) -> int:
-        """Rows of whole paths (a scanned batch), written once ``part_size`` paths gather;
-        returns how many paths the table holds."""
+        """Rows of whole paths (a scanned batch), written in parts of exactly ``part_size``
+        paths as they gather (a table is split between parts at a path's end); returns how
+        many paths the table holds."""
         if table.num_rows == 0:
             return 0
-        paths = len(set(keys_in(table)))
-        self._pending.append(table)
-        self._pending_paths += paths
-        if self._pending_paths >= self.part_size:
+        keys = keys_in(table)
+        paths = list(dict.fromkeys(keys))  # in order, each once
+        n_paths = len(paths)
+        while paths:
+            room = self.part_size - self._pending_paths
+            if len(paths) <= room:
+                self._pending.append(table)
+                self._pending_paths += len(paths)
+                if self._pending_paths >= self.part_size:
+                    self.flush()
+                break
+            first = set(paths[:room])  # every row of these paths: a path is never split
+            mask = [key in first for key in keys]
+            self._pending.append(table.filter(pa.array(mask)))
+            self._pending_paths += room
             self.flush()
-        return paths
+            table = table.filter(pa.array([not m for m in mask]))
+            keys = [key for key, m in zip(keys, mask, strict=True) if not m]
+            paths = paths[room:]
+        return n_paths
 
     def flush(self) -> None:
         if not self._pending:
@@ -150,7 +183,15 @@ class PartStore:
         self._pending, self._pending_paths = [], 0
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def read_scan(folder: str | os.PathLike) -> pa.Table:
