@@ -54,6 +54,7 @@ def main() -> None:
         "json",
         "--report",
         "docs/default-report",
+        "--overwrite",  # the committed report is replaced
         "--manifest",
         f"{FACES}/manifest.csv",
     ]

@@ -37,7 +37,7 @@ import reproduce  # noqa: E402
 from fakespotter.backbones import DETECTORS, get_backbone  # noqa: E402
 from fakespotter.detector import FakeSpotter  # noqa: E402
 from fakespotter.faces import load_image  # noqa: E402
-from fakespotter.faces.pipeline import FaceCropper  # noqa: E402
+from fakespotter.faces.pipeline import FaceCropper, largest_face  # noqa: E402
 from fakespotter.metrics import evaluate_scores  # noqa: E402
 from fakespotter.training import scores_with_missing  # noqa: E402
 
@@ -71,7 +71,7 @@ def landmarks_of(name: str, rows: list[dict], out: Path, limit) -> np.ndarray:
     for i, r in enumerate(tqdm(rows, desc=f"faces {name}", unit="img")):
         faces = find(load_image(reproduce.FACES / r["file"]))
         if faces:
-            landmarks[i] = faces[0].landmarks
+            landmarks[i] = largest_face(faces).landmarks
     np.savez(path, files=np.array(files), landmarks=landmarks)
     return landmarks
 

@@ -53,7 +53,7 @@ from fakespotter.evaluation.perturb import (
     parse_perturbations,
 )
 from fakespotter.faces import load_image, warp_face
-from fakespotter.faces.pipeline import FaceCropper
+from fakespotter.faces.pipeline import FaceCropper, largest_face
 from fakespotter.metrics import evaluate_scores
 from fakespotter.training import copies_of, fit_with_copies, scores_with_missing
 
@@ -123,7 +123,7 @@ def stage_landmarks(rows: list[dict], path: Path) -> np.ndarray:
     for i, r in enumerate(tqdm(rows, desc="MTCNN", unit="img")):
         faces = cropper(load_image(FACES / r["file"]))  # same detector settings as the CLI
         if faces:
-            landmarks[i] = faces[0].landmarks
+            landmarks[i] = largest_face(faces).landmarks
     seconds = time.perf_counter() - start
     np.savez(path, files=np.array([r["file"] for r in rows]), landmarks=landmarks, seconds=seconds)
     return landmarks
@@ -239,7 +239,7 @@ def stage_altered(
         for k, i in enumerate(tqdm(idx, desc=f"MTCNN {tag}", unit="img")):
             faces = cropper(image_of(i))
             if faces:
-                landmarks[k] = faces[0].landmarks
+                landmarks[k] = largest_face(faces).landmarks
         np.savez(lm_path, landmarks=landmarks, idx=idx)
     result = {}
     for name in backbones:

@@ -63,7 +63,7 @@ def test_train_on_named_sources_and_measure_each(tmp_path, tiny_model):
     )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
-    assert set(m["per_source"]) == {"blur", "more"} and m["n_fake"] == 20
+    assert set(m["per_source"]) == {"real", "blur", "more"} and m["n_fake"] == 20
     assert m["per_source"]["blur"]["n_fake"] == 12 and m["per_source"]["more"]["n_real"] == 12
 
     shown = CliRunner().invoke(main, ["info", "--model", str(out)])

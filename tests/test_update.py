@@ -166,7 +166,7 @@ def test_update_refuses_another_models_features_and_files_that_are_not_features(
     result = update(model, junk, "--fake", str(new))
     assert result.exit_code == 1 and "not a fakespotter training-features file" in result.output
     result = update(model, features)  # nothing new
-    assert result.exit_code == 2 and "--fake NAME=DIR and/or --real DIR" in result.output
+    assert result.exit_code == 2 and "--fake NAME=DIR and/or --real NAME=DIR" in result.output
 
 
 def test_a_features_file_is_data_and_checks_what_it_holds(tmp_path, stored):

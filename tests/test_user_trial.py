@@ -115,9 +115,9 @@ def test_output_never_replaces_a_stranger_file_but_replaces_its_own(tmp_path, ti
     assert result.exit_code == 1 and "will not overwrite" in result.output
     assert notes.read_text() == '{"my": "settings"}\n'
     scan = tmp_path / "scan.json"
-    for _ in range(2):  # a second run replaces its own earlier output
+    for again in ([], ["--overwrite"]):  # a second run replaces its own output when told to
         assert (
-            detect(photos, "--model", tiny_model, "--aligned", "--output", scan).exit_code
+            detect(photos, "--model", tiny_model, "--aligned", "--output", scan, *again).exit_code
             == EXIT_INPUTS_FAILED
         )
         assert len(json.loads(scan.read_text())) == 4
@@ -150,7 +150,7 @@ def test_missing_matplotlib_is_refused_before_any_work(tmp_path, tiny_model, mon
             str(report),
         ],
     )
-    assert result.exit_code == 1 and "pip install 'fakespotter[report]'" in result.output
+    assert result.exit_code == 1 and "pip install -e '.[report]'" in result.output
     assert "Traceback" not in result.output and not report.exists()
 
 
@@ -169,19 +169,26 @@ def test_video_without_pyav_is_refused_before_any_work(tmp_path, tiny_model, mon
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 100)
     result = detect(clip, "--model", tiny_model)
-    assert result.exit_code == 1 and "pip install 'fakespotter[video]'" in result.output
+    assert result.exit_code == 1 and "pip install -e '.[video]'" in result.output
 
 
 # -- defect 4: inputs the method does not cover ------------------------------------------------
 
 
-def test_aligned_grey_image_is_flagged_not_a_face(tmp_path, tiny_model):
+def test_aligned_image_that_is_no_face_is_flagged_a_flat_one_has_none(tmp_path, tiny_model):
+    dark = tmp_path / "dark.png"  # a photo of nothing: texture, but no face
+    noise = np.random.default_rng(0).integers(0, 40, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(dark)
+    (row,) = json.loads(detect(dark, "--model", tiny_model, "--aligned", "--format", "json").stdout)
+    assert row["p_fake"] is not None and "does not look like a face" in row["warning"]
+    result = detect(dark, "--model", tiny_model, "--aligned")
+    assert "!" in result.stdout.splitlines()[1] and "1 flagged" in result.stderr
+    # a flat grey image (issue #27, 23): no face, so no score and no label
     grey = tmp_path / "grey.png"
     Image.new("RGB", (256, 256), (128, 128, 128)).save(grey)
     (row,) = json.loads(detect(grey, "--model", tiny_model, "--aligned", "--format", "json").stdout)
-    assert row["p_fake"] is not None and "does not look like a face" in row["warning"]
-    result = detect(grey, "--model", tiny_model, "--aligned")
-    assert "!" in result.stdout.splitlines()[1] and "1 flagged" in result.stderr
+    assert row["error"] == "no face found" and row["label"] is None and row["p_fake"] is None
+    assert "1 no face" in detect(grey, "--model", tiny_model, "--aligned").stderr
 
 
 def test_aligned_real_face_is_not_flagged(weight_file, faces_dir):
@@ -409,6 +416,13 @@ def test_global_option_after_the_command_gets_a_hint():
     result = detect(ASTRONAUT, "--threads", "1")
     assert result.exit_code == EXIT_USAGE
     assert "put it before the command" in result.output and "fakespotter --threads" in result.output
+    # issue #27 (23): no look-alike of the command's own ("Did you mean '--threshold'?")
+    assert "--threshold" not in result.output and "Did you mean" not in result.output
+    for args in (["train", "--threads=2"], ["weights", "fetch", "--threads", "2"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == EXIT_USAGE, args
+        assert "is an option of fakespotter itself" in result.output, result.output
+        assert "Did you mean" not in result.output
 
 
 def test_every_option_has_help_text():

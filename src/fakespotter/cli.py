@@ -13,11 +13,12 @@ from fakespotter.cli_types import (
     AugmentRecipes,
     BackboneChoice,
     DetectorChoice,
+    NamedFolder,
     SafePath,
     VariantChoice,
     model_option,
 )
-from fakespotter.errors import UserError, first_line
+from fakespotter.errors import UserError, first_line, install_extra
 from fakespotter.results import FORMATS
 
 # Exit codes of every command (README, "Exit codes").
@@ -70,16 +71,23 @@ class _Command(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as e:
-            if e.option_name in GLOBAL_OPTIONS:
-                e.message = (
-                    f"{e.option_name} is an option of fakespotter itself: put it before "
-                    f"the command, e.g. fakespotter {e.option_name} ... {ctx.info_name} ..."
-                )
-            raise
+            if e.option_name not in GLOBAL_OPTIONS:
+                raise
+            names, up = [], ctx
+            while up.parent is not None:  # the command's words below the group itself
+                names.insert(0, up.info_name)
+                up = up.parent
+            # a new error: click's "Did you mean" would offer a look-alike (--threshold)
+            raise click.UsageError(
+                f"{e.option_name} is an option of fakespotter itself: put it before "
+                f"the command, e.g. fakespotter {e.option_name} ... {' '.join(names)} ...",
+                ctx,
+            ) from None
 
 
 class _Group(click.Group):
     command_class = _Command
+    group_class = type  # subgroups (weights) give their commands the same hint
 
 
 @click.group(
@@ -358,8 +366,9 @@ def _limits(max_pixels, max_bytes) -> dict:
 @click.option(
     "--output",
     type=SafePath(dir_okay=False, writable=True),
-    help="Write the results to this file instead of standard output (a file that is "
-    "not a fakespotter output is never overwritten).",
+    help="Write the results to this file instead of standard output. An existing file is "
+    "refused without --overwrite or --resume, and one that is not a fakespotter output "
+    "is never overwritten; two commands never write one file at once.",
 )
 @click.option(
     "--resume",
@@ -367,6 +376,9 @@ def _limits(max_pixels, max_bytes) -> dict:
     help="Continue an interrupted scan into --output (csv or jsonl): keep its complete "
     "rows, drop a half-written last one, score only the files it lacks. Refuses "
     "a file that is not a fakespotter output or was begun with another model.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing --output (a fakespotter output only)."
 )
 @_limit_options
 @click.option(
@@ -395,14 +407,15 @@ def _limits(max_pixels, max_bytes) -> dict:
     "annotate_dir",
     type=SafePath(file_okay=False),
     help="Write each photo with its face boxes, numbers and scores drawn into this "
-    "folder (red fake, green real, yellow flagged).",
+    "folder (red fake, orange uncertain, green real, yellow flagged).",
 )
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Label a face fake at this P(fake) or above, real below, with no uncertain band "
-    "[default: the model's operating point, chosen on held-out photos; 0.5 for older models].",
+    help="Label a face fake at this P(fake) or above; below it, uncertain from 0.5 and real "
+    "under 0.5 (a face at 0.5 or more is never called real) [default: the model's operating "
+    "point, chosen on held-out photos; 0.5 for older models].",
 )
 @click.option(
     "--fail-on-fake",
@@ -417,6 +430,7 @@ def detect(
     fmt,
     output,
     resume,
+    overwrite,
     max_pixels,
     max_bytes,
     batch_size,
@@ -446,13 +460,16 @@ def detect(
 
     from fakespotter.modelfile import model_id
     from fakespotter.photos import find_faces, iter_files, score_rows, video_rows
-    from fakespotter.results import RESUMABLE, check_overwritable, format_for
+    from fakespotter.results import RESUMABLE, check_overwritable, format_for, is_result_file
     from fakespotter.results import resume as resume_output
     from fakespotter.video import is_video
+    from fakespotter.words import plural
 
     fmt = format_for(output, fmt)
     if resume and (output is None or fmt not in RESUMABLE):
         raise click.UsageError("--resume needs --output FILE and --format csv or jsonl")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other: choose one")
     files = list(iter_files(paths))
     videos = [f for f in files if is_video(f)]
     _check_optional_packages(video=bool(videos), report=bool(videos and report_dir))
@@ -461,17 +478,21 @@ def detect(
 
         model_path = default_model_path()
     model = model_id(model_path)
+    lock = _locked_output(output)  # held until the command ends: one writer per output
     if resume:
         done, header = resume_output(output, fmt, model=model)
     else:
         if output:
-            check_overwritable(output)
+            check_overwritable(
+                output, overwrite=overwrite, resumable=fmt in RESUMABLE, ours=is_result_file
+            )
         done, header = set(), True
     todo = [f for f in files if str(f) not in done]
     if not files:
         click.echo(f"no image or video files found in {', '.join(paths)}", err=True)
     if resume and files and not todo:
-        click.echo(f"nothing to do: all {len(files)} files are already in {output}", err=True)
+        done_text = plural(len(files), "file is", "files are")
+        click.echo(f"nothing to do: {done_text} already in {output}", err=True)
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
     if threshold is not None:  # the user's own cut-off replaces the model's operating point
@@ -502,6 +523,7 @@ def detect(
                 report_dir=report_dir and Path(report_dir),
                 model=model,
                 on_verdict=summary.add_video,
+                **({"max_pixels": limits["max_pixels"]} if limits.get("max_pixels") else {}),
             )
             for v in videos
         ),
@@ -509,9 +531,10 @@ def detect(
     per_file = summary.counted(per_file)
     if annotate_dir:
         per_file = _annotated(per_file, annotate_dir, limits)
-    _write_rows(per_file, fmt, output, append=resume, header=header)
+    _write_rows(per_file, fmt, output, append=resume, header=header, lock=lock)
     if resume:
-        click.echo(f"{len(files) - len(todo)} files were already in {output}", err=True)
+        already = len(files) - len(todo)
+        click.echo(f"{plural(already, 'file was', 'files were')} already in {output}", err=True)
     summary.echo()
     if fail_on_fake and summary.fake:
         sys.exit(EXIT_FAKE_FOUND)
@@ -532,7 +555,9 @@ def detect(
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this machine; ray: a Ray cluster (pip install 'fakespotter[ray]').",
+    help="local: this machine; ray: a Ray cluster, which needs the 'ray' extra (fakespotter "
+    "is not on PyPI: pip install -e '.[ray]' in a clone, or pip install "
+    "'fakespotter-VERSION-py3-none-any.whl[ray]' from a built wheel).",
 )
 @click.option(
     "--address",
@@ -573,7 +598,7 @@ def detect(
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Photos per part file: what a stopped scan keeps.",
+    help="Photos per part file (the last one may hold fewer): what a stopped scan keeps.",
 )
 @model_option
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
@@ -623,6 +648,7 @@ def scan(
     metadata names the fakespotter version, model sha256, backbone, variant and this command.
     """
     from fakespotter.collection import scan as scan_collection
+    from fakespotter.words import plural
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other: choose one")
@@ -635,8 +661,9 @@ def scan(
     )  # fmt: skip
     done = summary["files"] - summary["already_done"]
     click.echo(
-        f"{done} photos scanned ({summary['already_done']} already in {output}): "
-        f"{summary['faces']} faces, {summary['fake']} fake, {summary['uncertain']} uncertain, "
+        f"{plural(done, 'photo')} scanned into {plural(summary['parts'], 'part file')} "
+        f"({summary['already_done']} already in {output}): {plural(summary['faces'], 'face')}, "
+        f"{summary['fake']} fake, {summary['uncertain']} uncertain, "
         f"{summary['errors']} without a score; {summary['seconds']:.1f} s",
         err=True,
     )
@@ -650,12 +677,11 @@ def _check_optional_packages(*, video: bool = False, report: bool = False) -> No
     """Refuse before any work when an optional package the command will need is missing."""
     if video and not _installed("av"):
         raise click.ClickException(
-            "reading video needs the 'video' extra: pip install 'fakespotter[video]'"
+            f"reading video needs the 'video' extra: {install_extra('video')}"
         )
     if report and not _installed("matplotlib"):
         raise click.ClickException(
-            "--report draws charts with matplotlib, the 'report' extra: "
-            "pip install 'fakespotter[report]'"
+            "--report draws charts with matplotlib, the 'report' extra: " + install_extra("report")
         )
 
 
@@ -665,21 +691,6 @@ def _installed(name: str) -> bool:
     if name in sys.modules:  # imported already, or blocked (None)
         return sys.modules[name] is not None
     return importlib.util.find_spec(name) is not None
-
-
-class FakeSource(click.ParamType):
-    """``NAME=DIR`` or ``DIR`` (named after the folder): one source of GAN-made photos."""
-
-    name = "[NAME=]DIR"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        name, sep, folder = str(value).partition("=")
-        if not sep or not name or "/" in name:
-            name, folder = Path(str(value)).name or str(value), str(value)
-        folder = SafePath(exists=True, file_okay=False).convert(folder, param, ctx)
-        return (name, folder)
 
 
 class _Summary:
@@ -721,12 +732,14 @@ class _Summary:
     def echo(self) -> None:
         for line in self.videos:
             click.echo(f"video {line}", err=True)
+        from fakespotter.words import plural
+
         without = self.no_face + self.failed
         click.echo(
-            f"{self.faces} faces: {self.fake} fake, {self.real} real"
+            f"{plural(self.faces, 'face')}: {self.fake} fake, {self.real} real"
             + (f", {self.uncertain} uncertain" if self.uncertain else "")
             + f", {self.flagged} flagged; "
-            f"{without} inputs without a result ({self.no_face} no face, "
+            f"{plural(without, 'input')} without a result ({self.no_face} no face, "
             f"{self.failed} unreadable or failed)",
             err=True,
         )
@@ -737,32 +750,59 @@ def _annotated(per_file, out_dir: str, limits: dict):
     from fakespotter.annotate import write_annotated
     from fakespotter.faces import ImageError, load_image
     from fakespotter.video import is_video
+    from fakespotter.words import plural
 
+    written = 0
     for rows in per_file:
         scored = [r for r in rows if r.box is not None]
         if scored and not is_video(rows[0].path):
             try:
                 write_annotated(load_image(rows[0].path, **limits), scored, out_dir)
+                written += 1
             except ImageError:
                 pass  # the file changed since it was scored: its rows still say what was found
         yield rows
+    click.echo(f"wrote {plural(written, 'annotated image')} to {out_dir}", err=True)
+
+
+def _locked_output(output: str | None):
+    """An ``OutputLock`` on ``output`` (None: standard output), released when the command
+    ends however it ends."""
+    if not output:
+        return None
+    from fakespotter.results import lock_output
+
+    return click.get_current_context().with_resource(lock_output(output))
 
 
 def _write_rows(
-    per_file, fmt: str, output: str | None, *, append: bool = False, header: bool = True
+    per_file,
+    fmt: str,
+    output: str | None,
+    *,
+    append: bool = False,
+    header: bool = True,
+    lock=None,
 ) -> None:
-    """Stream rows (a list per input file) to ``output`` or standard output as they come."""
+    """Stream rows (a list per input file) to ``output`` or standard output as they come;
+    ``lock``: the ``OutputLock`` held on ``output``, which the rows are written through."""
     from fakespotter.results import RowWriter
+    from fakespotter.words import plural
 
     if output:
-        with open(output, "ab" if append else "wb", buffering=0) as f:
-            writer = RowWriter(f, fmt, header=header, fsync_every=32)
+        opened = (
+            lock.open_for_writing(append=append)
+            if lock is not None
+            else open(output, "ab" if append else "wb", buffering=0)
+        )
+        with opened as f:
+            writer = RowWriter(f, fmt, header=header, fsync_every=32, name=output)
             try:
                 for rows in per_file:
                     writer.write(rows)
             finally:
                 writer.close()  # a clean end even when interrupted: rows so far are kept
-        click.echo(f"wrote {writer.n_rows} rows to {output}", err=True)
+        click.echo(f"wrote {plural(writer.n_rows, 'row')} to {output}", err=True)
     else:
         writer = RowWriter(sys.stdout.buffer, fmt)
         for rows in per_file:
@@ -805,8 +845,148 @@ def _largest_faces(
     return found
 
 
-def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits) -> None:
-    """The novelty signal, and with held-out photos the operating point (training.py)."""
+def _faces_of_sources(cropper, sources, kind: str, limits: dict, **kwargs) -> list:
+    """``_largest_faces`` of each (name, folder) source of one ``kind`` ("real", "fake")."""
+    return [
+        _largest_faces(cropper, folder, _source_label(kind, name), limits, **kwargs)
+        for name, folder in sources
+    ]
+
+
+def _source_label(kind: str, name: str) -> str:
+    """A source on its progress bar: "real", "real wild", "fake stylegan"."""
+    return kind if name == kind else f"{kind} {name}"
+
+
+def _real_source(name: str) -> str:
+    """A real source's name among the training features' sources (``trainingset``), apart
+    from the fake sources' names: ``real``, or ``real:NAME``."""
+    return "real" if name == "real" else f"real:{name}"
+
+
+def _check_sources(real_dirs, fake_dirs, training: dict | None = None) -> None:
+    """Each source of a command (and of the model it updates, ``training``) has a name of its
+    own: the model file, the training features and evaluate's per-source metrics are keyed by
+    it. A fake source is never named like a real one (``real``, ``real:...``)."""
+    seen: dict[str, str] = {}
+    for option, sources in (("--real", real_dirs), ("--fake", fake_dirs)):
+        for name, folder in sources:
+            if name in seen:
+                raise click.UsageError(
+                    f"two sources are named {name!r} ({seen[name]} and {folder}): give each a "
+                    f"name of its own, e.g. {option} other={folder}"
+                )
+            seen[name] = folder
+    for name, folder in fake_dirs:
+        if name == "real" or name.startswith("real:"):
+            raise click.UsageError(
+                f"--fake {name}={folder}: {name!r} names real photos; give the fake source "
+                "another name (NAME=DIR)"
+            )
+    if training is None:
+        return
+    real_names, fake_names = (
+        set(_model_sources(training, "real")),
+        set(_model_sources(training, "fake")),
+    )
+    for option, sources, other in (
+        ("--real", real_dirs, fake_names),
+        ("--fake", fake_dirs, real_names),
+    ):
+        for name, _ in sources:
+            if name in other:
+                kind = "fake" if option == "--real" else "real"
+                raise click.UsageError(
+                    f"{option} {name}=...: the model already has a {kind} source named "
+                    f"{name!r}; give this one another name"
+                )
+
+
+def _model_sources(training: dict, kind: str) -> dict:
+    """A model's real or fake sources, name -> {folder, n_faces}; models from before named
+    sources have one of each (its real source is ``real`` in its training features too)."""
+    named = training.get(f"{kind}_sources")
+    if named:
+        return dict(named)
+    if training.get(kind) is None and not training.get(f"n_{kind}"):
+        return {}
+    return {kind: {"folder": training.get(kind), "n_faces": training.get(f"n_{kind}")}}
+
+
+def _check_output(path, option: str, overwrite: bool, ours) -> None:
+    """Refuse, before any work (training takes minutes), an output file that could not be
+    written at the end, or one that exists (``results.check_overwritable``: without
+    ``--overwrite``, or when ``ours(path)`` says it is not this kind of output)."""
+    import os
+
+    from fakespotter.results import check_overwritable
+
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"{option} {path} is a folder; name a file in it")
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        raise UserError(f"{option} {path}: {folder} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write into {folder}")
+    check_overwritable(target, overwrite=overwrite, ours=ours)
+
+
+def _is_model_file(path) -> bool:
+    """Whether ``path`` begins as a fakespotter model file (safetensors, our metadata)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n)) if n <= 16 * 2**20 else None
+    except (OSError, ValueError, struct.error):
+        return False
+    return isinstance(header, dict) and "fakespotter" in (header.get("__metadata__") or {})
+
+
+def _is_report_folder(path) -> bool:
+    """Whether the folder ``path`` holds an evaluation report (its metrics.json)."""
+    import json
+
+    try:
+        metrics = json.loads((Path(path) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and "overall" in metrics
+
+
+def _check_report_folder(path, overwrite: bool) -> None:
+    """--report names a new or empty folder, or (``--overwrite``) one holding a report whose
+    files are replaced; refused before any scoring."""
+    import os
+
+    from fakespotter.results import check_overwritable
+
+    check_overwritable(path, overwrite=overwrite, ours=_is_report_folder)
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the folder the missing ones will be made in
+    if not existing.is_dir():
+        raise UserError(f"--report {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--report {path}: cannot write into {existing}")
+
+
+_overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing output (without it, an existing output is refused before any work).",
+)
+
+
+def _fit_operating_point(
+    det, features, y, cropper, val_real_dir, val_fake_dir, limits, by: str = "train"
+) -> None:
+    """The novelty signal, and with held-out photos the operating point (training.py);
+    ``by``: the command choosing them (train, update), recorded with where they came from."""
     from fakespotter.training import (
         NOVELTY_PERCENTILE,
         choose_operating_point,
@@ -820,6 +1000,7 @@ def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, 
         det.novelty_info_ = {
             "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
             "percentile": NOVELTY_PERCENTILE,
+            "chosen_by": by,
         }
         return
     det.fit_novelty(features)
@@ -831,15 +1012,19 @@ def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, 
     point = choose_operating_point(scored["p_fake"], scored["labels"])
     det.threshold_ = point["threshold"]
     det.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
-    det.operating_point_ = {**point, "chosen_on": f"{val_real_dir} + {val_fake_dir}"}
+    det.operating_point_ = {
+        **point,
+        "chosen_on": f"{val_real_dir} + {val_fake_dir}",
+        "chosen_by": by,
+    }
     n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
     det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"][:n_real]))
-    det.novelty_info_ = {"chosen_on": f"{val_real_dir}", "percentile": NOVELTY_PERCENTILE}
-    band = (
-        "no uncertain band"
-        if det.uncertain_ is None
-        else (f"uncertain from {det.uncertain_[0]:.3f}")
-    )
+    det.novelty_info_ = {
+        "chosen_on": f"{val_real_dir}",
+        "percentile": NOVELTY_PERCENTILE,
+        "chosen_by": by,
+    }
+    band = _band_words(det)
     click.echo(
         f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} ({band}); "
         f"real photos called fake {point['real_fake']:.1%}, uncertain {point['real_uncertain']:.1%}; "
@@ -848,33 +1033,42 @@ def _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, 
     )
 
 
-def _training_rows(det, cropper, features, real_dir, real, fake_dirs, per_source, augment, limits):
-    """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (real
-    first, then each fake source in turn), then for each recipe in ``augment`` one altered
-    copy of each photo, counted by ``det``, in its photo's group (cross-validation fold)."""
+# train --augment: the real source j draws from seed 1 (the first) or 1 + 500 + j, the k-th
+# fake source from seed 2 + k (so up to 499 fake sources never share a real one's draws)
+REAL_SEED_OFFSET = 500
+
+
+def _training_rows(
+    det, cropper, features, real_dirs, per_real, fake_dirs, per_source, augment, limits
+):
+    """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (each
+    real source in turn, then each fake source), then for each recipe in ``augment`` one
+    altered copy of each photo, counted by ``det``, in its photo's group (cross-validation
+    fold). Real sources are named by ``_real_source``."""
     import numpy as np
 
     from fakespotter.training import copies_of, merge_faces
     from fakespotter.trainingset import TrainingFeatures
 
-    n_real = len(real.crops)
+    n_real = sum(len(f.crops) for f in per_real)
     y = np.r_[np.zeros(n_real, int), np.ones(len(features) - n_real, int)]
-    source = np.repeat(
-        np.arange(1 + len(per_source)), [n_real] + [len(f.crops) for f in per_source]
-    )
-    rows = TrainingFeatures(
-        features, y, np.arange(len(y)), source, ["real"] + [name for name, _ in fake_dirs]
-    )
+    parts = [*per_real, *per_source]
+    source = np.repeat(np.arange(len(parts)), [len(f.crops) for f in parts])
+    names = [_real_source(name) for name, _ in real_dirs] + [name for name, _ in fake_dirs]
+    rows = TrainingFeatures(features, y, np.arange(len(y)), source, names)
     if not augment:
         return rows
     copies = []
     for r, recipe in enumerate(augment):
         seed = AUGMENT_SEED + RECIPE_SEED_STEP * r
-        if real_dir:
-            copies.append(_largest_faces(
-                cropper, real_dir, f"real, {recipe} copy", limits,
-                augment_seed=seed, augmentation=recipe,
-            ))  # fmt: skip
+        copies += [
+            _largest_faces(
+                cropper, folder, f"{_source_label('real', name)}, {recipe} copy", limits,
+                augment_seed=seed if j == 0 else seed + REAL_SEED_OFFSET + j,
+                augmentation=recipe,
+            )
+            for j, (name, folder) in enumerate(real_dirs)
+        ]  # fmt: skip
         copies += [
             _largest_faces(
                 cropper, folder, f"fake {name}, {recipe} copy", limits,
@@ -883,7 +1077,7 @@ def _training_rows(det, cropper, features, real_dir, real, fake_dirs, per_source
             for k, (name, folder) in enumerate(fake_dirs)
         ]  # fmt: skip
     found = merge_faces(copies)
-    photos = real.paths + [p for f in per_source for p in f.paths]
+    photos = [p for f in parts for p in f.paths]
     keep, copy_of = copies_of(photos, found.paths)
     if not keep.any():
         return rows
@@ -906,6 +1100,26 @@ _save_features_option = click.option(
     "per face).",
 )
 
+
+def _check_outputs(output, save_features, overwrite: bool) -> None:
+    """train's and update's two outputs, checked before any work."""
+    from fakespotter.trainingset import is_training_features
+
+    _check_output(output, "--output", overwrite, _is_model_file)
+    if save_features:
+        if Path(save_features).resolve() == Path(output).resolve():
+            raise click.UsageError("--output and --save-features name the same file")
+        _check_output(save_features, "--save-features", overwrite, is_training_features)
+
+
+def _sources_record(sources, faces) -> dict:
+    """name -> {folder, n_faces}: what the model file records of each source."""
+    return {
+        name: {"folder": str(folder), "n_faces": len(f.crops)}
+        for (name, folder), f in zip(sources, faces, strict=True)
+    }
+
+
 # train warns when the model it wrote is unlikely to be of use
 FEW_FACES_PER_CLASS = 100
 WEAK_CV_AUC = 0.6
@@ -914,17 +1128,20 @@ WEAK_CV_AUC = 0.6
 @main.command()
 @click.option(
     "--real",
-    "real_dir",
+    "real_dirs",
     required=True,
-    type=SafePath(exists=True, file_okay=False),
-    help="Folder of real face photos.",
+    multiple=True,
+    type=NamedFolder(),
+    help="Folder of real face photos, NAME=DIR or DIR (named after the folder); repeat it "
+    "for several sources (e.g. --real ffhq=ffhq/ --real wild=mine/). The model records each "
+    "source; `fakespotter info` shows them.",
 )
 @click.option(
     "--fake",
     "fake_dirs",
     required=True,
     multiple=True,
-    type=FakeSource(),
+    type=NamedFolder(),
     help="Folder of GAN-made face photos; repeat it for several generator families, each "
     "named NAME=DIR (e.g. --fake stylegan=gan/ --fake diffusion=sd/; a plain DIR is named "
     "after the folder). The model records each source; `fakespotter info` shows them.",
@@ -995,11 +1212,12 @@ WEAK_CV_AUC = 0.6
     "photos scored with it go through the same one.",
 )
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
+@_overwrite_option
 @_save_features_option
 @_limit_options
 @_one_line_errors
 def train(
-    real_dir,
+    real_dirs,
     fake_dirs,
     backbone,
     variant,
@@ -1011,6 +1229,7 @@ def train(
     val_fake_dir,
     face_detector,
     output,
+    overwrite,
     save_features,
     max_pixels,
     max_bytes,
@@ -1028,11 +1247,14 @@ def train(
     import numpy as np
 
     from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
     from fakespotter.persistence import save_model
     from fakespotter.training import merge_faces
 
     if bool(val_real_dir) != bool(val_fake_dir):
         raise click.UsageError("--val-real and --val-fake go together")
+    _check_sources(real_dirs, fake_dirs)
+    _check_outputs(output, save_features, overwrite)
     det = FakeSpotter(
         backbone=backbone,
         variant=variant,
@@ -1044,12 +1266,9 @@ def train(
     )
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real = _largest_faces(cropper, real_dir, "real", limits, name_no_face=True)
-    per_source = [
-        _largest_faces(cropper, folder, f"fake {name}", limits, name_no_face=True)
-        for name, folder in fake_dirs
-    ]
-    fake = merge_faces(per_source)
+    per_real = _faces_of_sources(cropper, real_dirs, "real", limits, name_no_face=True)
+    per_source = _faces_of_sources(cropper, fake_dirs, "fake", limits, name_no_face=True)
+    real, fake = merge_faces(per_real), merge_faces(per_source)
     if len(real.crops) < 5 or len(fake.crops) < 5:
         raise click.ClickException(
             f"need at least 5 faces of each class, found {len(real.crops)} "
@@ -1059,7 +1278,7 @@ def train(
     y = np.r_[np.zeros(len(real.crops), int), np.ones(len(fake.crops), int)]
     features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
     rows = _training_rows(
-        det, cropper, features, real_dir, real, fake_dirs, per_source, augment, limits
+        det, cropper, features, real_dirs, per_real, fake_dirs, per_source, augment, limits
     )
     # copies share their photo's cross-validation fold; without copies, plain stratified folds
     det.fit_features(rows.features, rows.y, groups=rows.groups if augment else None)
@@ -1072,12 +1291,10 @@ def train(
         "n_fake": len(fake.crops),
         "n_no_face": n_no_face,
         "n_unreadable": n_unreadable,
-        "real": str(real_dir),
+        "real": ", ".join(str(folder) for _, folder in real_dirs),
         "fake": ", ".join(str(folder) for _, folder in fake_dirs),
-        "fake_sources": {
-            name: {"folder": str(folder), "n_faces": len(faces.crops)}
-            for (name, folder), faces in zip(fake_dirs, per_source, strict=True)
-        },
+        "real_sources": _sources_record(real_dirs, per_real),
+        "fake_sources": _sources_record(fake_dirs, per_source),
         "aligned": aligned,
         "augment": list(augment or ()),
         "command": _command_line(),
@@ -1085,7 +1302,10 @@ def train(
     }
     if variant != "embedding":  # the web page draws a face against these averages
         training[LAYER_MEANS_KEY] = det.layer_means(features, y)
+        training[LAYER_DECISION_KEY] = decision_ranges(det, features, y)
     _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits)
+    if not val_real_dir:  # said in the file, so `info` can say where the 0.5 came from
+        det.operating_point_ = {"chosen_on": None, "chosen_by": "train"}
     save_model(det, output, training)
     if save_features:
         from fakespotter.trainingset import save_training_features
@@ -1129,15 +1349,18 @@ def train(
     "--fake",
     "fake_dirs",
     multiple=True,
-    type=FakeSource(),
+    type=NamedFolder(),
     help="Folder of new fake photos, NAME=DIR or DIR (repeatable); a name the model "
     "already has adds to that source.",
 )
 @click.option(
     "--real",
-    "real_dir",
-    type=SafePath(exists=True, file_okay=False),
-    help="Folder of new real photos.",
+    "real_dirs",
+    multiple=True,
+    type=NamedFolder(),
+    help="Folder of new real photos, NAME=DIR or DIR (repeatable), e.g. --real mine=photos/ "
+    "for photos like the ones you will check; a name the model already has adds to that "
+    "source.",
 )
 @click.option("--aligned", is_flag=True, help="Inputs are already aligned face crops.")
 @click.option(
@@ -1153,7 +1376,8 @@ def train(
     "val_real_dir",
     type=SafePath(exists=True, file_okay=False),
     help="Held-out real photos: the operating point and novelty limit are chosen again on "
-    "them and --val-fake (as in train). Without them: 0.5 and no uncertain band.",
+    "them and --val-fake (as in train). Without them the model's operating point is kept "
+    "(`fakespotter info` says so).",
 )
 @click.option(
     "--val-fake",
@@ -1162,6 +1386,7 @@ def train(
     help="Held-out fake photos, for --val-real (include the new source's).",
 )
 @click.option("--output", required=True, type=SafePath(dir_okay=False), help="Model file to write.")
+@_overwrite_option
 @_save_features_option
 @_limit_options
 @_one_line_errors
@@ -1169,12 +1394,13 @@ def update(
     model_path,
     features_path,
     fake_dirs,
-    real_dir,
+    real_dirs,
     aligned,
     augment,
     val_real_dir,
     val_fake_dir,
     output,
+    overwrite,
     save_features,
     max_pixels,
     max_bytes,
@@ -1183,9 +1409,10 @@ def update(
 
     Counts only the new photos, with the model's own per-layer thresholds, and refits the
     classifier (scaler, linear SVM at the model's C, calibration) on the stored training
-    features plus the new ones. Use it to add a few hundred faces of a new generator family;
-    benchmarks/learning_curve.py measures it against a full `fakespotter train` (README,
-    'Teaching it a new generator').
+    features plus the new ones. Use it to add a few hundred faces of a new generator family,
+    or real photos like the ones you check (--real NAME=DIR); benchmarks/learning_curve.py
+    measures it against a full `fakespotter train` (README, 'Teaching it a new generator').
+    The operating point is chosen again with --val-real and --val-fake, else kept.
     """
     import datetime
     import time
@@ -1193,82 +1420,82 @@ def update(
     import numpy as np
 
     from fakespotter.detector import LAYER_MEANS_KEY
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
     from fakespotter.persistence import default_model_path, load_model, save_model
-    from fakespotter.training import LargestFaces
     from fakespotter.trainingset import load_training_features, save_training_features
 
-    if not fake_dirs and not real_dir:
-        raise click.UsageError("give the new photos: --fake NAME=DIR and/or --real DIR")
+    if not fake_dirs and not real_dirs:
+        raise click.UsageError("give the new photos: --fake NAME=DIR and/or --real NAME=DIR")
     if bool(val_real_dir) != bool(val_fake_dir):
         raise click.UsageError("--val-real and --val-fake go together")
+    _check_sources(real_dirs, fake_dirs)
+    _check_outputs(output, save_features, overwrite)
     det = load_model(model_path or default_model_path(), device=_settings()["device"])
     det.progress = _progress()
+    training = dict(getattr(det, "training_", {}))
+    _check_sources(real_dirs, fake_dirs, training)
     stored = load_training_features(features_path, det)
     start = time.perf_counter()
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real = (
-        _largest_faces(cropper, real_dir, "new real", limits, name_no_face=True)
-        if real_dir
-        else None
-    )
-    per_source = [
-        _largest_faces(cropper, folder, f"new fake {name}", limits, name_no_face=True)
-        for name, folder in fake_dirs
-    ]
-    parts = ([real] if real is not None else []) + per_source
+    per_real = _faces_of_sources(cropper, real_dirs, "new real", limits, name_no_face=True)
+    per_source = _faces_of_sources(cropper, fake_dirs, "new fake", limits, name_no_face=True)
+    parts = per_real + per_source
     crops = np.concatenate([p.crops for p in parts])
     if not len(crops):
         raise click.ClickException("no faces found in the new photos")
-    no_real = LargestFaces(np.zeros((0, *crops.shape[1:]), np.uint8))
     new = _training_rows(
         det,
         cropper,
         det.transform(crops),
-        real_dir,
-        real if real is not None else no_real,
+        real_dirs,
+        per_real,
         fake_dirs,
         per_source,
         augment,
         limits,
     )
     rows = stored.extended(new)
-    C = float(det.C_)
-    training = dict(getattr(det, "training_", {}))
-    det.Cs = (C,)  # the model's regularization, not searched again: seconds, not minutes
+    # the refit voids the operating point: without held-out photos the model's is kept
+    point = dict(getattr(det, "operating_point_", None) or {})
+    if not training.get("updates"):  # a file from before #27 chose it at train time
+        point.setdefault("chosen_by", "train")
+    kept = (det.threshold_, det.uncertain_, point)
+    det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
     det.fit_features(rows.features, rows.y, groups=rows.groups)
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
-    counts = rows.counts()
-    n_real_new = len(real.crops) if real is not None else 0
-    sources = dict(training.get("fake_sources") or {})
-    for (name, folder), faces in zip(fake_dirs, per_source, strict=True):
-        old = sources.get(name, {})
-        sources[name] = {
-            "folder": ", ".join(f for f in (old.get("folder"), str(folder)) if f),
-            "n_faces": int(old.get("n_faces", 0)) + len(faces.crops),
-        }
+    n_real_new = sum(len(f.crops) for f in per_real)
     training.update(
-        n_real=int(training.get("n_real", 0)) + n_real_new,
-        n_fake=int(training.get("n_fake", 0)) + sum(len(f.crops) for f in per_source),
-        fake_sources=sources,
+        n_real=int(training.get("n_real") or 0) + n_real_new,
+        n_fake=int(training.get("n_fake") or 0) + sum(len(f.crops) for f in per_source),
+        real_sources=_merged_sources(_model_sources(training, "real"), real_dirs, per_real),
+        fake_sources=_merged_sources(_model_sources(training, "fake"), fake_dirs, per_source),
         updates=[
             *training.get("updates", []),
             {
                 "command": _command_line(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "added": {
-                    **({"real": n_real_new} if real_dir else {}),
+                    **{
+                        _real_source(name): len(f.crops)
+                        for (name, _), f in zip(real_dirs, per_real, strict=True)
+                    },
                     **{
                         name: len(f.crops)
                         for (name, _), f in zip(fake_dirs, per_source, strict=True)
                     },
                 },
-                "rows": counts,
+                "rows": rows.counts(),
+                "operating_point": "chosen again" if val_real_dir else "kept",
             },
         ],
     )
+    training["real"] = ", ".join(
+        str(s.get("folder")) for s in training["real_sources"].values() if s.get("folder")
+    )
     if det.variant != "embedding":
         training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
+        training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
     _fit_operating_point(
         det,
         rows.features[photos],
@@ -1277,7 +1504,20 @@ def update(
         val_real_dir,
         val_fake_dir,
         limits,
+        by="update",
     )
+    if not val_real_dir:
+        det.threshold_, det.uncertain_, point = kept
+        det.operating_point_ = {
+            **point,
+            "kept_by_updates": int(point.get("kept_by_updates", 0)) + 1,
+        }
+        origin = _point_origin(point, det.threshold_)
+        click.echo(
+            f"kept the model's operating point (fake at P >= {det.threshold_:.3f}{origin}); "
+            "give --val-real and --val-fake to choose it again with the new faces",
+            err=True,
+        )
     save_model(det, output, training)
     if save_features:
         save_training_features(save_features, det, rows)
@@ -1289,19 +1529,68 @@ def update(
     )
 
 
+def _merged_sources(old: dict, sources, faces) -> dict:
+    """A model's record of its sources with the new photos of ``sources`` added by name."""
+    merged = dict(old)
+    for (name, folder), f in zip(sources, faces, strict=True):
+        before = merged.get(name, {})
+        merged[name] = {
+            "folder": ", ".join(str(d) for d in (before.get("folder"), folder) if d),
+            "n_faces": int(before.get("n_faces") or 0) + len(f.crops),
+        }
+    return merged
+
+
+def _chosen_by(record: dict) -> str:
+    """When an operating point or novelty limit was chosen (models before #27: unsaid)."""
+    by = record.get("chosen_by")
+    return {"train": " at train time", "update": " by `fakespotter update`"}.get(str(by), "")
+
+
+def _band_words(det) -> str:
+    """The uncertain band as every output applies it (rows.uncertain_band), in words."""
+    from fakespotter.rows import uncertain_band
+
+    low = None if det.uncertain_ is None else det.uncertain_[0]
+    band = uncertain_band(det.threshold_, low)
+    return "no uncertain band" if band is None else f"uncertain from {band[0]:.3f}"
+
+
+def _point_origin(point: dict, threshold: float) -> str:
+    """Where a model's operating point (``threshold``, its record ``point``) came from, for
+    `info` and update's note."""
+    from fakespotter.rows import FAKE_THRESHOLD
+
+    if point.get("chosen_on"):
+        text = f", chosen on {point['chosen_on']}{_chosen_by(point)}"
+    elif threshold != FAKE_THRESHOLD:
+        text = ", where it was chosen is not recorded"
+    elif point.get("chosen_by") == "train":
+        text = ", the plain cut-off: no held-out photos given at train time"
+    else:
+        text = ", the plain cut-off: no operating point chosen on held-out photos"
+    kept = int(point.get("kept_by_updates") or 0)
+    if kept:
+        by = "update" if kept == 1 else f"{kept} updates"
+        text += f"; kept by {by} (no held-out photos given)"
+    return text
+
+
 @main.command()
 @click.option(
     "--real",
-    "real_dir",
+    "real_dirs",
     required=True,
-    type=SafePath(exists=True, file_okay=False),
-    help="Folder of real face photos.",
+    multiple=True,
+    type=NamedFolder(),
+    help="Folder of real face photos, NAME=DIR or DIR (named after the folder); repeat it "
+    "for per-source metrics.",
 )
 @click.option(
     "--fake",
     "fake_dirs",
     multiple=True,
-    type=FakeSource(),
+    type=NamedFolder(),
     help="Folder of GAN-made face photos, NAME=DIR or DIR; repeat it for per-source metrics "
     "(without it: how many real photos pass).",
 )
@@ -1313,14 +1602,17 @@ def update(
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="How to print the metrics on standard output.",
+    help="How to print the metrics on standard output (json: every key always there, null "
+    "where it does not apply).",
 )
 @click.option(
     "--report",
     "report_dir",
     type=SafePath(file_okay=False),
-    help="Write report.md/.html, metrics.json and plots into this folder.",
+    help="Write report.md/.html, metrics.json and plots into this folder (new or empty; "
+    "--overwrite replaces the report files in it).",
 )
+@_overwrite_option
 @click.option(
     "--manifest",
     type=SafePath(exists=True, dir_okay=False),
@@ -1335,12 +1627,13 @@ def update(
 @_limit_options
 @_one_line_errors
 def evaluate(
-    real_dir,
+    real_dirs,
     fake_dirs,
     model_path,
     aligned,
     fmt,
     report_dir,
+    overwrite,
     manifest,
     perturb,
     max_pixels,
@@ -1349,16 +1642,18 @@ def evaluate(
     """Measure a detector on labelled folders (--real alone: how many real photos pass).
 
     Each image is scored by its largest face; an image without a face counts as predicted
-    real. With --perturb, each perturbation's metrics are shown too.
+    real. `per_source`: each source against all photos of the other class. With --perturb,
+    each perturbation's metrics are shown too.
     """
     import json
 
-    import numpy as np
-
     from fakespotter.metrics import evaluate_scores
-    from fakespotter.training import score_labelled
+    from fakespotter.training import merge_faces, score_labelled
 
+    _check_sources(real_dirs, fake_dirs)
     _check_optional_packages(report=bool(report_dir))
+    if report_dir:
+        _check_report_folder(report_dir, overwrite)
     perturbations = []
     if perturb:
         from fakespotter.evaluation import parse_perturbations
@@ -1367,12 +1662,9 @@ def evaluate(
     det = _load_detector(model_path)
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
-    real = _largest_faces(cropper, real_dir, "real", limits)
-    fakes = [
-        (name, _largest_faces(cropper, folder, f"fake {name}", limits))
-        for name, folder in fake_dirs
-    ]
-    sets = [(real, 0)] + [(faces, 1) for _, faces in fakes]
+    reals = _faces_of_sources(cropper, real_dirs, "real", limits)
+    fakes = _faces_of_sources(cropper, fake_dirs, "fake", limits)
+    sets = [(faces, 0) for faces in reals] + [(faces, 1) for faces in fakes]
     scored = score_labelled(det, sets)
     all_paths, all_labels, all_scores, features = (
         scored["paths"],
@@ -1383,19 +1675,26 @@ def evaluate(
     # accuracy at the model's operating threshold (0.5 for models without one)
     result = evaluate_scores(all_labels, all_scores, det.threshold_)
     result["threshold"] = det.threshold_
-    if det.uncertain_ is not None:  # the share of each class the band labels uncertain
-        said = np.array(det.labels(all_scores))
-        y = np.array(all_labels)
-        for cls, name in ((0, "real"), (1, "fake")):
-            if (y == cls).any():
-                result[f"{name}_uncertain"] = float(np.mean(said[y == cls] == "uncertain"))
-    if len(fakes) > 1:  # each fake source against all the real photos
-        result["per_source"] = {
-            name: _source_metrics(det, real, faces, scored) for name, faces in fakes
-        }
+    result.update(_uncertain_shares(det, all_labels, all_scores))
+    all_real, all_fake = (
+        merge_faces(reals) if reals else None,
+        merge_faces(fakes) if fakes else None,
+    )
+    result["per_source"] = {
+        **{
+            name: _source_metrics(det, "real", folder, faces, all_fake, scored)
+            for (name, folder), faces in zip(real_dirs, reals, strict=True)
+        },
+        **{
+            name: _source_metrics(det, "fake", folder, faces, all_real, scored)
+            for (name, folder), faces in zip(fake_dirs, fakes, strict=True)
+        },
+    }
     result.update(
         n_no_face=sum(len(s.no_face) for s, _ in sets),
         n_unreadable=sum(len(s.unreadable) for s, _ in sets),
+        perturbations=None,
+        report=None,
     )
     perturbed = {}
     if perturbations:
@@ -1426,12 +1725,30 @@ def evaluate(
         click.echo(json.dumps(result, indent=2))
         return
     for key, value in result.items():
-        if key == "perturbations":
+        if key in ("perturbations", "per_source"):
             continue
         if value is not None:
             click.echo(
                 f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}"
             )
+    if len(real_dirs) > 1 or len(fake_dirs) > 1:  # else the lines above say it all
+        heads = ("class", "n", "accuracy", "uncertain", "auc", "n_no_face")
+        click.echo(f"\n{'source':14s} " + " ".join(f"{c:>10s}" for c in heads))
+        for name, m in result["per_source"].items():
+            own = m["class"]
+            cells = [
+                own,
+                m[f"n_{own}"],
+                m[f"{own}_accuracy"],
+                m[f"{own}_uncertain"],
+                m["auc"],
+                m["n_no_face"],
+            ]
+            text = [
+                "-" if c is None else (f"{c:.4f}" if isinstance(c, float) else str(c))
+                for c in cells
+            ]
+            click.echo(f"{name:14s} " + " ".join(f"{c:>10s}" for c in text))
     if perturbed:
         columns = ("accuracy", "real_accuracy", "fake_accuracy", "auc", "n_no_face")
         click.echo(f"\n{'perturbation':14s} " + " ".join(f"{c:>13s}" for c in columns))
@@ -1445,16 +1762,40 @@ def evaluate(
             click.echo(f"{name:14s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
-def _source_metrics(det, real, faces, scored) -> dict:
-    """Metrics of one fake source against the real photos, from the scores already made."""
+def _uncertain_shares(det, labels, scores) -> dict:
+    """The share of each class's photos labelled uncertain (0.0 when the model labels none
+    so); None for a class without photos."""
+    import numpy as np
+
+    said = np.array(det.labels(np.asarray(scores, dtype=float))) if len(scores) else np.array([])
+    y = np.array(labels)
+    return {
+        f"{name}_uncertain": float(np.mean(said[y == cls] == "uncertain"))
+        if (y == cls).any()
+        else None
+        for cls, name in ((0, "real"), (1, "fake"))
+    }
+
+
+def _source_metrics(det, kind: str, folder, faces, others, scored) -> dict:
+    """One source's metrics against all the photos of the other class (``others``, None when
+    there are none), from the scores already made; the same keys for every source."""
     from fakespotter.metrics import evaluate_scores
 
     by_path = dict(zip(scored["paths"], scored["p_fake"], strict=True))
-    paths = list(real.paths) + list(real.no_face) + list(faces.paths) + list(faces.no_face)
-    labels = [0] * (len(real.paths) + len(real.no_face)) + [1] * (
-        len(faces.paths) + len(faces.no_face)
-    )
-    return evaluate_scores(labels, [by_path[p] for p in paths], det.threshold_)
+    own = list(faces.paths) + list(faces.no_face)
+    other = [] if others is None else list(others.paths) + list(others.no_face)
+    reals, fakes = (own, other) if kind == "real" else (other, own)
+    labels = [0] * len(reals) + [1] * len(fakes)
+    scores = [by_path[p] for p in reals + fakes]
+    return {
+        "class": kind,
+        "folder": str(folder),
+        **evaluate_scores(labels, scores, det.threshold_),
+        **_uncertain_shares(det, labels, scores),
+        "n_no_face": len(faces.no_face),
+        "n_unreadable": len(faces.unreadable),
+    }
 
 
 def _write_report(
@@ -1506,17 +1847,19 @@ def _write_report(
 )
 @_one_line_errors
 def info(model_path, fmt) -> None:
-    """What a model file is: network, features, what it was trained on (its real photos and
-    each fake source), its operating point and novelty limit, and how it was made."""
+    """What a model file is: network, features, what it was trained on (each real and fake
+    source), its operating point and novelty limit (and where each was chosen), and how it
+    was made and updated."""
     import json
 
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY
     from fakespotter.persistence import default_model_path, load_model
-    from fakespotter.rows import FAKE_THRESHOLD
 
     path = model_path or default_model_path()
     det = load_model(path, device=None)
     t = dict(getattr(det, "training_", {}))
     t.pop("layer_means", None)  # per-layer averages for the web page: long, not for reading
+    t.pop(LAYER_DECISION_KEY, None)  # the same: the web page's per-layer decision spreads
     facts = {
         "model": str(path),
         "backbone": det.backbone,
@@ -1547,37 +1890,34 @@ def info(model_path, fmt) -> None:
     click.echo(f"faces found  by {det.face_detector}")
     if "counting" in facts:
         click.echo(f"counted by   {facts['counting']}")
-    sources = t.get("fake_sources") or {
-        "fake": {"folder": t.get("fake"), "n_faces": t.get("n_fake")}
-    }
-    click.echo(f"trained on   {t.get('n_real')} real faces from {t.get('real')}")
-    for name, source in sources.items():
-        click.echo(
-            f"             {source.get('n_faces')} fake faces, source {name!r}: {source.get('folder')}"
-        )
-    if (
-        det.threshold_ == FAKE_THRESHOLD
-        and det.uncertain_ is None
-        and facts["operating_point"] is None
-    ):
-        click.echo(
-            "labels       fake at P(fake) >= 0.5 (no operating point chosen on held-out photos)"
-        )
-    else:
-        band = "" if det.uncertain_ is None else f", uncertain from {det.uncertain_[0]:.3f}"
-        click.echo(
-            f"labels       fake at P(fake) >= {det.threshold_:.3f}{band} "
-            f"(chosen on {(facts['operating_point'] or {}).get('chosen_on', '?')})"
-        )
+    head = "trained on  "
+    for kind in ("real", "fake"):
+        for name, source in _model_sources(t, kind).items():
+            click.echo(
+                f"{head} {source.get('n_faces')} {kind} faces, source {name!r}: "
+                f"{source.get('folder')}"
+            )
+            head = " " * len(head)
+    band = _band_words(det)
+    band = "" if band.startswith("no ") else f", {band}"
+    # files from before #27 do not say who chose them: without updates, train did
+    by = {} if t.get("updates") else {"chosen_by": "train"}
+    origin = _point_origin({**by, **(facts["operating_point"] or {})}, det.threshold_)
+    click.echo(f"labels       fake at P(fake) >= {det.threshold_:.3f}{band} ({origin[2:]})")
     if facts["novelty_limit"] is not None:
+        novelty = {**by, **(facts["novelty"] or {})}
         click.echo(
             f"novelty      faces farther than {facts['novelty_limit']:.3f} are flagged "
-            f"(chosen on {(facts['novelty'] or {}).get('chosen_on', '?')})"
+            f"(chosen on {novelty.get('chosen_on', '?')}{_chosen_by(novelty)})"
         )
     click.echo(f"made by      {t.get('command')} ({t.get('date')})")
     for u in t.get("updates", []):
         added = ", ".join(f"{n} {name}" for name, n in (u.get("added") or {}).items())
-        click.echo(f"updated      added {added} faces by `fakespotter update` ({u.get('date')})")
+        point = {"kept": "; operating point kept", "chosen again": "; operating point chosen again"}
+        click.echo(
+            f"updated      added {added} faces by `fakespotter update`"
+            f"{point.get(u.get('operating_point'), '')} ({u.get('date')})"
+        )
     click.echo("scope        README, 'What it can and cannot detect'")
 
 

@@ -99,6 +99,24 @@ class AugmentRecipes(click.ParamType):
         return names
 
 
+class NamedFolder(click.ParamType):
+    """``NAME=DIR`` or ``DIR`` (named after the folder): one source of photos (--real,
+    --fake), an existing folder."""
+
+    name = "[NAME=]DIR"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from pathlib import Path
+
+        name, sep, folder = str(value).partition("=")
+        if not sep or not name or "/" in name:
+            name, folder = Path(str(value)).name or str(value), str(value)
+        folder = SafePath(exists=True, file_okay=False).convert(folder, param, ctx)
+        return (name, folder)
+
+
 # --model, the same for every command that scores with a model
 model_option = click.option(
     "--model",

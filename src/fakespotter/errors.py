@@ -10,6 +10,15 @@ from __future__ import annotations
 import re
 
 
+def install_extra(extra: str) -> str:
+    """How to install an optional extra: fakespotter is not on PyPI, so from a clone or a
+    wheel built from one (README, "Install and run")."""
+    return (
+        f"pip install -e '.[{extra}]' in a fakespotter clone, or "
+        f"pip install 'fakespotter-VERSION-py3-none-any.whl[{extra}]' from a built wheel"
+    )
+
+
 class UserError(ValueError):
     """Something the user can put right; its message is one line for them."""
 

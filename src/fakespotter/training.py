@@ -1,6 +1,6 @@
 """The rules of training and evaluation, in one place for the CLI and the benchmarks.
 
-* An image counts by its **largest face** (the one a photo is about; MTCNN lists it first).
+* An image counts by its **largest face** (the one a photo is about: ``largest_face``).
 * An image where **no face is found counts as predicted real** (p_fake 0) when measuring: a
   detector that misses a face is no help against that fake.
 * **Augmented training**: one randomly perturbed copy of every photo joins the training set
@@ -49,6 +49,7 @@ def largest_faces(
     reading, in worker processes when ``workers > 0``). ``augment_seed``: crop an altered copy
     of each image instead, by the ``augmentation`` recipe (``perturb.AUGMENTATIONS``)."""
     from fakespotter.evaluation.perturb import AUGMENTATIONS
+    from fakespotter.faces.pipeline import largest_face
     from fakespotter.photos import find_faces
 
     recipe = AUGMENTATIONS[augmentation]
@@ -66,7 +67,7 @@ def largest_faces(
         max_bytes=max_bytes,
     ):
         if item.faces:
-            crops.append(item.faces[0].crop)  # the cropper lists the largest face first
+            crops.append(largest_face(item.faces).crop)
             out.paths.append(item.path)
         elif item.error == NO_FACE:
             out.no_face.append(item.path)

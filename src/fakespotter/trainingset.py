@@ -77,6 +77,15 @@ class TrainingFeatures:
         for name in other.sources:
             if name not in names:
                 names.append(name)
+            elif (
+                self._labels_of(name)
+                and other._labels_of(name)
+                and (self._labels_of(name) != other._labels_of(name))
+            ):  # one name, two classes: the rows would merge into one source
+                raise TrainingFeaturesError(
+                    f"source {name!r} holds {_class_of(self._labels_of(name))} photos in the "
+                    f"stored features and {_class_of(other._labels_of(name))} ones in the new"
+                )
         remap = np.array([names.index(s) for s in other.sources], dtype=np.int64)
         offset = int(self.groups.max()) + 1 if len(self.groups) else 0
         return TrainingFeatures(
@@ -89,9 +98,16 @@ class TrainingFeatures:
             names,
         )
 
+    def _labels_of(self, name: str) -> set[int]:
+        return set(self.y[self.source == self.sources.index(name)].tolist())
+
     def counts(self) -> dict[str, int]:
         """Rows per source."""
         return {name: int((self.source == i).sum()) for i, name in enumerate(self.sources)}
+
+
+def _class_of(labels: set[int]) -> str:
+    return " and ".join(("real", "fake")[v] for v in sorted(labels))
 
 
 def _storage(features: np.ndarray) -> np.ndarray:
@@ -126,6 +142,17 @@ def save_training_features(path, detector, rows: TrainingFeatures) -> None:
             source=np.asarray(rows.source, np.int16),
         )
     os.replace(partial, path)
+
+
+def is_training_features(path) -> bool:
+    """Whether ``path`` is a training-features file (of any model): what --save-features
+    may replace."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"])) if "meta" in data.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def load_training_features(path, detector) -> TrainingFeatures:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import bz2
 import errno
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -482,6 +481,13 @@ def _copy_from_url(source: UrlSource, out, size: int, *, progress: bool) -> None
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (POSIX); on Windows, where there is no fcntl,
+    concurrent fetches of one file are not serialised (each still verifies its sha256)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

@@ -247,6 +247,7 @@ def perturbed_scores(detector, cropper, paths, perturbations, *, progress: bool 
     from tqdm import tqdm
 
     from fakespotter.faces import ImageError, load_image
+    from fakespotter.faces.pipeline import largest_face
 
     out = {}
     for q in perturbations:
@@ -266,7 +267,7 @@ def perturbed_scores(detector, cropper, paths, perturbations, *, progress: bool 
             except ImageError:
                 faces = []
             if faces:
-                crops.append(faces[0].crop)
+                crops.append(largest_face(faces).crop)
                 kept.append(i)
         p_fake = np.zeros(len(paths))
         if crops:

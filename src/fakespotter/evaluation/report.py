@@ -3,7 +3,7 @@
 Everything a reviewer needs to check a detector: accuracy on real and on fake faces
 separately, ROC AUC with an approximate 95 % interval, a breakdown per group (generator or
 real source), robustness to photo perturbations, and the per-layer neuron coverage chart of
-the FakeSpotter paper (Figure 3).  Charts need matplotlib (``pip install fakespotter[report]``).
+the FakeSpotter paper (Figure 3).  Charts need matplotlib (the ``report`` extra).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakespotter.errors import UserError
+from fakespotter.errors import UserError, install_extra
 from fakespotter.metrics import evaluate_scores
 from fakespotter.rows import FAKE_THRESHOLD
 
@@ -47,7 +47,7 @@ SCOPE = (
     "Stable Diffusion) are not recognised: they score as real. These numbers hold for photos "
     "like the ones measured here, not beyond."
 )
-MATPLOTLIB_MISSING = "charts need matplotlib: pip install 'fakespotter[report]'"
+MATPLOTLIB_MISSING = f"charts need matplotlib: {install_extra('report')}"
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:

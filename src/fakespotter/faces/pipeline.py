@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +13,8 @@ from PIL import Image
 
 from fakespotter.backbones.registry import get_detector
 from fakespotter.faces.align import warp_face
-from fakespotter.faces.mtcnn import MTCNN
+from fakespotter.faces.mtcnn import MIN_IMAGE_SIDE, MTCNN
+from fakespotter.rows import left_to_right
 
 # MTCNN's weight files live in the registry with every other network's; kept under this name
 # for callers that list them.
@@ -40,6 +41,13 @@ MIN_FACE_FRACTION = 0.05
 
 
 DEFAULT_FACE_DETECTOR = "mtcnn"
+
+# A photo too small or too thin to hold a face gets none at once: a short side under
+# MIN_SEARCH_SIDE, or one under MTCNN's MIN_IMAGE_SIDE (it upsamples such photos to that) with
+# a long side over MAX_THIN_ASPECT times it. A 1 x 500 px strip took 10 s to search; a
+# 16 x 2,500,000 px one (40 MP) would have been upsampled to 1 G pixels.
+MIN_SEARCH_SIDE = 12  # P-Net's window
+MAX_THIN_ASPECT = 20
 
 
 def load_detector(
@@ -80,6 +88,10 @@ ALIGNED_CHECK_SIDE = 128
 # (train/val: 99% of faces score >= 0.97); a turn must beat the upright score by the margin.
 TRY_TURNS_BELOW = 0.99
 TURN_MARGIN = 0.01  # the check runs on a copy this size: O-Net sees 48 px anyway
+# An --aligned input this flat (largest per-channel standard deviation, in grey levels) has
+# no face at all: 360 photos of ../shared/faces scored >= 30, a flat grey image (JPEG or
+# not) < 1. It gets no face, so no score and no label.
+MAX_FLAT_STD = 4.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class FaceCrop:
     size: float = 0.0  # short side of the detected box in pixels, before clipping
     rotation: int = 0  # degrees the photo was turned clockwise before this face was found
     face_probability: float | None = None  # aligned inputs: O-Net's "is this a face" check
+    area: float | None = None  # the detector's box area before clipping (None: the box's)
 
     @property
     def warnings(self) -> list[str]:
@@ -121,9 +134,11 @@ class FaceCropper:
 
     ``detector``: a registered face detector's name (``registry.DETECTORS``) or a detector
     object. ``aligned=True`` treats the whole image as one FFHQ-style aligned face and skips
-    detection (MTCNN's O-Net still checks that it is a face, whatever the detector). When no
-    face is found upright, the photo is tried turned by 90, 180 and 270 degrees (a sideways
-    photo without EXIF orientation); such faces say so in their warnings.
+    detection (MTCNN's O-Net still checks that it is a face, whatever the detector); a flat
+    one (``MAX_FLAT_STD``) has none. When no face is found upright, the photo is tried turned
+    by 90, 180 and 270 degrees (a sideways photo without EXIF orientation); such faces say so
+    in their warnings. Faces come left to right (``rows.left_to_right``), as rows number
+    them; ``largest_face`` picks the one a photo is about.
     """
 
     def __init__(
@@ -150,8 +165,14 @@ class FaceCropper:
 
     def __call__(self, image: np.ndarray) -> list[FaceCrop]:
         if self.aligned:
-            return [self._aligned_face(image)]
+            face = self._aligned_face(image)
+            return [] if face is None else [face]
         h, w = image.shape[:2]
+        short = min(h, w)
+        if short < MIN_SEARCH_SIDE or (
+            short < MIN_IMAGE_SIDE and max(h, w) > MAX_THIN_ASPECT * short
+        ):
+            return []
         turns, turned = 0, image
         with _one_thread():
             faces = self.detector.detect(image)
@@ -162,7 +183,9 @@ class FaceCropper:
                 # sideways photo (MTCNN finds some faces on their side, with landmarks of no
                 # use). Another turn wins only with upright faces and a clearly better score.
                 for k in (1, 2, 3):  # counter-clockwise quarter turns
-                    candidate = np.ascontiguousarray(np.rot90(image, k))
+                    # copy(), not ascontiguousarray: numpy calls an array with a size-1 axis
+                    # contiguous whatever its strides, and torch refuses negative ones (1x1)
+                    candidate = np.rot90(image, k).copy()
                     found = [f for f in self.detector.detect(candidate) if _upright(f.landmarks)]
                     score = max((f.score for f in found), default=0.0)
                     if score > best + TURN_MARGIN:
@@ -182,11 +205,14 @@ class FaceCropper:
                     self._warp(turned, face.landmarks),
                     size=float(min(x1 - x0, y1 - y0)),
                     rotation=(360 - 90 * turns) % 360,
+                    area=float((x1 - x0) * (y1 - y0)),
                 )
             )
-        return crops
+        return [crops[i] for i in left_to_right(crops)]
 
-    def _aligned_face(self, image: np.ndarray) -> FaceCrop:
+    def _aligned_face(self, image: np.ndarray) -> FaceCrop | None:
+        if _flat(image):
+            return None  # nothing in it: no face to score
         h, w = image.shape[:2]
         points = FFHQ_LANDMARKS * np.array([w, h])
         scale = min(1.0, ALIGNED_CHECK_SIDE / max(1, min(h, w)))
@@ -213,6 +239,29 @@ class FaceCropper:
 
     def _warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return warp_face(image, landmarks, self.template, self.size)
+
+
+def _flat(image: np.ndarray) -> bool:
+    """Whether every channel of ``image`` is nearly one value (``MAX_FLAT_STD``), measured on
+    about 256 x 256 of its pixels (a strided view: no smoothing, no copy of a large photo)."""
+    step = max(1, min(image.shape[:2]) // 256)
+    pixels = image[::step, ::step].reshape(-1, image.shape[-1])
+    return bool(pixels.std(axis=0).max() < MAX_FLAT_STD)
+
+
+def largest_face(faces: Sequence[FaceCrop]) -> FaceCrop:
+    """The face a photo is about: the largest detected box (training and evaluation count a
+    photo by it)."""
+    if not faces:
+        raise ValueError("no faces")
+
+    def area(face: FaceCrop) -> float:
+        if face.area is not None:
+            return face.area
+        x0, y0, x1, y1 = face.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    return max(faces, key=area)
 
 
 def _upright(landmarks: np.ndarray) -> bool:
