@@ -662,6 +662,41 @@ def test_a_slow_photo_holds_up_no_other(detector, monkeypatch):
                         ("large.png", 200)]  # fmt: skip
 
 
+def test_the_torch_work_runs_on_a_fixed_few_threads_however_many_requests(detector, monkeypatch):
+    """Issue #27 (12): server memory grew 100-200 MB per 200 requests. Python's heap stayed
+    flat (tracemalloc); glibc kept memory per thread, and the face search and network ran on
+    whichever of FastAPI's worker threads took the request, threads that come and go. The
+    work now runs on the scorer's own fixed threads, so that memory is bounded by them."""
+    import threading
+
+    app = create_app(detector=detector, aligned=True)
+    scorer = app.state.scorer
+    crop, assess = scorer.cropper, detector.assess
+    searched, scored = set(), set()
+
+    def crop_here(image):
+        searched.add(threading.get_ident())
+        return crop(image)
+
+    def assess_here(crops, **kw):
+        scored.add(threading.get_ident())
+        return assess(crops, **kw)
+
+    monkeypatch.setattr(scorer, "cropper", crop_here)
+    monkeypatch.setattr(detector, "assess", assess_here)
+    photo = png_bytes(noise_face(3, smooth=True))
+
+    def ask(i: int) -> int:
+        return post(TestClient(app), photo, name=f"f{i}.png").status_code
+
+    with ThreadPoolExecutor(8) as pool:  # 8 clients at once, 32 requests
+        codes = list(pool.map(ask, range(32)))
+    assert codes == [200] * 32
+    assert len(scored) == 1  # the network's one thread
+    assert 1 <= len(searched) <= 3  # two photo lanes and the large-photo lane at most
+    assert threading.get_ident() not in searched | scored
+
+
 @pytest.mark.slow
 def test_time_limit_answers_504_or_503_in_one_line(detector, monkeypatch):
     import threading
