@@ -193,3 +193,57 @@ def test_a_features_file_is_data_and_checks_what_it_holds(tmp_path, stored):
     )
     assert more.sources == ["real", "x", "y"] and list(more.source) == [0, 1, 2]
     assert list(more.groups) == [0, 1, 2]  # a new photo gets a group of its own
+
+
+@pytest.mark.slow
+def test_update_without_features_uses_the_kit_beside_the_model(stored, tmp_path):
+    """Issue #28: `update --fake NAME=DIR` with no --features file refits on the update kit
+    beside the model (the shipped model's ships with it) and the result scores photos; a
+    model without a kit is refused in one line, and --save-features needs --features."""
+    import shutil
+
+    from fakespotter.updatekit import KIT_SUFFIX, build_kit, save_kit
+
+    model, features = stored
+    home = tmp_path / "home"
+    home.mkdir()
+    bare = home / "m.safetensors"
+    shutil.copy(model, bare)
+    new = _stripes(tmp_path / "stripes", 8, seed=5)
+    args = ["update", "--model", str(bare), "--fake", f"stripes={new}", "--aligned"]
+    refused = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "x.safetensors")])
+    assert refused.exit_code == 1 and "no update kit beside this model" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+    det = load_model(bare)
+    kit = build_kit(det, load_training_features(features, det), per_class=10)
+    save_kit(home / f"m{KIT_SUFFIX}", kit)
+    out = tmp_path / "m2.safetensors"
+    result = CliRunner().invoke(main, [*args, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "(update kit) + 8 new faces" in result.output
+    updated = load_model(out)
+    assert updated.training_["fake_sources"]["stripes"]["n_faces"] == 8
+    assert updated.training_["updates"][-1]["stored"] == "update kit"
+    assert updated.n_features_in_ == det.n_features_in_
+    # the new generator is learnt: its photos now score higher than under the old model
+    crops = largest_faces(det.face_cropper(True), sorted(new.iterdir())).crops
+    assert updated.predict_proba(crops)[:, 1].mean() > det.predict_proba(crops)[:, 1].mean()
+    detected = CliRunner().invoke(
+        main, ["detect", str(new), "--model", str(out), "--aligned", "--format", "json"]
+    )
+    assert detected.exit_code in (0, 4), detected.output
+    rows = json.loads(detected.stdout)
+    assert len(rows) == 8 and all(r["p_fake"] is not None for r in rows)
+    needs = CliRunner().invoke(
+        main, [*args, "--output", str(tmp_path / "y.safetensors"), "--save-features",
+               str(tmp_path / "f.npz")],
+    )  # fmt: skip
+    assert needs.exit_code == 2 and "--save-features needs --features" in needs.output
+
+
+def test_the_recorded_command_gives_augment_as_typed(stored):
+    """The model file's command can be run again: `--augment simple`, not a Python tuple."""
+    model, _ = stored
+    command = load_model(model).training_["command"]
+    assert " --augment simple " in f"{command} " and "('" not in command

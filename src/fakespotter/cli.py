@@ -337,6 +337,8 @@ def _command_line() -> str:
         elif param.multiple:  # --fake a=x --fake b=y: one option a value
             for v in value:
                 parts += [param.opts[0], "=".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+        elif isinstance(value, tuple):  # --augment simple,pipeline: as it was typed
+            parts += [param.opts[0], ",".join(map(str, value))]
         else:
             parts += [param.opts[0], str(value)]
     return shlex.join(parts)
@@ -1341,9 +1343,10 @@ def train(
 @click.option(
     "--features",
     "features_path",
-    required=True,
     type=SafePath(exists=True, dir_okay=False),
-    help="The model's training features (`fakespotter train --save-features`).",
+    help="The model's training features (`fakespotter train --save-features`) "
+    "[default: the update kit beside the model (M.kit.safetensors): the shipped model has "
+    "one].",
 )
 @click.option(
     "--fake",
@@ -1434,7 +1437,16 @@ def update(
     det.progress = _progress()
     training = dict(getattr(det, "training_", {}))
     _check_sources(real_dirs, fake_dirs, training)
-    stored = load_training_features(features_path, det)
+    if features_path is None:  # the kit beside the model: the shipped model's ships with it
+        from fakespotter.updatekit import kit_for_model
+
+        if save_features:
+            raise click.UsageError("--save-features needs --features (a kit holds a sample)")
+        kit = kit_for_model(model_path or default_model_path(), det)
+        stored = kit.rows()
+    else:
+        kit = None
+        stored = load_training_features(features_path, det)
     start = time.perf_counter()
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
@@ -1455,14 +1467,23 @@ def update(
         augment,
         limits,
     )
-    rows = stored.extended(new)
     # the refit voids the operating point: without held-out photos the model's is kept
     point = dict(getattr(det, "operating_point_", None) or {})
     if not training.get("updates"):  # a file from before #27 chose it at train time
         point.setdefault("chosen_by", "train")
     kept = (det.threshold_, det.uncertain_, point)
-    det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
-    det.fit_features(rows.features, rows.y, groups=rows.groups)
+    if kit is not None:
+        # the kit's rows (weighted to stand for every training face) plus the new ones; the
+        # point is chosen again on out-of-fold scores (at most 1% of each real source
+        # called fake) unless held-out photos are given; the novelty reference is the reals
+        from fakespotter.updatekit import update_with_kit
+
+        done = update_with_kit(det, kit, new, operating_point=not val_real_dir)
+        rows = stored.extended(new)
+    else:
+        rows = stored.extended(new)
+        det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
+        det.fit_features(rows.features, rows.y, groups=rows.groups)
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
     n_real_new = sum(len(f.crops) for f in per_real)
     training.update(
@@ -1486,14 +1507,17 @@ def update(
                     },
                 },
                 "rows": rows.counts(),
-                "operating_point": "chosen again" if val_real_dir else "kept",
+                "stored": "update kit" if kit is not None else "features file",
+                "operating_point": "chosen again"
+                if val_real_dir
+                else ("chosen on out-of-fold scores" if kit is not None else "kept"),
             },
         ],
     )
     training["real"] = ", ".join(
         str(s.get("folder")) for s in training["real_sources"].values() if s.get("folder")
     )
-    if det.variant != "embedding":
+    if det.variant != "embedding" and kit is None:  # a kit keeps some columns: averages stay
         training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
         training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
     _fit_operating_point(
@@ -1506,7 +1530,15 @@ def update(
         limits,
         by="update",
     )
-    if not val_real_dir:
+    if kit is not None and not val_real_dir:
+        chosen = done["operating_point"]
+        click.echo(
+            f"operating point chosen again on out-of-fold scores of the kit and the new "
+            f"photos: fake at P >= {det.threshold_:.3f} (at most "
+            f"{chosen.get('max_false_alarm', 0.01):.0%} of each real source called fake)",
+            err=True,
+        )
+    elif not val_real_dir:
         det.threshold_, det.uncertain_, point = kept
         det.operating_point_ = {
             **point,
@@ -1523,7 +1555,8 @@ def update(
         save_training_features(save_features, det, rows)
         click.echo(f"wrote {save_features}: {len(rows)} training faces' features", err=True)
     click.echo(
-        f"wrote {output}: refitted on {len(stored)} stored + {len(new)} new faces in "
+        f"wrote {output}: refitted on {len(stored)} stored"
+        f"{' (update kit)' if kit is not None else ''} + {len(new)} new faces in "
         f"{time.perf_counter() - start:.0f} s (thresholds kept), cross-validated AUC "
         f"{det.cv_auc_:.3f}"
     )

@@ -1,0 +1,622 @@
+"""The update kit: what `fakespotter update` refits a model on when it has no features file.
+
+``fakespotter update`` refits the classifier on the model's training faces plus the new ones
+(``trainingset``). The full training features of the shipped model are far too large to
+ship (about 14,000 rows of 44,288 counts), so the package carries a *kit* beside the model: a
+class-balanced subsample of the training rows (faces nearest the SVM's boundary first, every
+source represented), stored as 8-bit codes of the model's features (optionally of the most
+weighted columns only), with a weight per row so that every old source keeps the weight it had
+in the full training set. ``benchmarks/teach.py`` measures the designs against a refit on all
+training rows (docs/teaching.md).
+
+``update_with_kit`` is the refit: scaler, linear SVM (at the model's C, not searched again),
+Platt calibration, then the classifier expressed in the model's own scaler so that the
+model's novelty signal stays valid and is kept (the kit holds too few real faces to refit it:
+docs/teaching.md); and the operating point, chosen on the out-of-fold scores of the stored and
+new faces so that at most 1% of *each* real source's photos are called fake.
+``fit_real_novelty`` fits a model's novelty signal on real faces only (a reference of diverse
+real photos), for the shipped model at training time.
+
+File format: one safetensors file (JSON metadata in its header, no pickle), validated before
+any tensor is read, like a model file; it names the model's fingerprint (``trainingset
+.fingerprint``: backbone weights, criterion, taps and fitted thresholds, i.e. what the counts
+depend on) and is refused in one line by a model with another one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fakespotter.errors import UserError
+from fakespotter.trainingset import TrainingFeatures, fingerprint
+
+FORMAT = "fakespotter-update-kit/1"
+KIT_SUFFIX = ".kit.safetensors"  # the kit of model M.safetensors is M.kit.safetensors beside it
+MAX_KIT_BYTES = 256 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_FALSE_ALARM = 0.01  # of each real source's photos (out-of-fold) called fake
+MAX_MISSED = 0.05  # of the fakes below the uncertain band
+NOVELTY_PERCENTILE = 99.0
+NOVELTY_HELD_OUT = 0.2
+
+_DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "F32": np.float32}
+# name -> (dtype, shape as metadata keys: "n" rows, "k" kept columns)
+_ARRAYS = {
+    "codes": ("U8", ("n", "k")),
+    "columns": ("I32", ("k",)),
+    "low": ("F32", ("k",)),
+    "step": ("F32", ("k",)),
+    "y": ("I8", ("n",)),
+    "groups": ("I32", ("n",)),
+    "source": ("I16", ("n",)),
+    "weight": ("F32", ("n",)),
+}
+
+
+class KitError(UserError):
+    """An update kit that cannot be read, or that belongs to another model (one line)."""
+
+
+@dataclass
+class UpdateKit:
+    """Stored training rows of one model, 8-bit coded: row i's value of model feature
+    ``columns[j]`` is ``low[j] + step[j] * codes[i, j]``; the model's other columns are not
+    stored (an update fits on the stored columns only)."""
+
+    codes: np.ndarray  # N x K uint8
+    columns: np.ndarray  # K, sorted indices into the model's features
+    low: np.ndarray  # K float32
+    step: np.ndarray  # K float32
+    y: np.ndarray  # N, 0 real / 1 fake
+    groups: np.ndarray  # N, photo id: a photo and its augmented copies share one
+    source: np.ndarray  # N, index into sources
+    weight: np.ndarray  # N, each row's weight in the SVM (old sources keep their weight)
+    sources: list[str]
+    fingerprint: str  # the model's (trainingset.fingerprint)
+    n_features: int  # the model's full width
+    info: dict = field(default_factory=dict)  # how it was built: design, counts, model id
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def features(self) -> np.ndarray:
+        """N x K float32 values of the stored columns."""
+        return self.low + self.step * self.codes.astype(np.float32)
+
+    def rows(self) -> TrainingFeatures:
+        """The stored rows (stored columns only), as ``trainingset.TrainingFeatures``."""
+        return TrainingFeatures(
+            self.features(),
+            self.y.astype(np.int64),
+            self.groups.astype(np.int64),
+            self.source.astype(np.int64),
+            list(self.sources),
+        )
+
+    def nbytes(self) -> int:
+        return sum(np.asarray(getattr(self, name)).nbytes for name in _ARRAYS)
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def quantize(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-bit codes of each column between its minimum and maximum: (codes, low, step); the
+    error of a value is at most step / 2."""
+    f = np.asarray(features, dtype=np.float32)
+    low = f.min(axis=0) if len(f) else np.zeros(f.shape[1], np.float32)
+    high = f.max(axis=0) if len(f) else low
+    step = ((high - low) / 255.0).astype(np.float32)
+    safe = np.where(step > 0, step, 1.0)
+    codes = np.clip(np.rint((f - low) / safe), 0, 255).astype(np.uint8)
+    return codes, low.astype(np.float32), step
+
+
+def choose_rows(
+    rows: TrainingFeatures,
+    per_class: int,
+    *,
+    margin: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices of a class-balanced subsample of ``rows``, whole photo groups at a time (a
+    photo with its augmented copies): ``per_class`` rows of each class at most, each source
+    of a class in proportion to its rows (at least a few photos each). With ``margin`` (each
+    row's y * decision of the model, smaller = nearer the boundary or wrong), the groups
+    nearest the boundary come first within a source (the support vectors that hold the
+    boundary); without, a random draw."""
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(rows.groups)
+    keep: list[np.ndarray] = []
+    for label in (0, 1):
+        in_class = np.asarray(rows.y) == label
+        sources = np.unique(np.asarray(rows.source)[in_class])
+        total = int(in_class.sum())
+        for s in sources:
+            mine = np.flatnonzero(in_class & (np.asarray(rows.source) == s))
+            quota = max(min(len(mine), 8), int(round(per_class * len(mine) / max(total, 1))))
+            group_ids = np.unique(groups[mine])
+            if margin is None:
+                order = rng.permutation(len(group_ids))
+            else:  # a group is as near as its nearest row
+                nearest = np.full(len(group_ids), np.inf)
+                pos = np.searchsorted(group_ids, groups[mine])
+                np.minimum.at(nearest, pos, np.asarray(margin)[mine])
+                order = np.lexsort((rng.random(len(group_ids)), nearest))
+            by_group = mine[np.argsort(groups[mine], kind="stable")]
+            members = np.split(by_group, np.searchsorted(groups[by_group], group_ids[1:]))
+            taken, n = [], 0
+            for g in order:
+                if n >= quota:
+                    break
+                taken.append(members[g])
+                n += len(members[g])
+            if taken:
+                keep.append(np.concatenate(taken))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def build_kit(
+    detector,
+    rows: TrainingFeatures,
+    *,
+    per_class: int = 600,
+    columns: np.ndarray | None = None,
+    margin: np.ndarray | None = None,
+    row_sources: list[str] | None = None,
+    seed: int = 0,
+    info: dict | None = None,
+) -> UpdateKit:
+    """The kit of ``detector`` from its training features ``rows`` (``fakespotter train
+    --save-features``): ``choose_rows`` picks the rows, ``columns`` the model features kept
+    (default all), each row weighs (its source's rows in ``rows``) / (its source's rows in
+    the kit). ``row_sources``: a source name per row instead of ``rows.sources`` (e.g.
+    ``real:ffhq``, ``real:utk`` for reals of several sources, so that each keeps its weight
+    and its own false-alarm limit)."""
+    if row_sources is not None:
+        if len(row_sources) != len(rows):
+            raise ValueError("row_sources needs one name per row")
+        names = sorted(set(row_sources), key=row_sources.index)
+        rows = TrainingFeatures(
+            rows.features,
+            rows.y,
+            rows.groups,
+            np.array([names.index(s) for s in row_sources], dtype=np.int64),
+            names,
+        )
+    n_features = int(rows.features.shape[1])
+    if n_features != int(detector.n_features_in_):
+        raise ValueError(f"rows have {n_features} features, the model {detector.n_features_in_}")
+    cols = (
+        np.arange(n_features) if columns is None else np.unique(np.asarray(columns, dtype=np.int64))
+    )
+    if not len(cols) or cols[0] < 0 or cols[-1] >= n_features:
+        raise ValueError("columns must be indices of the model's features")
+    picked = choose_rows(rows, per_class, margin=margin, seed=seed)
+    codes, low, step = quantize(np.asarray(rows.features)[picked][:, cols])
+    full = np.bincount(np.asarray(rows.source), minlength=len(rows.sources))
+    kept = np.bincount(np.asarray(rows.source)[picked], minlength=len(rows.sources))
+    source = np.asarray(rows.source)[picked]
+    weight = (full[source] / np.maximum(kept[source], 1)).astype(np.float32)
+    # group ids from 0, in order: the file stores them as int32
+    _, groups = np.unique(np.asarray(rows.groups)[picked], return_inverse=True)
+    return UpdateKit(
+        codes=codes,
+        columns=cols.astype(np.int32),
+        low=low,
+        step=step,
+        y=np.asarray(rows.y)[picked].astype(np.int8),
+        groups=groups.astype(np.int32),
+        source=source.astype(np.int16),
+        weight=weight,
+        sources=list(rows.sources),
+        fingerprint=fingerprint(detector),
+        n_features=n_features,
+        info={
+            "per_class": int(per_class),
+            "rows_by_source_full": {s: int(n) for s, n in zip(rows.sources, full, strict=True)},
+            "rows_by_source_kit": {s: int(n) for s, n in zip(rows.sources, kept, strict=True)},
+            "picked": "nearest the boundary first" if margin is not None else "random",
+            **(info or {}),
+        },
+    )
+
+
+# -- the file --------------------------------------------------------------------------------
+
+
+def save_kit(path, kit: UpdateKit) -> None:
+    """Write ``kit`` to one safetensors file, atomically (data only: arrays + JSON)."""
+    from safetensors.numpy import save_file
+
+    from fakespotter import __version__
+
+    meta = {
+        "format": FORMAT,
+        "package_version": __version__,
+        "fingerprint": kit.fingerprint,
+        "n_features": int(kit.n_features),
+        "n_rows": len(kit),
+        "n_columns": int(len(kit.columns)),
+        "sources": list(kit.sources),
+        "info": kit.info,
+    }
+    arrays = {
+        name: np.ascontiguousarray(np.asarray(getattr(kit, name)), dtype=_DTYPES[dtype])
+        for name, (dtype, _) in _ARRAYS.items()
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        text = json.dumps(meta, sort_keys=True, allow_nan=False)
+        save_file(arrays, str(tmp), metadata={"fakespotter_kit": text})
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fail(path, why: str) -> KitError:
+    return KitError(f"{path}: {why}")
+
+
+def _read_header(path, f, size: int) -> tuple[dict, dict, int]:
+    if size > MAX_KIT_BYTES:
+        raise _fail(path, f"update kit is {size} bytes, more than the {MAX_KIT_BYTES} allowed")
+    if size < 8:
+        raise _fail(path, "not a fakespotter update kit (too short)")
+    (header_len,) = struct.unpack("<Q", f.read(8))
+    if header_len > min(MAX_HEADER_BYTES, size - 8):
+        raise _fail(path, "not a fakespotter update kit (bad header length)")
+    try:
+        header = json.loads(f.read(header_len).decode("utf-8"), parse_constant=_no_constant)
+        text = header["__metadata__"]["fakespotter_kit"]
+        meta = json.loads(text, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        raise _fail(path, "not a fakespotter update kit (no kit metadata)") from None
+    if not isinstance(header, dict) or not isinstance(meta, dict):
+        raise _fail(path, "not a fakespotter update kit (damaged header)")
+    return header, meta, 8 + header_len
+
+
+def _no_constant(name: str):
+    raise ValueError(name)
+
+
+def _int(meta: dict, key: str, top: int) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= top:
+        raise ValueError(key)
+    return value
+
+
+def read_kit(path) -> UpdateKit:
+    """Read and validate a kit file (sizes, dtypes, shapes, byte ranges and metadata before
+    any tensor is read; values after), without checking which model it belongs to."""
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            header, meta, start = _read_header(path, f, size)
+            if meta.get("format") != FORMAT:
+                raise _fail(path, "not a fakespotter update kit (unknown format)")
+            try:
+                dims = {
+                    "n": _int(meta, "n_rows", 10_000_000),
+                    "k": _int(meta, "n_columns", 10_000_000),
+                }
+                n_features = _int(meta, "n_features", 10_000_000)
+            except ValueError as e:
+                raise _fail(path, f"update kit metadata {e} is not valid") from None
+            sources, print_ = meta.get("sources"), meta.get("fingerprint")
+            if (
+                not isinstance(sources, list)
+                or not sources
+                or not all(isinstance(s, str) for s in sources)
+                or not isinstance(print_, str)
+                or not isinstance(meta.get("info", {}), dict)
+            ):
+                raise _fail(path, "update kit metadata is damaged")
+            tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+            if set(tensors) != set(_ARRAYS):
+                odd = sorted(set(tensors) ^ set(_ARRAYS))[0]
+                raise _fail(path, f"update kit tensors do not match (tensor {odd!r})")
+            arrays: dict[str, Any] = {}
+            for name, (dtype, dims_of) in _ARRAYS.items():
+                t = tensors[name]
+                shape = [dims[d] for d in dims_of]
+                if not isinstance(t, dict) or t.get("dtype") != dtype or t.get("shape") != shape:
+                    raise _fail(path, f"update kit tensor {name!r} has the wrong type or shape")
+                nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+                offsets = t.get("data_offsets")
+                if (
+                    not isinstance(offsets, list)
+                    or len(offsets) != 2
+                    or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                    or offsets[1] - offsets[0] != nbytes
+                    or offsets[0] < 0
+                    or start + offsets[1] > size
+                ):
+                    raise _fail(path, f"update kit tensor {name!r} lies outside the file")
+                f.seek(start + offsets[0])
+                buf = f.read(nbytes)
+                if len(buf) != nbytes:
+                    raise _fail(path, "update kit is truncated")
+                dt = np.dtype(_DTYPES[dtype]).newbyteorder("<")
+                arrays[name] = (
+                    np.frombuffer(buf, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+                )
+    except OSError as e:
+        raise KitError(f"cannot read update kit {path}: {e.strerror or e}") from None
+    for name in ("low", "step", "weight"):
+        if not np.all(np.isfinite(arrays[name])):
+            raise _fail(path, f"update kit tensor {name!r} holds NaN or infinite values")
+    cols = arrays["columns"]
+    if np.any(np.diff(cols) <= 0) or cols[0] < 0 or cols[-1] >= n_features:
+        raise _fail(path, "update kit columns are not sorted indices of the model's features")
+    if np.any(arrays["step"] < 0) or np.any(arrays["weight"] < 0):
+        raise _fail(path, "update kit steps and weights must not be negative")
+    if not np.isin(arrays["y"], (0, 1)).all() or len(np.unique(arrays["y"])) != 2:
+        raise _fail(path, "update kit labels must be 0 (real) and 1 (fake), both present")
+    if arrays["source"].min() < 0 or arrays["source"].max() >= len(sources):
+        raise _fail(path, "a row of the update kit names a source it does not list")
+    return UpdateKit(
+        **arrays,
+        sources=list(sources),
+        fingerprint=print_,
+        n_features=n_features,
+        info=dict(meta.get("info", {})),
+    )
+
+
+def load_kit(path, detector) -> UpdateKit:
+    """``read_kit``, refused in one line unless the kit belongs to ``detector`` (same
+    fingerprint: the same network, criterion and fitted thresholds, so the counts of new
+    faces are comparable with the stored ones)."""
+    kit = read_kit(path)
+    if kit.fingerprint != fingerprint(detector):
+        raise _fail(
+            path,
+            "this update kit belongs to another model (its counts were made with other "
+            "thresholds); use the model it was built for, or give that model's --features",
+        )
+    if kit.n_features != int(detector.n_features_in_):
+        raise _fail(
+            path, f"update kit is for {kit.n_features} features, the model has "
+            f"{detector.n_features_in_}"
+        )  # fmt: skip
+    return kit
+
+
+def kit_path_for(model_path) -> Path | None:
+    """The kit beside a model file (``M.safetensors`` -> ``M.kit.safetensors``), if any."""
+    p = Path(os.fspath(model_path))
+    stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.name
+    kit = p.with_name(stem + KIT_SUFFIX)
+    return kit if kit.is_file() else None
+
+
+def kit_for_model(model_path, detector) -> UpdateKit:
+    """The kit beside ``model_path`` (the shipped model's ships beside it), loaded for
+    ``detector``; refused in one line when there is none or it is another model's."""
+    path = kit_path_for(model_path)
+    if path is None:
+        name = Path(os.fspath(model_path)).name
+        stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+        raise KitError(
+            f"{model_path}: no update kit beside this model ({stem}{KIT_SUFFIX}); give its "
+            "training features with --features (fakespotter train --save-features)"
+        )
+    return load_kit(path, detector)
+
+
+# -- the update ------------------------------------------------------------------------------
+
+
+def _oof_decision(Z: np.ndarray, y, groups, weight, C: float, cv: int, seed: int) -> np.ndarray:
+    """Out-of-fold SVM decision values at ``C``, folds as ``FakeSpotter.fit_features`` makes
+    them (a photo's copies stay in its fold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.svm import SVC
+
+    Z32 = np.ascontiguousarray(Z, dtype=np.float32)
+    K = (Z32 @ Z32.T).astype(np.float64)
+    _, first = np.unique(groups, return_index=True)
+    n_splits = max(2, min(cv, *np.bincount(y[first], minlength=2)))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    scores = np.zeros(len(y))
+    for train, test in folds.split(Z, y, groups):
+        svm = SVC(kernel="precomputed", C=C, cache_size=1000)
+        svm.fit(K[np.ix_(train, train)], y[train], weight[train])
+        scores[test] = svm.decision_function(K[np.ix_(test, train)])
+    return scores
+
+
+def operating_point_per_source(
+    p_fake: np.ndarray,
+    y: np.ndarray,
+    source: np.ndarray,
+    sources: list[str],
+    *,
+    max_false_alarm: float = MAX_FALSE_ALARM,
+    max_missed: float = MAX_MISSED,
+) -> dict:
+    """The lowest threshold at which at most ``max_false_alarm`` of *each* real source's
+    photos score as fake (the strictest source decides), and the uncertain band below it
+    (``max_missed`` of all fakes under its low end), with the rates per source."""
+    from fakespotter.training import choose_operating_point
+
+    p, y, source = np.asarray(p_fake, np.float64), np.asarray(y), np.asarray(source)
+    fake = y == 1
+    threshold, per_source = 0.0, {}
+    for i in range(len(sources)):
+        mine = (source == i) & (y == 0)
+        if mine.any():
+            point = choose_operating_point(
+                np.r_[p[mine], p[fake]], np.r_[np.zeros(mine.sum()), np.ones(fake.sum())],
+                max_false_alarm=max_false_alarm, max_missed=max_missed,
+            )  # fmt: skip
+            threshold = max(threshold, point["threshold"])
+    missed = int(np.floor(max_missed * fake.sum()))
+    low = float(np.sort(p[fake])[missed]) if missed < fake.sum() else threshold
+    band = [low, threshold] if low < threshold else None
+    for i, name in enumerate(sources):
+        mine = source == i
+        if mine.any():
+            per_source[name] = {
+                "n": int(mine.sum()),
+                "called_fake": float(np.mean(p[mine] >= threshold)),
+            }
+    return {
+        "threshold": float(threshold),
+        "uncertain": band,
+        "max_false_alarm": max_false_alarm,
+        "max_missed": max_missed,
+        "n_real": int((y == 0).sum()),
+        "n_fake": int(fake.sum()),
+        "real_fake": float(np.mean(p[y == 0] >= threshold)),
+        "fake_fake": float(np.mean(p[fake] >= threshold)),
+        "per_source": per_source,
+        "chosen_on": "out-of-fold scores of the update kit's faces and the new ones, "
+        f"at most {max_false_alarm:.0%} of each real source called fake",
+    }
+
+
+def fit_real_novelty(
+    detector, real_features: np.ndarray, real_source: np.ndarray | None = None, *, seed: int = 0
+) -> dict:
+    """The novelty signal from real faces only (a reference of diverse real photos, not the
+    fakes of the training generators): fitted on 80% of them, the limit at the 99th
+    percentile of the held-out rest (of each source, the highest of those), then refitted on
+    all. Returns the ``novelty_info_`` it set."""
+    F = np.asarray(real_features)
+    src = np.zeros(len(F), np.int64) if real_source is None else np.asarray(real_source)
+    order = np.random.default_rng(seed).permutation(len(F))
+    cut = max(1, int(round(len(F) * (1 - NOVELTY_HELD_OUT))))
+    detector.fit_novelty(F[order[:cut]])
+    rest = order[cut:] if cut < len(F) else order
+    distance = detector.novelty(F[rest])
+    limit = max(
+        float(np.percentile(distance[src[rest] == s], NOVELTY_PERCENTILE))
+        for s in np.unique(src[rest])
+    )
+    detector.fit_novelty(F)
+    detector.novelty_threshold_ = limit
+    detector.novelty_info_ = {
+        "chosen_on": "20% of the real faces of the update, held out of the fit (each source's "
+        f"{NOVELTY_PERCENTILE:g}th percentile, the highest)",
+        "percentile": NOVELTY_PERCENTILE,
+        "reference": "real faces only",
+    }
+    return detector.novelty_info_
+
+
+def _in_model_scaler(detector, columns: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+    """The classifier just fitted on ``columns`` (its own scaler) as the same decision function
+    on all the model's features in the model's scaler (``mean``, ``scale``): other columns
+    weigh 0. Exact: ((x - m') / s') . w + b = ((x - m) / s) . (w s / s') + b + ((m - m') / s') . w.
+    The scaler is what the novelty signal's components are expressed in, so they stay valid."""
+    w, m2, s2 = detector.coef_, detector.scaler_mean_, detector.scaler_scale_
+    coef = np.zeros(len(mean))
+    coef[columns] = w * scale[columns] / s2
+    detector.intercept_ = float(detector.intercept_ + np.sum((mean[columns] - m2) / s2 * w))
+    detector.coef_ = coef
+    detector.scaler_mean_, detector.scaler_scale_ = mean, scale
+    detector.n_features_in_ = len(mean)
+
+
+NOVELTY_ATTRIBUTES = (
+    "novelty_components_",
+    "novelty_scale_",
+    "novelty_threshold_",
+    "novelty_info_",
+)
+
+
+def update_with_kit(
+    detector,
+    kit: UpdateKit,
+    new: TrainingFeatures,
+    *,
+    new_weight: float | str = 1.0,
+    operating_point: bool = True,
+) -> dict:
+    """Refit ``detector`` (thresholds kept) on the kit's rows plus ``new`` (full-width
+    features of the new faces counted by ``detector``, as ``cli._training_rows`` makes them;
+    new real photos are rows with y = 0, under any source name, e.g. ``real``).
+
+    The classifier: ``fit_features`` at the model's C (not searched again) with the kit's
+    row weights and ``new_weight`` for each new row (a number, or ``"source"``: each new
+    source weighs as much as the average stored source of its class); then expressed in the
+    model's own scaler, so that the model's novelty signal (fitted on all its training reals
+    at train time; the kit holds too few to refit it) stays valid and is kept. The operating
+    point, unless ``operating_point`` is False (a caller with held-out photos chooses its
+    own): ``operating_point_per_source`` on the out-of-fold scores of every photo (copies
+    left out), at most 1% of each real source called fake. Returns what it did.
+    """
+    import time
+
+    start = time.perf_counter()
+    if new.features.shape[1] != kit.n_features or kit.n_features != len(detector.coef_):
+        raise KitError(
+            f"new faces have {new.features.shape[1]} features, the kit {kit.n_features}, "
+            f"the model {len(detector.coef_)}"
+        )
+    mean = np.asarray(detector.scaler_mean_, np.float64).copy()
+    scale = np.asarray(detector.scaler_scale_, np.float64).copy()
+    kept = {k: getattr(detector, k) for k in NOVELTY_ATTRIBUTES if hasattr(detector, k)}
+    cols = np.asarray(kit.columns, dtype=np.int64)
+    stored = kit.rows()
+    narrow = TrainingFeatures(
+        np.asarray(new.features)[:, cols], new.y, new.groups, new.source, list(new.sources)
+    )
+    rows = stored.extended(narrow) if len(new) else stored
+    weight = np.r_[np.asarray(kit.weight, np.float64), _new_weights(kit, narrow, new_weight)]
+    C = float(detector.C_)
+    detector.Cs = (C,)
+    detector.fit_features(rows.features, rows.y, groups=rows.groups, sample_weight=weight)
+    photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row
+    out: dict[str, Any] = {"rows": rows.counts(), "C": C}
+    if operating_point:
+        Z = (rows.features - detector.scaler_mean_) / detector.scaler_scale_
+        d = _oof_decision(Z, rows.y, rows.groups, weight, C, detector.cv, detector.random_state)
+        del Z
+        a, b = detector.calibration_
+        p = 1.0 / (1.0 + np.exp(-(a * d + b)))
+        point = operating_point_per_source(
+            p[photos], rows.y[photos], rows.source[photos], rows.sources
+        )
+        detector.threshold_ = point["threshold"]
+        detector.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
+        detector.operating_point_ = point
+        out["operating_point"] = point
+    _in_model_scaler(detector, cols, mean, scale)
+    for k, v in kept.items():  # fit_features dropped the novelty signal: it is still valid
+        setattr(detector, k, v)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def _new_weights(kit: UpdateKit, new: TrainingFeatures, how: float | str) -> np.ndarray:
+    if not isinstance(how, str):
+        return np.full(len(new), float(how))
+    if how != "source":
+        raise ValueError(f"new_weight must be a number or 'source', not {how!r}")
+    w = np.ones(len(new))
+    for label in (0, 1):
+        stored = [
+            kit.weight[(kit.source == i) & (kit.y == label)].sum() for i in range(len(kit.sources))
+        ]
+        stored = [v for v in stored if v > 0]
+        for i in range(len(new.sources)):
+            mine = (np.asarray(new.source) == i) & (np.asarray(new.y) == label)
+            if mine.any() and stored:
+                w[mine] = float(np.mean(stored)) / mine.sum()
+    return w
