@@ -26,6 +26,20 @@ command and data land in the file's metadata.
 photo. That choice came from the robustness study in docs/results.md, which perturbs the
 *test* photos, so the shipped model's perturbed-test numbers are not an untouched estimate,
 while `wild/real` stays one.
+
+**The wider real side** (issue #28), reproduced by one command:
+
+    python benchmarks/train_default.py --recipe shipped --wide-real \\
+        --output out/teach/candidate.safetensors --save-features out/teach/train-features.npz
+
+trains the shipped recipe (``SHIPPED_RECIPE``) on real photos of three sources: train/real
+(FFHQ) plus the *first* half, in sorted file-name order, of wild/real (UTKFace) and of
+studio/real (CIPLAB), which ../shared/faces/README.md allows to train on (the second halves stay
+measures; benchmarks/teach.py measures them). The fakes go in per generator (``--fake sg1=...``
+etc., from the file-name prefixes), so the model and its features file record each one, and
+the features file can name every row's source (an update kit and the leave-one-generator-out
+study need them). ``fakespotter train --real`` takes one folder, so the real side is a folder of
+symbolic links under out/teach/ (made here; nothing is copied).
 """
 
 from __future__ import annotations
@@ -40,6 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
 TARGET = ROOT / "src" / "fakespotter" / "data" / "default.safetensors"
 
+
+OUT = ROOT / "out" / "teach"  # the symlink folders of --wide-real
+GENERATORS = ("sg1", "sgx", "tpdne")  # file-name prefixes of ../shared/faces/train/fake
+# the recipe of the shipped model (`fakespotter info`: "made by"), for --recipe shipped
+SHIPPED_RECIPE = "--backbone sface --variant kmultisection-channel --neuron raw --augment"
 
 TODAY = "today's default: channel, linear SVM, + augmented copy"  # detection_v2's row
 BUDGET = 2.0  # end to end at most 2x today's ms per face: no slower than half today's rate
@@ -73,6 +92,43 @@ def choose(results: list[dict], today_end_to_end_ms: float) -> dict:
     )
 
 
+def first_half(folder: Path) -> list[Path]:
+    """The first half, in sorted file-name order, of a folder's images (may be trained on)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
+    return files[: len(files) // 2]
+
+
+def link_folder(name: str, files: list[Path]) -> Path:
+    """out/teach/NAME: a folder of symbolic links to ``files`` (made once, never copied)."""
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if not (folder / f.name).is_symlink():
+            (folder / f.name).symlink_to(f)
+    return folder
+
+
+def wide_real_folders(faces: Path = FACES) -> tuple[Path, list[tuple[str, Path]]]:
+    """The --wide-real training folders: the real side (train/real + first halves of
+    wild/real and studio/real) and one fake folder per generator."""
+
+    def images(sub: str) -> list[Path]:
+        return sorted(p for p in (faces / sub).iterdir() if p.suffix.lower() == ".jpg")
+
+    real = link_folder(
+        "train-real",
+        images("train/real")
+        + first_half(faces / "wild" / "real")
+        + first_half(faces / "studio" / "real"),
+    )
+    fakes = images("train/fake")
+    per_generator = [
+        (g, link_folder(f"train-fake-{g}", [p for p in fakes if p.name.startswith(g + "-")]))
+        for g in GENERATORS
+    ]  # fmt: skip
+    return real, per_generator
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,7 +154,20 @@ def main() -> None:
     )
     parser.add_argument(
         "--recipe",
-        help='override the choice: the training options, e.g. "--backbone sface --variant channel"',
+        help='override the choice: the training options, e.g. "--backbone sface --variant '
+        'channel", or "shipped" for the shipped model\'s recipe (SHIPPED_RECIPE)',
+    )
+    parser.add_argument(
+        "--wide-real",
+        action="store_true",
+        help="train on three real sources (train/real + first halves of wild/real and "
+        "studio/real) and per-generator fakes (module docstring)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=TARGET,
+        help="model file to write [default: the shipped model, %(default)s]",
     )
     parser.add_argument(
         "--save-features",
@@ -108,7 +177,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.recipe:
-        recipe = args.recipe.split()
+        recipe = (SHIPPED_RECIPE if args.recipe == "shipped" else args.recipe).split()
     else:
         if not args.results.exists():
             sys.exit(
@@ -122,14 +191,19 @@ def main() -> None:
         chosen = json.loads(args.face_detectors.read_text())["chosen"]
         print(f"face detector chosen by benchmarks/face_detectors.py: {chosen}")
         recipe = [*recipe, "--face-detector", chosen]
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    output = args.output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.wide_real:
+        real, fakes = wide_real_folders()
+        sides = ["--real", rel(real)]
+        for name, folder in fakes:
+            sides += ["--fake", f"{name}={rel(folder)}"]
+    else:
+        sides = ["--real", "../shared/faces/train/real", "--fake", "../shared/faces/train/fake"]
     cmd = [
         str(Path(sys.executable).parent / "fakespotter"),
         "train",
-        "--real",
-        "../shared/faces/train/real",
-        "--fake",
-        "../shared/faces/train/fake",
+        *sides,
         # the operating point (threshold for 1% false alarms, uncertain band) and the novelty
         # limit are chosen on val, never on test or wild
         "--val-real",
@@ -138,11 +212,18 @@ def main() -> None:
         "../shared/faces/val/fake",
         *recipe,
         "--output",
-        str(TARGET.relative_to(ROOT)),
+        rel(output),
+        "--overwrite",  # the shipped model (the default --output) is replaced
         *(["--save-features", str(args.save_features)] if args.save_features else []),
     ]
     print("$ fakespotter", " ".join(cmd[1:]), flush=True)
     sys.exit(subprocess.run(cmd, cwd=ROOT).returncode)
+
+
+def rel(path: Path) -> str:
+    """A path as the recorded command shows it: relative to the repository when inside."""
+    path = Path(path).absolute()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -416,3 +416,50 @@ def test_novelty_from_real_faces_holds_every_real_source(fitted):
         assert flagged.mean() <= 0.05, name
     far = _cluster(rng, 50, BASE + 15.0).astype(np.float32)  # unlike every real source
     assert (det.novelty(far) > det.novelty_threshold_).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_held_out_photos_in_the_kit_choose_the_operating_point(tmp_path, fitted):
+    det, rows, names = fitted
+    rng = np.random.default_rng(31)
+    val_counts = {"real:one": 100, "real:two": 50, "a": 100}
+    val_rows, _ = _rows(rng, val_counts)
+    kit = build_kit(
+        det, rows, per_class=120, row_sources=names, val=(val_rows.features, val_rows.y)
+    )
+    path = tmp_path / "m.kit.safetensors"
+    save_kit(path, kit)
+    back = load_kit(path, det)
+    assert back.val_codes is not None and back.val_codes.shape == (250, N_FEATURES)
+    assert np.all(np.abs(back.val_features() - val_rows.features) <= back.step / 2 + 1e-4)
+    new_rows, _ = _rows(rng, {"b": 80})
+    info = update_with_kit(det, back, new_rows)
+    point = info["operating_point"]
+    assert "held-out photos" in point["chosen_on"] and det.threshold_ == point["threshold"]
+    # as train chooses it: at most 1% of the held-out real photos (as stored) called fake;
+    # the 8-bit codes move a score at the boundary by little
+    p_val = det.predict_proba(features=back.val_features())[:, 1]
+    assert np.mean(p_val[val_rows.y == 0] >= det.threshold_) <= 0.01
+    p_exact = det.predict_proba(features=val_rows.features)[:, 1]
+    assert np.mean(p_exact[val_rows.y == 0] >= det.threshold_) <= 0.02
+    # new real photos of another look: their own out-of-fold photos guard the threshold
+    shift = np.r_[np.zeros(10), np.full(10, 3.0), np.zeros(20)]
+    camera = _cluster(rng, 60, CENTRES["real:one"] + shift).astype(np.float32)
+    mine = TrainingFeatures(camera, np.zeros(60, int), np.arange(60), np.zeros(60, int), ["real"])
+    info = update_with_kit(copy.deepcopy(det), back, mine)
+    assert info["operating_point"]["new_real_sources"]["real"]["called_fake"] <= 0.01
+
+
+def test_a_kit_whose_held_out_labels_are_damaged_is_refused(tmp_path, fitted):
+    det, rows, _ = fitted
+    val = (rows.features[:20], np.r_[np.zeros(10, int), np.ones(10, int)])
+    path = tmp_path / "m.kit.safetensors"
+    save_kit(path, build_kit(det, rows, per_class=50, val=val))
+    data = bytearray(path.read_bytes())
+    header_len = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + header_len])
+    begin = 8 + header_len + header["val_y"]["data_offsets"][0]
+    data[begin] = 7  # a label that is neither real nor fake
+    path.write_bytes(bytes(data))
+    with pytest.raises(KitError, match="held-out labels"):
+        read_kit(path)

@@ -1510,7 +1510,7 @@ def update(
                 "stored": "update kit" if kit is not None else "features file",
                 "operating_point": "chosen again"
                 if val_real_dir
-                else ("chosen on out-of-fold scores" if kit is not None else "kept"),
+                else ("chosen again with the update kit" if kit is not None else "kept"),
             },
         ],
     )
@@ -1531,11 +1531,10 @@ def update(
         by="update",
     )
     if kit is not None and not val_real_dir:
-        chosen = done["operating_point"]
+        chosen = done.get("operating_point") or {}
         click.echo(
-            f"operating point chosen again on out-of-fold scores of the kit and the new "
-            f"photos: fake at P >= {det.threshold_:.3f} (at most "
-            f"{chosen.get('max_false_alarm', 0.01):.0%} of each real source called fake)",
+            f"operating point chosen again with the update kit: fake at P >= "
+            f"{det.threshold_:.3f} ({chosen.get('chosen_on', 'on the kit')})",
             err=True,
         )
     elif not val_real_dir:

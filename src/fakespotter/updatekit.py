@@ -59,6 +59,7 @@ _ARRAYS = {
     "source": ("I16", ("n",)),
     "weight": ("F32", ("n",)),
 }
+_VAL_ARRAYS = {"val_codes": ("U8", ("m", "k")), "val_y": ("I8", ("m",))}
 
 
 class KitError(UserError):
@@ -83,6 +84,10 @@ class UpdateKit:
     fingerprint: str  # the model's (trainingset.fingerprint)
     n_features: int  # the model's full width
     info: dict = field(default_factory=dict)  # how it was built: design, counts, model id
+    # held-out photos (the model's val photos), coded alike: the update chooses its operating
+    # point on them as `train --val-real --val-fake` did; None in a kit without them
+    val_codes: np.ndarray | None = None  # M x K uint8
+    val_y: np.ndarray | None = None  # M, 0 real / 1 fake
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -90,6 +95,12 @@ class UpdateKit:
     def features(self) -> np.ndarray:
         """N x K float32 values of the stored columns."""
         return self.low + self.step * self.codes.astype(np.float32)
+
+    def val_features(self) -> np.ndarray | None:
+        """M x K float32 values of the held-out photos' stored columns, if the kit has them."""
+        if self.val_codes is None:
+            return None
+        return self.low + self.step * self.val_codes.astype(np.float32)
 
     def rows(self) -> TrainingFeatures:
         """The stored rows (stored columns only), as ``trainingset.TrainingFeatures``."""
@@ -102,7 +113,8 @@ class UpdateKit:
         )
 
     def nbytes(self) -> int:
-        return sum(np.asarray(getattr(self, name)).nbytes for name in _ARRAYS)
+        names = [*_ARRAYS, *(_VAL_ARRAYS if self.val_codes is not None else ())]
+        return sum(np.asarray(getattr(self, name)).nbytes for name in names)
 
 
 # -- building --------------------------------------------------------------------------------
@@ -172,6 +184,7 @@ def build_kit(
     columns: np.ndarray | None = None,
     margin: np.ndarray | None = None,
     row_sources: list[str] | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
     info: dict | None = None,
 ) -> UpdateKit:
@@ -180,7 +193,9 @@ def build_kit(
     (default all), each row weighs (its source's rows in ``rows``) / (its source's rows in
     the kit). ``row_sources``: a source name per row instead of ``rows.sources`` (e.g.
     ``real:ffhq``, ``real:utk`` for reals of several sources, so that each keeps its weight
-    and its own false-alarm limit)."""
+    and its own false-alarm limit). ``val``: (features, labels) of held-out photos (those
+    the model's operating point was chosen on), stored so that an update chooses its own on
+    them the same way."""
     if row_sources is not None:
         if len(row_sources) != len(rows):
             raise ValueError("row_sources needs one name per row")
@@ -201,7 +216,14 @@ def build_kit(
     if not len(cols) or cols[0] < 0 or cols[-1] >= n_features:
         raise ValueError("columns must be indices of the model's features")
     picked = choose_rows(rows, per_class, margin=margin, seed=seed)
-    codes, low, step = quantize(np.asarray(rows.features)[picked][:, cols])
+    stored = np.asarray(rows.features)[picked][:, cols]
+    held = None if val is None else np.asarray(val[0])[:, cols]
+    codes, low, step = quantize(stored if held is None else np.concatenate([stored, held]))
+    val_codes, codes = (
+        (None, codes) if held is None else (codes[len(stored) :], codes[: len(stored)])
+    )
+    if val is not None and not np.isin(np.asarray(val[1]), (0, 1)).all():
+        raise ValueError("val labels must be 0 (real) or 1 (fake)")
     full = np.bincount(np.asarray(rows.source), minlength=len(rows.sources))
     kept = np.bincount(np.asarray(rows.source)[picked], minlength=len(rows.sources))
     source = np.asarray(rows.source)[picked]
@@ -227,6 +249,8 @@ def build_kit(
             "picked": "nearest the boundary first" if margin is not None else "random",
             **(info or {}),
         },
+        val_codes=val_codes,
+        val_y=None if val is None else np.asarray(val[1]).astype(np.int8),
     )
 
 
@@ -246,18 +270,23 @@ def save_kit(path, kit: UpdateKit) -> None:
         "n_features": int(kit.n_features),
         "n_rows": len(kit),
         "n_columns": int(len(kit.columns)),
+        "n_val": 0 if kit.val_codes is None else len(kit.val_codes),
         "sources": list(kit.sources),
         "info": kit.info,
     }
+    layout = {**_ARRAYS, **(_VAL_ARRAYS if kit.val_codes is not None else {})}
     arrays = {
         name: np.ascontiguousarray(np.asarray(getattr(kit, name)), dtype=_DTYPES[dtype])
-        for name, (dtype, _) in _ARRAYS.items()
+        for name, (dtype, _) in layout.items()
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:
         text = json.dumps(meta, sort_keys=True, allow_nan=False)
         save_file(arrays, str(tmp), metadata={"fakespotter_kit": text})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # shipped beside a model and shared like one
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -313,6 +342,9 @@ def read_kit(path) -> UpdateKit:
                     "k": _int(meta, "n_columns", 10_000_000),
                 }
                 n_features = _int(meta, "n_features", 10_000_000)
+                n_val = meta.get("n_val", 0)
+                if n_val != 0:
+                    dims["m"] = n_val = _int(meta, "n_val", 10_000_000)
             except ValueError as e:
                 raise _fail(path, f"update kit metadata {e} is not valid") from None
             sources, print_ = meta.get("sources"), meta.get("fingerprint")
@@ -325,11 +357,12 @@ def read_kit(path) -> UpdateKit:
             ):
                 raise _fail(path, "update kit metadata is damaged")
             tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-            if set(tensors) != set(_ARRAYS):
-                odd = sorted(set(tensors) ^ set(_ARRAYS))[0]
+            layout = {**_ARRAYS, **(_VAL_ARRAYS if n_val else {})}
+            if set(tensors) != set(layout):
+                odd = sorted(set(tensors) ^ set(layout))[0]
                 raise _fail(path, f"update kit tensors do not match (tensor {odd!r})")
             arrays: dict[str, Any] = {}
-            for name, (dtype, dims_of) in _ARRAYS.items():
+            for name, (dtype, dims_of) in layout.items():
                 t = tensors[name]
                 shape = [dims[d] for d in dims_of]
                 if not isinstance(t, dict) or t.get("dtype") != dtype or t.get("shape") != shape:
@@ -367,6 +400,10 @@ def read_kit(path) -> UpdateKit:
         raise _fail(path, "update kit labels must be 0 (real) and 1 (fake), both present")
     if arrays["source"].min() < 0 or arrays["source"].max() >= len(sources):
         raise _fail(path, "a row of the update kit names a source it does not list")
+    if n_val and (
+        not np.isin(arrays["val_y"], (0, 1)).all() or len(np.unique(arrays["val_y"])) != 2
+    ):
+        raise _fail(path, "update kit held-out labels must be 0 (real) and 1 (fake), both present")
     return UpdateKit(
         **arrays,
         sources=list(sources),
@@ -510,8 +547,8 @@ def fit_real_novelty(
     detector.fit_novelty(F)
     detector.novelty_threshold_ = limit
     detector.novelty_info_ = {
-        "chosen_on": "20% of the real faces of the update, held out of the fit (each source's "
-        f"{NOVELTY_PERCENTILE:g}th percentile, the highest)",
+        "chosen_on": "20% of the real training faces, held out of the fit (the highest of "
+        f"each real source's {NOVELTY_PERCENTILE:g}th percentile)",
         "percentile": NOVELTY_PERCENTILE,
         "reference": "real faces only",
     }
@@ -585,14 +622,7 @@ def update_with_kit(
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row
     out: dict[str, Any] = {"rows": rows.counts(), "C": C}
     if operating_point:
-        Z = (rows.features - detector.scaler_mean_) / detector.scaler_scale_
-        d = _oof_decision(Z, rows.y, rows.groups, weight, C, detector.cv, detector.random_state)
-        del Z
-        a, b = detector.calibration_
-        p = 1.0 / (1.0 + np.exp(-(a * d + b)))
-        point = operating_point_per_source(
-            p[photos], rows.y[photos], rows.source[photos], rows.sources
-        )
+        point = _choose_point(detector, kit, rows, photos, weight, narrow)
         detector.threshold_ = point["threshold"]
         detector.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
         detector.operating_point_ = point
@@ -602,6 +632,44 @@ def update_with_kit(
         setattr(detector, k, v)
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def _choose_point(detector, kit: UpdateKit, rows, photos, weight, new: TrainingFeatures) -> dict:
+    """The operating point after an update (``detector`` still on the kit's columns): on the
+    kit's held-out photos as train chooses it (at most 1% of them called fake), and where
+    the update adds real photos, no lower than what holds each new real source's out-of-fold
+    photos to 1% too; a kit without held-out photos: every source's out-of-fold photos."""
+    from fakespotter.training import choose_operating_point
+
+    val = kit.val_features()
+    new_real = sorted({rows.sources.index(new.sources[s]) for s in new.source[new.y == 0]})
+    point: dict = {}
+    if val is not None:
+        assert kit.val_y is not None  # stored together
+        p_val = detector.predict_proba(features=val)[:, 1]
+        point = choose_operating_point(p_val, kit.val_y)
+        point["chosen_on"] = "the update kit's held-out photos (those the model's was chosen on)"
+        if not new_real:
+            return point
+    Z = (rows.features - detector.scaler_mean_) / detector.scaler_scale_
+    d = _oof_decision(
+        Z, rows.y, rows.groups, weight, float(detector.C_), detector.cv, detector.random_state
+    )
+    del Z
+    a, b = detector.calibration_
+    p = 1.0 / (1.0 + np.exp(-(a * d + b)))
+    source = rows.source[photos]
+    if val is not None:  # only the new real sources' photos guard the held-out point
+        keep = (rows.y[photos] == 1) | np.isin(source, new_real)
+        guard = operating_point_per_source(
+            p[photos][keep], rows.y[photos][keep], source[keep], rows.sources
+        )
+        if guard["threshold"] > point["threshold"]:
+            point.update(threshold=guard["threshold"], uncertain=guard["uncertain"])
+        point["new_real_sources"] = guard["per_source"]
+        point["chosen_on"] += ", no lower than 1% of each new real source's photos (out of fold)"
+        return point
+    return operating_point_per_source(p[photos], rows.y[photos], source, rows.sources)
 
 
 def _new_weights(kit: UpdateKit, new: TrainingFeatures, how: float | str) -> np.ndarray:
