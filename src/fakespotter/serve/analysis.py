@@ -102,32 +102,34 @@ def layer_info(detector) -> LayerInfo | None:
     )  # fmt: skip
 
 
-def _valid_means(stored: object, names: list[str]) -> TypeGuard[dict]:
-    """Stored averages are used only when they are for exactly this model's layers."""
+def _per_layer(stored: object, names: list[str], valid) -> TypeGuard[dict]:
+    """Stored "real" and "fake" lists are used only when they hold one ``valid`` item per
+    layer of exactly this model."""
     if not isinstance(stored, dict) or stored.get("layers") != names:
         return False
     return all(
         isinstance(stored.get(k), list)
         and len(stored[k]) == len(names)
-        and all(isinstance(v, (int, float)) for v in stored[k])
+        and all(valid(v) for v in stored[k])
         for k in ("real", "fake")
     )
 
 
+def _valid_means(stored: object, names: list[str]) -> TypeGuard[dict]:
+    """Stored averages: a number per layer."""
+    return _per_layer(stored, names, lambda v: isinstance(v, (int, float)))
+
+
 def _valid_ranges(stored: object, names: list[str]) -> TypeGuard[dict]:
-    """Stored decision ranges: a [low, high] pair of numbers per layer of exactly this model."""
-    if not isinstance(stored, dict) or stored.get("layers") != names:
-        return False
-    return all(
-        isinstance(stored.get(k), list)
-        and len(stored[k]) == len(names)
-        and all(
+    """Stored decision ranges: a [low, high] pair of finite numbers per layer."""
+    return _per_layer(
+        stored,
+        names,
+        lambda pair: (
             isinstance(pair, list)
             and len(pair) == 2
             and all(isinstance(v, (int, float)) and np.isfinite(v) for v in pair)
-            for pair in stored[k]
-        )
-        for k in ("real", "fake")
+        ),
     )
 
 
