@@ -44,8 +44,8 @@ DEFAULT_FACE_DETECTOR = "mtcnn"
 
 # A photo too small or too thin to hold a face gets none at once: a short side under
 # MIN_SEARCH_SIDE, or one under MTCNN's MIN_IMAGE_SIDE (it upsamples such photos to that) with
-# a long side over MAX_THIN_ASPECT times it. A 1 x 500 px strip took 10 s to search; a
-# 16 x 2,500,000 px one (40 MP) would have been upsampled to 1 G pixels.
+# a long side over MAX_THIN_ASPECT times it: MTCNN would upsample such a strip to its minimum
+# side first (a 16 x 2,500,000 px one, 40 MP, to 1 G pixels).
 MIN_SEARCH_SIDE = 12  # P-Net's window
 MAX_THIN_ASPECT = 20
 
@@ -89,8 +89,8 @@ ALIGNED_CHECK_SIDE = 128
 TRY_TURNS_BELOW = 0.99
 TURN_MARGIN = 0.01  # the check runs on a copy this size: O-Net sees 48 px anyway
 # An --aligned input this flat (largest per-channel standard deviation, in grey levels) has
-# no face at all: 360 photos of ../shared/faces scored >= 30, a flat grey image (JPEG or
-# not) < 1. It gets no face, so no score and no label.
+# no face at all (a one-colour image, JPEG or not, is under 1; a photo of a face is far
+# above). It gets no face, so no score and no label.
 MAX_FLAT_STD = 4.0
 
 

@@ -134,8 +134,8 @@ def _valid_ranges(stored: object, names: list[str]) -> TypeGuard[dict]:
 
 
 # Photos with more pixels than this take their own lane (FaceScorer.photo_lane): decoding and
-# searching a 36 MP photo took 37 s on one core (2 s decoding, ~9 s per detection pass, four
-# passes when it has no upright face) and over 3 GB at its peak.
+# searching a photo of tens of megapixels takes seconds per detection pass (four passes when it
+# has no upright face) and gigabytes at its peak.
 LARGE_PHOTO_PIXELS = 16_000_000
 
 
