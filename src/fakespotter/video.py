@@ -152,7 +152,10 @@ def sample_frames(
                 if t + 1e-6 < next_time:
                     continue
                 _check_pixels(frame.width, frame.height, max_pixels)
-                yield t, frame.to_ndarray(format="rgb24")
+                # threads=1: PyAV caches a reformatter per thread, and swscale's slice
+                # threads outlive a finished thread's reformatter until collected, which
+                # deadlocks a forked child that collects it (tests/test_video_threads.py)
+                yield t, frame.to_ndarray(format="rgb24", threads=1)
                 taken += 1
                 if max_frames is not None and taken >= max_frames:
                     return
