@@ -73,8 +73,8 @@ PLAIN_STEPS = (4, 8, 16)
 MODES = (
     "detect",
     *(f"detect_{name}" for name in DETECTORS),
-    "aligned",
-    "aligned_no_workers",
+    "aligned",  # the CLI's default: no face-finding worker for aligned crops
+    "aligned_one_worker",  # what the default was before: the rule's evidence
     "busy_detect",
 )
 
@@ -370,7 +370,7 @@ def detect_run(
     from fakespotter.faces.pipeline import FaceCropper
     from fakespotter.photos import default_workers, find_faces, iter_files, score_rows
 
-    workers = default_workers(len(files)) if workers is None else workers
+    workers = default_workers(len(files), aligned) if workers is None else workers
     bb = det._backbone()
     cropper = FaceCropper(
         bb.input_size,
@@ -722,7 +722,7 @@ def main(argv: list[str] | None = None) -> None:
             *((f"detect_{name}", files, False, None) for name in DETECTORS
               if name != det.face_detector),
             ("aligned", faces, True, None),
-            ("aligned_no_workers", faces, True, 0),
+            ("aligned_one_worker", faces, True, 1),
         ):  # fmt: skip
             log(f"  end to end, {mode}, {len(paths)} photos")
             other = mode[len("detect_") :] if mode.startswith("detect_") else None

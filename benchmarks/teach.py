@@ -703,6 +703,12 @@ def summarize_designs(results: list[dict]) -> None:
 # the design the `designs` table picks (docs/teaching.md says why)
 KIT_DESIGN = {"per_class": 3300, "how": "photos random", "share": 0.09}
 SHIP = OUT / "ship"  # default.safetensors + default.kit.safetensors: copy both into data/
+SOURCE_FOLDERS = {  # where each training source's photos are, as a user of the repo sees it
+    "real:ffhq": "../shared/faces/train/real",
+    "real:utk": "../shared/faces/wild/real (first half)",
+    "real:ciplab": "../shared/faces/studio/real (first half)",
+    **{g: f"../shared/faces/train/fake ({g}-*)" for g in GENERATORS},
+}
 
 
 def all_training_rows():
@@ -788,6 +794,17 @@ def cmd_build_kit(args) -> None:
     training["command"] = training["command"].replace(
         "--augment '('\"'\"'simple'\"'\"',)'", "--augment simple"
     )
+    # the sources as the kit knows them (train took one real folder and symlink folders):
+    # `info` and a later `update --real ffhq=...` name the same ones
+    photo = rows.groups == np.arange(len(rows))
+    for kind, y in (("real", 0), ("fake", 1)):
+        found, sizes = np.unique(names[photo & (rows.y == y)], return_counts=True)
+        counts = dict(zip(found, sizes, strict=True))
+        training[f"{kind}_sources"] = {
+            str(n).removeprefix("real:"): {"folder": SOURCE_FOLDERS[n], "n_faces": int(c)}
+            for n, c in sorted(counts.items())
+        }
+        training[kind] = ", ".join(s["folder"] for s in training[f"{kind}_sources"].values())
     training["then"] = (
         "python benchmarks/teach.py build-kit"
         + (
@@ -800,6 +817,8 @@ def cmd_build_kit(args) -> None:
     save_model(det, model, training)
     kit = make_kit(det, rows, names)
     kit.info["model_id"] = model_id(model)
+    if args.curve:  # what `fakespotter info` says an update learns
+        kit.info["measured"] = curve_summary(json.loads(args.curve.read_text()), k=100)
     path = SHIP / "default.kit.safetensors"
     save_kit(path, kit)
     load_kit(path, det)  # it reads back and belongs to the model
@@ -808,6 +827,27 @@ def cmd_build_kit(args) -> None:
         f"({path.stat().st_size / 1e6:.1f} MB): {len(kit)} rows x {len(kit.columns)} columns, "
         f"rows by source {kit.info['rows_by_source_kit']}"
     )
+
+
+def curve_summary(results: list[dict], k: int) -> dict:
+    """Means over draws at ``k`` new faces, per held-out generator: its test faces caught,
+    the most real photos of one source called fake, the other generators' change."""
+    before = {r["held_out"]: r for r in results if r["k"] == 0}
+    out = {}
+    for g in sorted({r["held_out"] for r in results if r["k"] == k}):
+        at = [r for r in results if r["held_out"] == g and r["k"] == k]
+        real = ("test_real_called_fake", "wild-second_called_fake", "studio-second_called_fake")
+        out[g] = {
+            "caught": float(np.mean([r["caught_new"] for r in at])),
+            "real_called_fake_at_most": float(max(np.mean([r[m] for r in at]) for m in real)),
+            "others_change": float(np.mean([r["others"] for r in at]) - before[g]["others"]),
+        }
+    return {
+        "k": k,
+        "by_held_out_generator": out,
+        "how": "python benchmarks/teach.py curve (means of its draws); docs/teaching.md",
+        "scope": "StyleGAN-family generators only: no other family was measured",
+    }
 
 
 # -- item 4: novelty -------------------------------------------------------------------------
@@ -1108,6 +1148,9 @@ def main() -> None:
     p.add_argument("--tag", default="", help="results go to out/teach/designs{tag}.json")
     p = sub.add_parser("build-kit")
     p.add_argument("--real-novelty", action="store_true", help="refit novelty on reals only")
+    p.add_argument(
+        "--curve", type=Path, help="a `curve` result (JSON): its k = 100 means go into the kit"
+    )
     sub.add_parser("novelty")
     p = sub.add_parser("curve")
     p.add_argument("--generator", action="append", default=[])

@@ -247,3 +247,37 @@ def test_the_recorded_command_gives_augment_as_typed(stored):
     model, _ = stored
     command = load_model(model).training_["command"]
     assert " --augment simple " in f"{command} " and "('" not in command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("held_out", [False, True])
+def test_update_from_a_kit_of_some_columns_keeps_the_novelty_signal(
+    stored, tiny_model, tmp_path, held_out
+):
+    """The shipped kit keeps 9% of the columns: `update` records its rows on those columns
+    and keeps the model's novelty signal (fitted on all of them), with or without
+    --val-real/--val-fake choosing the operating point (it refused such a kit before)."""
+    import shutil
+
+    from fakespotter.updatekit import KIT_SUFFIX, build_kit, save_kit
+
+    model, features = stored
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(model, home / "m.safetensors")
+    det = load_model(model)
+    some = np.arange(0, det.n_features_in_, 2)
+    kit = build_kit(det, load_training_features(features, det), per_class=10, columns=some)
+    save_kit(home / f"m{KIT_SUFFIX}", kit)
+    new = _stripes(tmp_path / "stripes", 8, seed=6)
+    out = tmp_path / "m2.safetensors"
+    args = ["update", "--model", str(home / "m.safetensors"), "--aligned"]
+    args += ["--fake", f"stripes={new}", "--output", str(out)]
+    if held_out:
+        args += ["--val-real", str(tiny_model.parent / "real"), "--val-fake", str(new)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    updated = load_model(out)
+    assert updated.n_features_in_ == det.n_features_in_
+    assert updated.novelty_threshold_ == det.novelty_threshold_
+    assert updated.training_["updates"][-1]["rows"]["stripes"] == 8

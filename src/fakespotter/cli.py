@@ -185,12 +185,12 @@ def _checked_device(name: str) -> str:
     return str(device)
 
 
-def _workers(n_files: int) -> int:
+def _workers(n_files: int, aligned: bool) -> int:
     """Worker processes for face finding: --workers, or photos.default_workers."""
     from fakespotter.photos import default_workers
 
     workers = _settings()["workers"]
-    return default_workers(n_files) if workers is None else workers
+    return default_workers(n_files, aligned) if workers is None else workers
 
 
 def _all_weight_files() -> dict[str, list[weights.WeightFile]]:
@@ -509,7 +509,7 @@ def detect(
         progress=_progress(),
         total=len(images),
         desc="detect",
-        workers=_workers(len(images)),
+        workers=_workers(len(images), cropper.aligned),
         **limits,
     )
     rows = score_rows(det, found, batch_size=batch_size, model=model)
@@ -835,7 +835,7 @@ def _largest_faces(
         files,
         progress=_progress(),
         desc=label,
-        workers=_workers(len(files)),
+        workers=_workers(len(files), cropper.aligned),
         augment_seed=augment_seed,
         augmentation=augmentation,
         **limits,
@@ -985,10 +985,19 @@ _overwrite_option = click.option(
 
 
 def _fit_operating_point(
-    det, features, y, cropper, val_real_dir, val_fake_dir, limits, by: str = "train"
+    det,
+    features,
+    y,
+    cropper,
+    val_real_dir,
+    val_fake_dir,
+    limits,
+    by: str = "train",
+    novelty: bool = True,
 ) -> None:
     """The novelty signal, and with held-out photos the operating point (training.py);
-    ``by``: the command choosing them (train, update), recorded with where they came from."""
+    ``by``: the command choosing them (train, update), recorded with where they came from;
+    ``novelty`` False: the operating point only (an update from a kit keeps the signal)."""
     from fakespotter.training import (
         NOVELTY_PERCENTILE,
         choose_operating_point,
@@ -1005,7 +1014,8 @@ def _fit_operating_point(
             "chosen_by": by,
         }
         return
-    det.fit_novelty(features)
+    if novelty:
+        det.fit_novelty(features)
     sets = [
         (_largest_faces(cropper, folder, name, limits), label)
         for folder, name, label in ((val_real_dir, "val real", 0), (val_fake_dir, "val fake", 1))
@@ -1019,13 +1029,14 @@ def _fit_operating_point(
         "chosen_on": f"{val_real_dir} + {val_fake_dir}",
         "chosen_by": by,
     }
-    n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
-    det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"][:n_real]))
-    det.novelty_info_ = {
-        "chosen_on": f"{val_real_dir}",
-        "percentile": NOVELTY_PERCENTILE,
-        "chosen_by": by,
-    }
+    if novelty:
+        n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
+        det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"][:n_real]))
+        det.novelty_info_ = {
+            "chosen_on": f"{val_real_dir}",
+            "percentile": NOVELTY_PERCENTILE,
+            "chosen_by": by,
+        }
     band = _band_words(det)
     click.echo(
         f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} ({band}); "
@@ -1476,10 +1487,15 @@ def update(
         # the kit's rows (weighted to stand for every training face) plus the new ones; the
         # point is chosen again on out-of-fold scores (at most 1% of each real source
         # called fake) unless held-out photos are given; the novelty reference is the reals
+        from fakespotter.trainingset import TrainingFeatures
         from fakespotter.updatekit import update_with_kit
 
         done = update_with_kit(det, kit, new, operating_point=not val_real_dir)
-        rows = stored.extended(new)
+        # what was fitted, for the record: the kit's rows and the new ones on its columns
+        cols = np.asarray(kit.columns)
+        rows = stored.extended(
+            TrainingFeatures(new.features[:, cols], new.y, new.groups, new.source, new.sources)
+        )
     else:
         rows = stored.extended(new)
         det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
@@ -1520,16 +1536,18 @@ def update(
     if det.variant != "embedding" and kit is None:  # a kit keeps some columns: averages stay
         training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
         training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
-    _fit_operating_point(
-        det,
-        rows.features[photos],
-        rows.y[photos],
-        cropper,
-        val_real_dir,
-        val_fake_dir,
-        limits,
-        by="update",
-    )
+    if kit is None or val_real_dir:  # update_with_kit kept the novelty signal (valid still)
+        _fit_operating_point(
+            det,
+            rows.features[photos],
+            rows.y[photos],
+            cropper,
+            val_real_dir,
+            val_fake_dir,
+            limits,
+            by="update",
+            novelty=kit is None,
+        )
     if kit is not None and not val_real_dir:
         chosen = done.get("operating_point") or {}
         click.echo(
@@ -1906,6 +1924,7 @@ def info(model_path, fmt) -> None:
         "novelty_limit": getattr(det, "novelty_threshold_", None),
         "novelty": getattr(det, "novelty_info_", None),
         "training": t,
+        "update_kit": _kit_facts(path, det),
     }
     if det.variant != "embedding":  # how this machine counts the model's neurons
         from fakespotter.counting import engine
@@ -1943,6 +1962,8 @@ def info(model_path, fmt) -> None:
             f"(chosen on {novelty.get('chosen_on', '?')}{_chosen_by(novelty)})"
         )
     click.echo(f"made by      {t.get('command')} ({t.get('date')})")
+    if t.get("then"):  # a step after train (the shipped model's: its kit and novelty)
+        click.echo(f"             then {t['then']}")
     for u in t.get("updates", []):
         added = ", ".join(f"{n} {name}" for name, n in (u.get("added") or {}).items())
         point = {"kept": "; operating point kept", "chosen again": "; operating point chosen again"}
@@ -1950,7 +1971,53 @@ def info(model_path, fmt) -> None:
             f"updated      added {added} faces by `fakespotter update`"
             f"{point.get(u.get('operating_point'), '')} ({u.get('date')})"
         )
+    _echo_kit(facts["update_kit"])
     click.echo("scope        README, 'What it can and cannot detect'")
+
+
+def _kit_facts(model_path, det) -> dict | None:
+    """The update kit beside a model (``updatekit``): its rows, and what an update from it
+    was measured to learn (the shipped kit carries that); None without one."""
+    from fakespotter.updatekit import KitError, kit_path_for, load_kit
+
+    path = kit_path_for(model_path)
+    if path is None:
+        return None
+    try:
+        kit = load_kit(path, det)
+    except KitError as e:
+        return {"path": str(path), "error": first_line(str(e))}
+    return {
+        "path": str(path),
+        "rows": len(kit),
+        "rows_by_source": kit.info.get("rows_by_source_kit"),
+        "measured": kit.info.get("measured"),
+    }
+
+
+def _echo_kit(kit: dict | None) -> None:
+    if kit is None:
+        click.echo("update kit   none beside this model: `update` needs --features")
+        return
+    if "error" in kit:
+        click.echo(f"update kit   {kit['error']}")
+        return
+    click.echo(
+        f"update kit   {kit['path']}: {kit['rows']:,} stored faces; `fakespotter update "
+        "--fake NAME=DIR --output M2.safetensors` teaches this model new faces"
+    )
+    m = kit.get("measured")
+    if m:
+        per = m["by_held_out_generator"]
+        caught = ", ".join(f"{g} {100 * r['caught']:.1f}%" for g, r in per.items())
+        worst = max(r["real_called_fake_at_most"] for r in per.values())
+        change = max(abs(r["others_change"]) for r in per.values())
+        click.echo(
+            f"             measured: after {m['k']} faces of a generator it had not seen, "
+            f"{caught} of its other faces caught; at most {100 * worst:.1f}% of a real "
+            f"source's photos called fake; the other generators within {100 * change:.1f} "
+            f"points ({m['scope']}; {m['how']})"
+        )
 
 
 def _add_serve() -> None:
