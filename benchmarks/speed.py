@@ -420,6 +420,12 @@ def detector_table(files: list[Path]) -> dict[str, dict]:
         name: FaceCropper(sface.input_size, sface.alignment_template, detector=name, progress=False)
         for name in DETECTORS
     }
+    # the baseline of issue #29's pooling change, side by side: MTCNN with torch's own
+    # (NCHW) max pooling, as before
+    croppers["mtcnn-nchw-pooling"] = FaceCropper(
+        sface.input_size, sface.alignment_template, detector="mtcnn", progress=False
+    )
+    _plain_pooling(croppers["mtcnn-nchw-pooling"].detector)
     seconds: dict[str, list[float]] = {name: [] for name in croppers}
     found = dict.fromkeys(croppers, 0)
     for path in files:
@@ -438,6 +444,19 @@ def detector_table(files: list[Path]) -> dict[str, dict]:
         }
         for name, s in seconds.items()
     }
+
+
+def _plain_pooling(mtcnn) -> None:
+    """Put ``nn.MaxPool2d`` back in place of ``faces.mtcnn.MaxPool`` (same values)."""
+    from torch import nn
+
+    from fakespotter.faces.mtcnn import MaxPool
+
+    for net in (mtcnn.pnet, mtcnn.rnet, mtcnn.onet):
+        for name, module in list(net.named_children()):
+            if isinstance(module, MaxPool):
+                pool = nn.MaxPool2d(module.kernel_size, module.stride, ceil_mode=module.ceil_mode)
+                setattr(net, name, pool)
 
 
 def _spin(stop) -> None:
@@ -672,6 +691,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also run `detect` while another process spins on one core (default; --no-busy skips it)",
     )
     parser.add_argument(
+        "--detectors-only",
+        action="store_true",
+        help="only the face detectors' table (ms/photo, interleaved) on --n photos",
+    )
+    parser.add_argument(
         "--no-startup",
         action="store_true",
         help="skip the single-photo start-up measurement (a new process per run)",
@@ -694,6 +718,13 @@ def main(argv: list[str] | None = None) -> None:
     log(
         f"load average before: {load_before}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    if args.detectors_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            files, _ = photo_files(n, args.images, args.synthetic, Path(tmp))
+            log(f"face detectors, {len(files)} photos")
+            table = detector_table(files)
+        print(json.dumps({"detectors": table}, indent=2) if args.json else table)
+        return
     batches = (1, 32)
     runs: dict[str, Callable[[], object]] = {}
     for name in backbones:

@@ -161,3 +161,33 @@ def test_min_face_fraction_shrinks_big_photos(detector: MTCNN, astronaut: np.nda
     check_plausible(faces[0])
     np.testing.assert_allclose(faces[0].landmarks, ASTRONAUT_LANDMARKS * 2, atol=8)
     assert MTCNN(*nets, min_face_fraction=0.5).detect(big) == []  # min face 512 px
+
+
+def test_channels_last_pooling_gives_the_same_values_and_detections(
+    detector: MTCNN, astronaut: np.ndarray, weight_file
+):
+    """Issue #29: MTCNN pools on a channels-last copy (torch's NCHW kernel is slower); the
+    values are the same to the bit, so are the faces found with the plain pooling put back."""
+    import torch
+    from torch import nn
+
+    from fakespotter.faces.mtcnn import MaxPool
+
+    x = torch.randn(7, 28, 23, 22)  # an odd side: ceil_mode's extra window
+    for kernel in (2, 3):
+        ours, plain = MaxPool(kernel, 2, ceil_mode=True), nn.MaxPool2d(kernel, 2, ceil_mode=True)
+        assert torch.equal(ours(x), plain(x)) and ours(x).is_contiguous()
+    photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)  # two faces
+    fast = detector.detect(photo)
+    plain_detector = MTCNN.from_files(
+        *(weight_file(f"mtcnn_{n}") for n in ("pnet", "rnet", "onet"))
+    )
+    for net in (plain_detector.pnet, plain_detector.rnet, plain_detector.onet):
+        for name, module in list(net.named_children()):
+            if isinstance(module, MaxPool):
+                setattr(net, name, nn.MaxPool2d(module.kernel_size, module.stride, ceil_mode=True))
+    plain_faces = plain_detector.detect(photo)
+    assert len(fast) == len(plain_faces) == 2
+    for a, b in zip(fast, plain_faces, strict=True):
+        assert a.box == b.box and a.score == b.score
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)

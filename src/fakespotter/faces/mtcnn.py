@@ -55,6 +55,16 @@ def rgb_image(image) -> np.ndarray:
     return image
 
 
+class MaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d`` computed on a channels-last copy, returned in the usual layout: the
+    same values (a maximum is exact), but torch's CPU kernel for NCHW is several times slower
+    than its channels-last one (torch 2.13), and pooling was a third of MTCNN's time
+    (issue #29; tests/test_faces_mtcnn.py checks the equality)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, 12 x 12 window, stride 2."""
 
@@ -62,7 +72,7 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, 3)
         self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool1 = MaxPool(2, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(10, 16, 3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, 3)
@@ -88,10 +98,10 @@ class RNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, 3)
         self.prelu1 = nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = MaxPool(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(28, 48, 3)
         self.prelu2 = nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = MaxPool(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(48, 64, 2)
         self.prelu3 = nn.PReLU(64)
         self.dense4 = nn.Linear(576, 128)
@@ -114,13 +124,13 @@ class ONet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, 3)
         self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = MaxPool(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(32, 64, 3)
         self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = MaxPool(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(64, 64, 3)
         self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool3 = MaxPool(2, 2, ceil_mode=True)
         self.conv4 = nn.Conv2d(64, 128, 2)
         self.prelu4 = nn.PReLU(128)
         self.dense5 = nn.Linear(1152, 256)
