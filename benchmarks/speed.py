@@ -52,8 +52,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
+# as `fakespotter` (the command line) sets it, before torch is imported: idle OpenMP threads sleep
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from fakespotter.backbones import BACKBONES as REGISTERED
 from fakespotter.backbones import DETECTORS, backbones_with_weights, get_backbone

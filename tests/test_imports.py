@@ -80,3 +80,19 @@ def test_modules_import_alone(module):
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_importing_the_library_leaves_the_environment_alone():
+    """Issue #30: a library must not change its host's environment; the command line sets
+    OMP_WAIT_POLICY=PASSIVE for its own process (cli._passive_openmp), before torch loads."""
+    code = (
+        "import os, torch, sklearn.svm; before = dict(os.environ); "  # what they set is theirs
+        "import fakespotter, fakespotter.detector, fakespotter.persistence; "
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
+        "from fakespotter.cli import main; "
+        "main(['weights', 'list'], standalone_mode=False); "
+        "assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

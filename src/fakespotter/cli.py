@@ -90,6 +90,18 @@ class _Group(click.Group):
     group_class = type  # subgroups (weights) give their commands the same hint
 
 
+def _passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning, for the command's process and the worker
+    processes it starts. On a laptop where anything else runs, spinning threads fight for the
+    cores: benchmarks/speed.py measured plain forward passes 6-60x slower with 2 spinning
+    threads on a busy 2-core machine, and equal to 1 thread when passive. Set by the command
+    line only, before torch is imported (a library leaves its host's environment alone); the
+    user's own setting wins."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @click.group(
     cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -129,6 +141,7 @@ def main(
     ctx: click.Context, threads: int | None, device: str, workers: int | None, debug: bool
 ) -> None:
     """Spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
+    _passive_openmp()
     if threads:
         import torch
 
