@@ -21,9 +21,8 @@ from fakespotter.cli_types import (
 from fakespotter.errors import UserError, first_line, install_extra
 from fakespotter.results import FORMATS
 
-# Exit codes of every command (README, "Exit codes").
-EXIT_OK = 0  # every input gave a result
-EXIT_ERROR = 1  # nothing was done: a bad model file, missing weights, an unwritable output...
+# Exit codes of every command (README, "Exit codes"): 0 every input gave a result; 1 nothing
+# was done (a bad model file, missing weights, an unwritable output...: click's own code), and
 EXIT_USAGE = 2  # a mistake in the command line (click's own code for usage errors)
 EXIT_INPUTS_FAILED = 3  # detect: the scan ran, but some inputs could not be read or scored
 EXIT_FAKE_FOUND = 4  # detect --fail-on-fake: at least one face was labelled fake

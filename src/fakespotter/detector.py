@@ -10,6 +10,8 @@ Feature variants (``variant``): the name of a coverage criterion in
 * ``layer``: the paper's MNC feature, one count per tapped layer (Wang et al., Eq. 1-2).
 * ``channel``: one count per output channel of each tapped layer, same per-layer thresholds.
 * ``kmultisection``: per tapped layer, counts above ``m_l + z s_l`` for z = -1, 0, 1, 2.
+* ``kmultisection-channel``: the same four thresholds per layer, counted per output channel
+  (the shipped model's variant).
 * any criterion registered later (``fakespotter.criteria.register_criterion``).
 * ``embedding``: not a coverage criterion but the other feature source, the network's final
   output (the paper's Fig. 2 baseline); it has no taps and no thresholds.
@@ -50,10 +52,12 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
     """Real-vs-fake face classifier on the neuron coverage of a face-recognition network.
 
     Args:
-        backbone: a registered backbone name (``facenet``, ``dlib``, ``sface``) or a loaded
+        backbone: a registered backbone name (``fakespotter.backbones.BACKBONES``: ``facenet``,
+            ``dlib``, ``sface``, ``vggface``, ``openface``) or a loaded
             :class:`~fakespotter.backbones.Backbone`.
         variant: a coverage criterion (``layer``: the paper; ``channel``; ``kmultisection``;
-            any registered one) or ``embedding`` (see module docstring).
+            ``kmultisection-channel``; any registered one) or ``embedding`` (see module
+            docstring).
         neuron: ``raw`` counts a tap's own output; ``activation`` the output of the
             nonlinearity that follows it.
         Cs: SVM regularization strengths tried; the best by cross-validated ROC AUC on the

@@ -16,10 +16,6 @@ from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MIN_IMAGE_SIDE, MTCNN
 from fakespotter.rows import left_to_right
 
-# MTCNN's weight files live in the registry with every other network's; kept under this name
-# for callers that list them.
-DETECTOR_WEIGHTS = get_detector("mtcnn").weight_files
-
 # Where MTCNN puts the 5 landmarks in an FFHQ-style aligned face image, as fractions of its
 # width and height: medians over 300 images of ../shared/faces/train (128 and 256 px), made
 # left/right symmetric. Aligned inputs are warped from these fixed points, so they get the
