@@ -1984,7 +1984,10 @@ def info(model_path, fmt) -> None:
             f"{point.get(u.get('operating_point'), '')} ({u.get('date')})"
         )
     _echo_kit(facts["update_kit"])
-    click.echo("scope        README, 'What it can and cannot detect'")
+    click.echo(
+        "scope        README, 'What it can and cannot detect'; the shipped model's card: "
+        "docs/model_card.md"
+    )
 
 
 def _kit_facts(model_path, det) -> dict | None:
