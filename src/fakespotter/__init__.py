@@ -17,4 +17,12 @@ def scan(sources, output, **options) -> dict:
     return scan_collection(sources, output, **options)
 
 
-__all__ = ["__version__", "scan"]
+def load(path=None, **options):
+    """The shipped model, or the model file at ``path``, ready to ``detect`` photos: see
+    :mod:`fakespotter.api` (options: ``aligned``, ``device``)."""
+    from fakespotter.api import load as load_model
+
+    return load_model(path, **options)
+
+
+__all__ = ["__version__", "load", "scan"]

@@ -1,0 +1,75 @@
+"""The Python API (issue #30): `fakespotter.load()` then `detect(...)` gives the rows `fakespotter
+detect --format json` prints, from a path, an array or file bytes; bad input is a row with an
+error (a file) or a ValueError (an array that is no image)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_noise_faces
+from PIL import Image
+
+import fakespotter
+from fakespotter.api import ARRAY_NAME, BYTES_NAME
+from fakespotter.cli import main
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    return sorted(write_noise_faces(tmp_path_factory.mktemp("api") / "c", 3, False, 7).iterdir())
+
+
+def cli_rows(model, files) -> list[dict]:
+    args = ["detect", *map(str, files), "--aligned", "--model", str(model), "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (0, 4), result.output
+    return json.loads(result.stdout)
+
+
+def same_rows(got: list[dict], want: list[dict], path: str | None = None) -> None:
+    """Equal rows; scores to float rounding (a face scored alone or in a batch of three)."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        assert g["path"] == (path or w["path"])
+        assert g["p_fake"] == pytest.approx(w["p_fake"], rel=1e-6)
+        assert g["novelty"] == pytest.approx(w["novelty"], abs=1e-3)
+        rest = set(g) - {"path", "p_fake", "novelty"}
+        assert {k: g[k] for k in rest} == {k: w[k] for k in rest}
+
+
+def test_detect_gives_the_cli_rows_from_a_path_an_array_and_bytes(tiny_model, crops):
+    m = fakespotter.load(tiny_model, aligned=True)
+    want = cli_rows(tiny_model, crops)
+    same_rows([r for f in crops for r in m.detect(f)], want)
+    same_rows(list(m.detect_many(crops)), want)
+    array = np.asarray(Image.open(crops[0]).convert("RGB"))
+    same_rows(m.detect(array), want[:1], ARRAY_NAME)
+    same_rows(m.detect(crops[0].read_bytes()), want[:1], BYTES_NAME)
+
+
+def test_bad_inputs(tiny_model, tmp_path):
+    m = fakespotter.load(tiny_model, aligned=True)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    [row] = m.detect(broken)
+    assert row["error"] and row["p_fake"] is None
+    [row] = m.detect(b"not an image either")
+    assert row["error"] and row["path"] == BYTES_NAME
+    [row] = m.detect(np.zeros((3000, 3000, 3), np.uint8), max_pixels=1000)
+    assert "too large" in row["error"]
+    with pytest.raises(ValueError, match="uint8"):
+        m.detect(np.zeros((96, 96, 3), np.float32))
+    with pytest.raises(ValueError, match="H x W"):
+        m.detect(np.zeros((96, 96, 2), np.uint8))
+
+
+def test_load_without_a_path_is_the_shipped_model(weight_file):
+    from fakespotter.persistence import default_model_path
+
+    weight_file("sface")
+    m = fakespotter.load()
+    assert m.path == str(default_model_path()) and m.detector.backbone == "sface"
