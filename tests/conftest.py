@@ -143,35 +143,7 @@ def byte_edits():
     return st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12)
 
 
-# -- markers (registered in pyproject.toml) -------------------------------------------------
-
-# `slow`: tests over ~1 s on a developer machine (`pytest --durations`), in test files whose
-# tests are not marked by a decorator there. Node ids without the [parametrization]: an entry
-# covers every case of a parametrized test. test_hostile, test_results, test_scan and
-# test_modelfile mark their own slow tests with @pytest.mark.slow.
-SLOW = {
-    # over ~2 s
-    "tests/test_real_faces.py::test_train_and_evaluate_on_real_faces",
-    "tests/test_speed_smoke.py::test_speed_benchmark_quick_json",
-    "tests/test_cli.py::test_train_first_taps_and_detect_with_workers",
-    "tests/test_serve.py::test_docs_page_renders_in_a_browser_without_the_internet",
-    "tests/test_browser.py::test_video_upload_shows_verdict_tracks_and_timeline",
-    "tests/test_browser.py::test_upload_shows_box_score_verdict_and_chart",
-    "tests/test_detector.py::test_fitted_detector_runs_in_a_spawned_worker",
-    "tests/test_user_trial.py::test_sideways_photo_is_turned_and_says_so",
-    "tests/test_video.py::test_real_backbone_splits_real_people_in_the_same_place",
-    # ~1-2 s each
-    "tests/test_user_trial.py::test_evaluate_perturb_shows_results_without_report",
-    "tests/test_cli.py::test_evaluate_writes_a_report",
-    "tests/test_cli.py::test_train_augment_adds_perturbed_copies",
-    "tests/test_serve.py::test_page_flags_a_face_with_a_warning",
-    "tests/test_pipeline.py::test_worker_processes_give_the_same_faces_in_order",
-    "tests/test_fast_path.py::test_fast_path_equals_reference",  # 8 cases, ~1 s each
-    "tests/test_fast_path.py::test_pruned_extractor_equals_full_extractor_columns",
-    "tests/test_video.py::test_detect_command_scores_a_video_by_track",
-    "tests/test_cli.py::test_train_detect_evaluate",
-    "tests/test_toy_criterion.py::test_toy_criterion_through_the_cli",
-}
+# -- markers (registered in pyproject.toml; `slow` is put on each slow test itself) ----------
 
 
 def pytest_collection_modifyitems(config, items):
@@ -179,5 +151,3 @@ def pytest_collection_modifyitems(config, items):
         # `real_data`: needs ../shared/faces, i.e. uses `faces_dir` directly or via a fixture
         if "faces_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
-        if item.nodeid.split("[", 1)[0] in SLOW:
-            item.add_marker(pytest.mark.slow)

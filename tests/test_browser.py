@@ -74,6 +74,7 @@ def server_url(model_file, weight_file):
     sock.close()
 
 
+@pytest.mark.slow
 def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
     outside, problems = [], []
     with sync_api.sync_playwright() as pw:
@@ -130,6 +131,7 @@ def test_upload_shows_box_score_verdict_and_chart(server_url, tmp_path):
         shutil.copy(shot, os.environ["FAKESPOTTER_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_video_upload_shows_verdict_tracks_and_timeline(server_url, tmp_path):
     pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
     from test_video import write_panning_video

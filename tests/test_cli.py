@@ -37,6 +37,7 @@ def test_train_stores_what_the_web_page_needs(trained):
     )
 
 
+@pytest.mark.slow
 def test_train_detect_evaluate(tmp_path, trained):
     (tmp_path / "mixed").mkdir()
     write_noise_faces(tmp_path / "mixed" / "sub", 3, smooth=True, seed=5)
@@ -179,6 +180,7 @@ def test_detect_finds_the_astronaut_with_default_model(weight_file):
     assert 150 < (x0 + x1) / 2 < 280 and 60 < (y0 + y1) / 2 < 200  # her face, upper middle
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_report(tmp_path, trained):
     report = tmp_path / "report"
     result = CliRunner().invoke(
@@ -303,6 +305,7 @@ def test_device_option_refuses_what_is_not_here():
     assert runner.invoke(main, ["--device", "cpu", "weights", "list"]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
     """--taps N trains on the first N layers only; --workers gives the rows --workers 0 gives."""
     from fakespotter.persistence import load_model
@@ -373,6 +376,7 @@ def test_train_first_taps_and_detect_with_workers(tmp_path, weight_file):
     assert "taps must be between 1 and" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_train_augment_adds_perturbed_copies(tmp_path, weight_file):
     from fakespotter.persistence import load_model
 

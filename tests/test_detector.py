@@ -280,6 +280,7 @@ def _predict_proba_in_worker(detector: FakeSpotter, X: np.ndarray) -> np.ndarray
     return detector.predict_proba(X)
 
 
+@pytest.mark.slow
 def test_fitted_detector_runs_in_a_spawned_worker(fitted):
     X, _ = toy_faces(20, seed=6)
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:

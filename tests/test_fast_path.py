@@ -103,6 +103,7 @@ def own_values(outputs, fractions) -> np.ndarray:
     return np.array(rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["kernel", "torch"])
 @pytest.mark.parametrize("neuron", ["raw", "activation"])
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -138,6 +139,7 @@ def test_fast_path_equals_reference(backbone, observed, variant, neuron, engine)
     assert not np.array_equal(want, reference_counts(bb, outputs, below, variant))
 
 
+@pytest.mark.slow
 def test_pruned_extractor_equals_full_extractor_columns(backbone) -> None:
     """A detector on the first k taps stops its forward pass after tap k and gives exactly
     the classifier output that the full extractor's first columns give."""

@@ -59,6 +59,7 @@ def test_detected_faces_come_with_boxes(weight_file):
     assert FaceCropper(112, spec.alignment_template)(np.full((200, 200, 3), 128, np.uint8)) == []
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_faces_in_order(tmp_path):
     """find_faces with workers: same crops and errors as in-process, in input order, and
     never more than IN_FLIGHT_PER_WORKER files per worker ahead of the caller."""

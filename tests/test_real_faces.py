@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 
 from fakespotter.cli import main
@@ -19,6 +20,7 @@ def _slice(faces_dir, split: str, label: str, n: int, dest):
     return dest
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_real_faces(faces_dir, weight_file, tmp_path):
     weight_file("facenet")
     for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):

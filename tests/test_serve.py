@@ -948,6 +948,7 @@ def browser_page(detector):
             browser.close()
 
 
+@pytest.mark.slow
 def test_page_flags_a_face_with_a_warning(browser_page, tmp_path):
     url, page, outside, problems = browser_page
     path = tmp_path / "noise.png"
@@ -969,6 +970,7 @@ def test_page_flags_a_face_with_a_warning(browser_page, tmp_path):
     assert outside == [] and problems == []
 
 
+@pytest.mark.slow
 def test_docs_page_renders_in_a_browser_without_the_internet(browser_page):
     url, page, outside, problems = browser_page
     page.goto(url + "/docs")

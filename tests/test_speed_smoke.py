@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_speed_benchmark_quick_json(weight_file, tmp_path):
     for name in ("dlib", "sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "yunet"):
         weight_file(name)

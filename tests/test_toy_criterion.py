@@ -48,6 +48,7 @@ def toy():
     unregister_criterion(FractionPositive.name)
 
 
+@pytest.mark.slow
 def test_toy_criterion_through_the_cli(tmp_path, toy):
     from fakespotter.backbones import BACKBONES
     from fakespotter.cli import main

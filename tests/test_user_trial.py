@@ -204,6 +204,7 @@ def test_aligned_real_face_is_not_flagged(weight_file, faces_dir):
     assert all(not cropper(load_image(f))[0].warnings for f in files)
 
 
+@pytest.mark.slow
 def test_sideways_photo_is_turned_and_says_so(tmp_path, weight_file):
     for stage in ("pnet", "rnet", "onet"):
         weight_file(f"mtcnn_{stage}")
@@ -326,6 +327,7 @@ def test_report_names_never_collide():
     assert a != b and a.startswith("clip-") and output_stem("a/clip.mp4") == a
 
 
+@pytest.mark.slow
 def test_evaluate_perturb_shows_results_without_report(tiny_model):
     real, fake = tiny_model.parent / "real", tiny_model.parent / "fake"
     args = [

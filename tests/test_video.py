@@ -169,6 +169,7 @@ def test_timeline_plot_draws_tracks(tmp_path):
     assert (np.abs(pixels.astype(int) - [31, 119, 180]).sum(-1) < 30).sum() > 100  # track 1 line
 
 
+@pytest.mark.slow
 def test_detect_command_scores_a_video_by_track(video, tmp_path, weight_file, tiny_model):
     """`fakespotter detect clip.mp4`: one row per face track, plus a timeline with --report."""
     import json
@@ -547,6 +548,7 @@ def write_faces_video(path: Path, photos: list[Path], frames_each: int, fps: int
             container.mux(packet)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny dlib", "shipped sface"])
 def test_real_backbone_splits_real_people_in_the_same_place(
     model, faces_dir, tmp_path, weight_file, request
