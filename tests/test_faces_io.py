@@ -24,10 +24,18 @@ def close(pixel, expected, tolerance=3) -> bool:
     return bool(np.all(np.abs(pixel.astype(int) - np.array(expected)) <= tolerance))
 
 
-def test_defaults_are_module_constants():
-    assert 40_000_000 <= MAX_PIXELS <= 60_000_000
-    assert MAX_BYTES == 100 * 1024 * 1024
-    assert issubclass(ImageError, ValueError)
+def test_every_reader_takes_the_module_limits_by_default():
+    """One home for the size limits: the readers' defaults are the module's constants (issue
+    #30: this test used to compare the constants with their own literals)."""
+    import inspect
+
+    from fakespotter.faces.io import load_image_bytes
+
+    for reader in (load_image, load_image_bytes):
+        params = inspect.signature(reader).parameters
+        assert params["max_pixels"].default == MAX_PIXELS, reader
+        assert params["max_bytes"].default == MAX_BYTES, reader
+    assert issubclass(ImageError, ValueError)  # callers may catch it as a bad value
 
 
 def test_rgb_jpeg(tmp_path: Path):
