@@ -1,7 +1,7 @@
 """Measure how often MTCNN finds a face in a folder of images, and how fast.
 
-python tools/measure_detection.py /work/shared/faces/wild/real
-python tools/measure_detection.py /work/shared/faces/test/fake --limit 300
+python tools/measure_detection.py ../shared/faces/wild/real
+python tools/measure_detection.py ../shared/faces/test/fake --limit 300
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ from tqdm import tqdm
 
 from fakespotter.faces import MTCNN, ImageError, load_image
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 WEIGHTS = Path.home() / ".cache" / "fakespotter" / "mtcnn"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", default="/work/shared/faces/wild/real", type=Path)
+    parser.add_argument(
+        "folder", nargs="?", default=ROOT.parent / "shared" / "faces" / "wild" / "real", type=Path
+    )
     parser.add_argument(
         "--limit", type=int, default=None, help="N files evenly spread over the sorted list"
     )

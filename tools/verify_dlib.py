@@ -2,9 +2,9 @@
 
 How to run (from the repository root):
 
-    python3 -m venv /work/venvs/dlib
-    /work/venvs/dlib/bin/pip install dlib-bin scikit-image numpy pillow
-    .venv/bin/python tools/verify_dlib.py [--dlib-python /work/venvs/dlib/bin/python]
+    python3 -m venv ../venvs/dlib
+    ../venvs/dlib/bin/pip install dlib-bin scikit-image numpy pillow
+    .venv/bin/python tools/verify_dlib.py [--dlib-python ../venvs/dlib/bin/python]
                                           [--write-reference]
 
 The script runs in the project venv (torch, the port) and calls itself under the
@@ -14,7 +14,7 @@ on an already aligned 150x150 chip runs the network on the chip as given.
 
 Inputs: the reference crops (tests/data/reference/dlib_inputs.png: the astronaut
 face, its mirror image and a synthetic pattern) plus 10 real and 10 fake faces from
-/work/shared/faces/test resized to 150x150. It prints the largest absolute
+../shared/faces/test resized to 150x150. It prints the largest absolute
 difference of the 128-d descriptors. ``--write-reference`` (re)creates the PNG
 (needs scikit-image in the dlib venv) and tests/data/reference/dlib.json.
 """
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = Path("~/.cache/fakespotter/dlib/dlib_face_recognition_resnet_model_v1.dat").expanduser()
 REFERENCE_PNG = ROOT / "tests/data/reference/dlib_inputs.png"
 REFERENCE_JSON = ROOT / "tests/data/reference/dlib.json"
-FACES = Path("/work/shared/faces/test")
+FACES = ROOT.parent / "shared" / "faces" / "test"
 SIZE = 150
 # Fixed astronaut crop: 128x128 pixels at x=160, y=60 of skimage.data.astronaut(),
 # bilinear-resized to 150x150: eyes land near dlib's chip framing (~y 47).
@@ -113,7 +113,9 @@ def dlib_descriptors(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dlib-python", default="/work/venvs/dlib/bin/python")
+    parser.add_argument(
+        "--dlib-python", default=str(ROOT.parent / "venvs" / "dlib" / "bin" / "python")
+    )
     parser.add_argument("--write-reference", action="store_true")
     parser.add_argument(
         "--dlib-side", nargs=2, metavar=("CROPS_NPY", "OUT_NPY"), help=argparse.SUPPRESS
@@ -154,7 +156,7 @@ def main() -> None:
 
     if args.write_reference:
         command = (
-            ".venv/bin/python tools/verify_dlib.py --write-reference  # dlib side, in /work/venvs/dlib: "
+            ".venv/bin/python tools/verify_dlib.py --write-reference  # dlib side, in ../venvs/dlib: "
             "dlib.face_recognition_model_v1(weights).compute_face_descriptor(crop) per 150x150 crop"
         )
         record = {

@@ -1,9 +1,9 @@
 """Check the torch FaceNet port against the original Keras model.
 
 How to run (needs TensorFlow/Keras, so NOT the project venv):
-    python3.11 -m venv /work/venvs/facenet
-    /work/venvs/facenet/bin/pip install tensorflow-cpu scikit-image h5py pillow torch
-    /work/venvs/facenet/bin/python tools/verify_facenet.py [--write-reference]
+    python3.11 -m venv ../venvs/facenet
+    ../venvs/facenet/bin/pip install tensorflow-cpu scikit-image h5py pillow torch
+    ../venvs/facenet/bin/python tools/verify_facenet.py [--write-reference]
 
 The Keras side loads ~/.cache/fakespotter/facenet/facenet_keras_2024.h5 with
 keras.models.load_model (safe_mode=False: its residual-scale Lambda layers hold
@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO / "src"))
 from fakespotter.backbones import facenet  # noqa: E402
 
 WEIGHTS = Path.home() / ".cache/fakespotter/facenet/facenet_keras_2024.h5"
-FACES = Path("/work/shared/faces/test")
+FACES = REPO.parent / "shared" / "faces" / "test"
 REFERENCE_PNG = REPO / "tests/data/reference/facenet_inputs.png"
 REFERENCE_JSON = REPO / "tests/data/reference/facenet.json"
-COMMAND = "/work/venvs/facenet/bin/python tools/verify_facenet.py --write-reference"
+COMMAND = "../venvs/facenet/bin/python tools/verify_facenet.py --write-reference"
 S = facenet.INPUT_SIZE
 
 # Astronaut crop: a fixed square around Eileen Collins' face in skimage.data.astronaut()

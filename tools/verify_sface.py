@@ -1,11 +1,11 @@
 """Check the torch SFace port against onnxruntime running the original int8 ONNX file.
 
 How to run (two interpreters: the port needs torch, the original needs onnxruntime):
-    python3 -m venv /work/venvs/sface
-    /work/venvs/sface/bin/pip install onnxruntime opencv-python-headless scikit-image pillow numpy
-    cd /work/main && .venv/bin/python tools/verify_sface.py [--write-reference]
+    python3 -m venv ../venvs/sface
+    ../venvs/sface/bin/pip install onnxruntime opencv-python-headless scikit-image pillow numpy
+    .venv/bin/python tools/verify_sface.py [--write-reference]
 
-The project interpreter re-runs this file under --ort-python (default /work/venvs/sface/bin/python) with
+The project interpreter re-runs this file under --ort-python (default ../venvs/sface/bin/python) with
 --worker. The worker builds the crops (reference crops from skimage's astronaut photo plus 20 test faces
 resized to 112x112), feeds each one to onnxruntime exactly as OpenCV's FaceRecognizerSF::feature does
 (blobFromImage(bgr, 1.0, (112, 112), (0, 0, 0), swapRB=True)) and saves crops and embeddings. This process
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path.home() / ".cache/fakespotter/sface/face_recognition_sface_2021dec_int8bq.onnx"
-FACES = Path("/work/shared/faces/test")
+FACES = ROOT.parent / "shared" / "faces" / "test"
 REFERENCE_DIR = REPO / "tests/data/reference"
 SIZE = 112
 FACES_PER_CLASS = 10
@@ -143,7 +144,9 @@ def run_worker(output: Path, template: np.ndarray) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ort-python", default="/work/venvs/sface/bin/python")
+    parser.add_argument(
+        "--ort-python", default=str(ROOT.parent / "venvs" / "sface" / "bin" / "python")
+    )
     parser.add_argument("--write-reference", action="store_true")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--template", help=argparse.SUPPRESS)

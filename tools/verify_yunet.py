@@ -1,9 +1,9 @@
 """Check the torch YuNet port against OpenCV's cv2.FaceDetectorYN on the original int8 ONNX file.
 
 How to run (two interpreters: the port needs torch, the original needs OpenCV):
-    python3 -m venv /work/venvs/yunet
-    /work/venvs/yunet/bin/pip install opencv-python-headless numpy
-    cd /work/main && .venv/bin/python tools/verify_yunet.py [--write-reference]
+    python3 -m venv ../venvs/yunet
+    ../venvs/yunet/bin/pip install opencv-python-headless numpy
+    .venv/bin/python tools/verify_yunet.py [--write-reference]
 
 This process loads the photos (tests/data/astronaut.jpg, four exact transforms of it, and
 PHOTOS_PER_SET photos from each of ../shared/faces test/real, test/fake and wild/real) as RGB
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path.home() / ".cache/fakespotter/yunet/face_detection_yunet_2023mar_int8bq.onnx"
 FACES = REPO.parent / "shared" / "faces"
@@ -136,7 +137,9 @@ def port_faces(detector, rgb: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cv2-python", default="/work/venvs/yunet/bin/python")
+    parser.add_argument(
+        "--cv2-python", default=str(ROOT.parent / "venvs" / "yunet" / "bin" / "python")
+    )
     parser.add_argument("--write-reference", action="store_true")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
