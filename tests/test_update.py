@@ -281,3 +281,50 @@ def test_update_from_a_kit_of_some_columns_keeps_the_novelty_signal(
     assert updated.n_features_in_ == det.n_features_in_
     assert updated.novelty_threshold_ == det.novelty_threshold_
     assert updated.training_["updates"][-1]["rows"]["stripes"] == 8
+
+
+@pytest.mark.slow
+def test_an_updated_model_gets_a_kit_that_keeps_what_the_update_taught(stored, tmp_path):
+    """`update` from a kit writes the updated model's own kit beside it (the kit's rows plus
+    the new ones, weighted as fitted), so a second update keeps the first one's faces; a
+    file there that is not a kit is never replaced."""
+    import shutil
+
+    from fakespotter.modelfile import model_id
+    from fakespotter.updatekit import KIT_SUFFIX, build_kit, load_kit, save_kit
+
+    model, features = stored
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(model, home / "m.safetensors")
+    det = load_model(model)
+    kit = build_kit(det, load_training_features(features, det), per_class=10)
+    kit.info["measured"] = {"k": 100}  # what the shipped kit carries: not the updated one's
+    save_kit(home / f"m{KIT_SUFFIX}", kit)
+
+    def update(src, name, seed, out):
+        new = _stripes(tmp_path / name, 6, seed=seed)
+        args = ["update", "--model", str(src), "--aligned", "--fake", f"{name}={new}"]
+        result = CliRunner().invoke(main, [*args, "--output", str(out)])
+        assert result.exit_code == 0, result.output
+        return result
+
+    m2, m3 = tmp_path / "m2.safetensors", tmp_path / "m3.safetensors"
+    said = update(home / "m.safetensors", "stripes", 11, m2)
+    assert f"wrote {tmp_path / f'm2{KIT_SUFFIX}'}" in said.stderr
+    kit2 = load_kit(tmp_path / f"m2{KIT_SUFFIX}", load_model(m2))  # belongs to m2
+    assert len(kit2) == len(kit) + 6 and kit2.info["model_id"] == model_id(m2)
+    assert "measured" not in kit2.info and kit2.info["updates"] == 1
+    update(m2, "dots", 12, m3)
+    kit3 = load_kit(tmp_path / f"m3{KIT_SUFFIX}", load_model(m3))
+    rows = kit3.rows().counts()
+    assert rows["stripes"] == 6 and rows["dots"] == 6  # the first update's faces are kept
+    assert set(load_model(m3).training_["fake_sources"]) >= {"stripes", "dots"}
+
+    stranger = tmp_path / f"m4{KIT_SUFFIX}"
+    stranger.write_text("my notes")
+    new = tmp_path / "stripes"
+    args = ["update", "--model", str(m3), "--aligned", "--fake", f"more={new}", "--overwrite"]
+    refused = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "m4.safetensors")])
+    assert refused.exit_code == 1 and "not a fakespotter output" in refused.output
+    assert stranger.read_text() == "my notes" and not (tmp_path / "m4.safetensors").exists()

@@ -1456,6 +1456,10 @@ def update(
         raise click.UsageError("--val-real and --val-fake go together")
     _check_sources(real_dirs, fake_dirs)
     _check_outputs(output, save_features, overwrite)
+    if features_path is None:  # the updated model gets a kit of its own beside it
+        from fakespotter.updatekit import is_kit_file, kit_file_beside
+
+        _check_output(kit_file_beside(output), "--output's update kit", overwrite, is_kit_file)
     det = load_model(model_path or default_model_path(), device=_settings()["device"])
     det.progress = _progress()
     training = dict(getattr(det, "training_", {}))
@@ -1580,6 +1584,18 @@ def update(
             err=True,
         )
     save_model(det, output, training)
+    if kit is not None:  # what this update taught stays in the next update's kit
+        from fakespotter.modelfile import model_id
+        from fakespotter.updatekit import extended_kit, kit_file_beside, save_kit
+
+        next_kit = extended_kit(kit, done["fitted"])
+        next_kit.info["model_id"] = model_id(output)
+        save_kit(kit_file_beside(output), next_kit)
+        click.echo(
+            f"wrote {kit_file_beside(output)}: its update kit ({len(next_kit)} stored faces, "
+            "these new ones included: a later update from it keeps them)",
+            err=True,
+        )
     if save_features:
         save_training_features(save_features, det, rows)
         click.echo(f"wrote {save_features}: {len(rows)} training faces' features", err=True)

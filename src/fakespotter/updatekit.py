@@ -432,12 +432,28 @@ def load_kit(path, detector) -> UpdateKit:
     return kit
 
 
-def kit_path_for(model_path) -> Path | None:
-    """The kit beside a model file (``M.safetensors`` -> ``M.kit.safetensors``), if any."""
+def kit_file_beside(model_path) -> Path:
+    """Where the kit of a model file goes: ``M.safetensors`` -> ``M.kit.safetensors``."""
     p = Path(os.fspath(model_path))
     stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.name
-    kit = p.with_name(stem + KIT_SUFFIX)
+    return p.with_name(stem + KIT_SUFFIX)
+
+
+def kit_path_for(model_path) -> Path | None:
+    """The kit beside a model file, if there is one."""
+    kit = kit_file_beside(model_path)
     return kit if kit.is_file() else None
+
+
+def is_kit_file(path) -> bool:
+    """Whether ``path`` begins as an update kit (safetensors with the kit's metadata)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n)) if n <= 16 * 2**20 else None
+    except (OSError, ValueError, struct.error):
+        return False
+    return isinstance(header, dict) and "fakespotter_kit" in (header.get("__metadata__") or {})
 
 
 def kit_for_model(model_path, detector) -> UpdateKit:
@@ -620,7 +636,7 @@ def update_with_kit(
     detector.Cs = (C,)
     detector.fit_features(rows.features, rows.y, groups=rows.groups, sample_weight=weight)
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row
-    out: dict[str, Any] = {"rows": rows.counts(), "C": C}
+    out: dict[str, Any] = {"rows": rows.counts(), "C": C, "fitted": (rows, weight)}
     if operating_point:
         point = _choose_point(detector, kit, rows, photos, weight, narrow)
         detector.threshold_ = point["threshold"]
@@ -632,6 +648,39 @@ def update_with_kit(
         setattr(detector, k, v)
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def extended_kit(kit: UpdateKit, fitted: tuple[TrainingFeatures, np.ndarray]) -> UpdateKit:
+    """The kit of the model an update made: the rows it was fitted on (the kit's and the new
+    ones, on the kit's columns) with their weights, coded again over their range (each value
+    moves by at most half a step of the new code), so that the next update from that model
+    keeps what this one taught. ``fitted``: ``update_with_kit``'s ``out["fitted"]``."""
+    rows, weight = fitted
+    held = kit.val_features()
+    features = np.asarray(rows.features, dtype=np.float32)
+    codes, low, step = quantize(features if held is None else np.concatenate([features, held]))
+    n = len(features)
+    val_codes, codes = (None, codes) if held is None else (codes[n:], codes[:n])
+    _, groups = np.unique(np.asarray(rows.groups), return_inverse=True)
+    info = {k: v for k, v in kit.info.items() if k not in ("measured", "model_id")}
+    info["rows_by_source_kit"] = rows.counts()
+    info["updates"] = int(info.get("updates", 0)) + 1  # how many updates its rows came through
+    return UpdateKit(
+        codes=codes,
+        columns=np.asarray(kit.columns, dtype=np.int32),
+        low=low,
+        step=step,
+        y=np.asarray(rows.y).astype(np.int8),
+        groups=groups.astype(np.int32),
+        source=np.asarray(rows.source).astype(np.int16),
+        weight=np.asarray(weight, dtype=np.float32),
+        sources=list(rows.sources),
+        fingerprint=kit.fingerprint,
+        n_features=kit.n_features,
+        info=info,
+        val_codes=val_codes,
+        val_y=kit.val_y,
+    )
 
 
 def _choose_point(detector, kit: UpdateKit, rows, photos, weight, new: TrainingFeatures) -> dict:
