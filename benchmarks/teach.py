@@ -805,6 +805,11 @@ def cmd_build_kit(args) -> None:
             for n, c in sorted(counts.items())
         }
         training[kind] = ", ".join(s["folder"] for s in training[f"{kind}_sources"].values())
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
+
+    if LAYER_DECISION_KEY not in training:  # trained before train stored them: the web page's
+        # per-layer chart draws a face against these spreads of the training rows
+        training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features, rows.y)
     training["then"] = (
         "python benchmarks/teach.py build-kit"
         + (
