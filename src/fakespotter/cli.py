@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
+from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.cli_types import (
     AugmentRecipes,
     BackboneChoice,
@@ -1231,7 +1232,7 @@ WEAK_CV_AUC = 0.6
 @click.option(
     "--face-detector",
     type=DetectorChoice(),
-    default="mtcnn",
+    default=DEFAULT_FACE_DETECTOR,
     show_default=True,
     help="Face detector that finds and aligns the faces in photos, stored in the model: "
     "photos scored with it go through the same one.",

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from fakespotter.backbones import Backbone, get_backbone
+from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.criteria import EMBEDDING, variants
 from fakespotter.errors import UserError
@@ -110,7 +111,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         taps=None,
         device=None,
         random_state=0,
-        face_detector="mtcnn",
+        face_detector=DEFAULT_FACE_DETECTOR,
     ):
         self.backbone = backbone
         self.variant = variant

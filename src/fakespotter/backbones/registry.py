@@ -219,6 +219,9 @@ class DetectorSpec(_Resolving):
 # only through register_* / unregister_*.
 BACKBONES: dict[str, BackboneSpec] = {}
 DETECTORS: dict[str, DetectorSpec] = {}
+# the face detector `train` uses unless told (docs/face_detectors.md has the rule that picks
+# it); a model file records its own, and `detect` uses the file's
+DEFAULT_FACE_DETECTOR = "mtcnn"
 
 
 def _register(table: dict, kind: str, spec, replace: bool):

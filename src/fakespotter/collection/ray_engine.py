@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.collection.scanner import Scanner
 from fakespotter.errors import UserError, first_line, install_extra
 
@@ -46,7 +47,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ship(model_path: Path, backbone: str, face_detector: str = "mtcnn") -> dict:
+def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETECTOR) -> dict:
     """The model file and the weight files it needs (its ``backbone``'s, its face
     detector's, and MTCNN's for the aligned-face check), in Ray's object store, with
     sha256s."""
@@ -191,7 +192,7 @@ def run(
     *,
     model_path: Path,
     backbone: str,
-    face_detector: str = "mtcnn",
+    face_detector: str = DEFAULT_FACE_DETECTOR,
     address: str | None,
     workers: int | None,
     cpus_per_worker: float,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakespotter.backbones.registry import get_detector
+from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR, get_detector
 from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MIN_IMAGE_SIDE, MTCNN
 from fakespotter.rows import left_to_right
@@ -35,8 +35,6 @@ FFHQ_LANDMARKS = np.array(
 # and the image pyramid for them makes detection on a large photo 10-15x slower.
 MIN_FACE_FRACTION = 0.05
 
-
-DEFAULT_FACE_DETECTOR = "mtcnn"
 
 # A photo too small or too thin to hold a face gets none at once: a short side under
 # MIN_SEARCH_SIDE, or one under MTCNN's MIN_IMAGE_SIDE (it upsamples such photos to that) with
