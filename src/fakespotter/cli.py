@@ -1402,9 +1402,9 @@ def train(
     "--val-real",
     "val_real_dir",
     type=SafePath(exists=True, file_okay=False),
-    help="Held-out real photos: the operating point and novelty limit are chosen again on "
-    "them and --val-fake (as in train). Without them the model's operating point is kept "
-    "(`fakespotter info` says so).",
+    help="Held-out real photos: the operating point is chosen again on them and --val-fake "
+    "(as in train). Without them: on the update kit's held-out photos, or, with --features, "
+    "the model's operating point is kept (`fakespotter info` says which).",
 )
 @click.option(
     "--val-fake",
@@ -1435,11 +1435,13 @@ def update(
     """Teach a model new faces in seconds, without a full retrain.
 
     Counts only the new photos, with the model's own per-layer thresholds, and refits the
-    classifier (scaler, linear SVM at the model's C, calibration) on the stored training
-    features plus the new ones. Use it to add a few hundred faces of a new generator family,
-    or real photos like the ones you check (--real NAME=DIR); benchmarks/learning_curve.py
-    measures it against a full `fakespotter train` (README, 'Teaching it a new generator').
-    The operating point is chosen again with --val-real and --val-fake, else kept.
+    classifier (scaler, linear SVM at the model's C, calibration) on stored training rows
+    plus the new ones: the update kit beside the model (the shipped model has one, and the
+    updated model gets its own, new faces included), or the training features of --features.
+    Use it to add faces of a new generator family, or real photos like the ones you check
+    (--real NAME=DIR). The operating point is chosen again on --val-real and --val-fake when
+    given, else on the kit's held-out photos; with --features and no held-out photos it is
+    kept. Measured: README, 'Teaching it a new generator' (benchmarks/teach.py).
     """
     import datetime
     import time
