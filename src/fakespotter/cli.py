@@ -950,16 +950,9 @@ def _check_output(path, option: str, overwrite: bool, ours) -> None:
 
 def _is_model_file(path) -> bool:
     """Whether ``path`` begins as a fakespotter model file (safetensors, our metadata)."""
-    import json
-    import struct
+    from fakespotter.modelfile import metadata_keys
 
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n)) if n <= 16 * 2**20 else None
-    except (OSError, ValueError, struct.error):
-        return False
-    return isinstance(header, dict) and "fakespotter" in (header.get("__metadata__") or {})
+    return "fakespotter" in metadata_keys(path)
 
 
 def _is_report_folder(path) -> bool:
@@ -1473,10 +1466,11 @@ def update(
         if save_features:
             raise click.UsageError("--save-features needs --features (a kit holds a sample)")
         kit = kit_for_model(model_path or default_model_path(), det)
-        stored = kit.rows()
+        n_stored = len(kit)
     else:
         kit = None
         stored = load_training_features(features_path, det)
+        n_stored = len(stored)
     start = time.perf_counter()
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
@@ -1506,15 +1500,10 @@ def update(
         # the kit's rows (weighted to stand for every training face) plus the new ones; the
         # point is chosen again on out-of-fold scores (at most 1% of each real source
         # called fake) unless held-out photos are given; the novelty reference is the reals
-        from fakespotter.trainingset import TrainingFeatures
         from fakespotter.updatekit import update_with_kit
 
         done = update_with_kit(det, kit, new, operating_point=not val_real_dir)
-        # what was fitted, for the record: the kit's rows and the new ones on its columns
-        cols = np.asarray(kit.columns)
-        rows = stored.extended(
-            TrainingFeatures(new.features[:, cols], new.y, new.groups, new.source, new.sources)
-        )
+        rows = done["fitted"][0]  # what was fitted: the kit's rows and the new ones, its columns
     else:
         rows = stored.extended(new)
         det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
@@ -1603,7 +1592,7 @@ def update(
         save_training_features(save_features, det, rows)
         click.echo(f"wrote {save_features}: {len(rows)} training faces' features", err=True)
     click.echo(
-        f"wrote {output}: refitted on {len(stored)} stored"
+        f"wrote {output}: refitted on {n_stored} stored"
         f"{' (update kit)' if kit is not None else ''} + {len(new)} new faces in "
         f"{time.perf_counter() - start:.0f} s (thresholds kept), cross-validated AUC "
         f"{det.cv_auc_:.3f}"

@@ -53,6 +53,21 @@ def model_id(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+def metadata_keys(path: str | os.PathLike) -> set[str]:
+    """The keys of a safetensors file's ``__metadata__`` (``fakespotter`` for a model file,
+    ``fakespotter_kit`` for an update kit); empty for anything that is not such a file.
+    Never raises: the overwrite checks ask it whether a file there is one of ours."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n)) if n <= MAX_HEADER_BYTES else None
+    except (OSError, ValueError, struct.error):
+        return set()
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        return set()
+    return set(header["__metadata__"])
+
+
 @contextlib.contextmanager
 def _open_model(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
     """The open file and its size, once it is known to be a regular file of at most

@@ -132,6 +132,17 @@ def quantize(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return codes, low.astype(np.float32), step
 
 
+def quantize_with_held_out(
+    stored: np.ndarray, held: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """:func:`quantize` of the stored rows and the held-out photos' rows on one scale (a
+    kit has one offset and step per column): (codes, held-out codes or None, low, step)."""
+    codes, low, step = quantize(stored if held is None else np.concatenate([stored, held]))
+    if held is None:
+        return codes, None, low, step
+    return codes[: len(stored)], codes[len(stored) :], low, step
+
+
 def choose_rows(
     rows: TrainingFeatures,
     per_class: int,
@@ -218,10 +229,7 @@ def build_kit(
     picked = choose_rows(rows, per_class, margin=margin, seed=seed)
     stored = np.asarray(rows.features)[picked][:, cols]
     held = None if val is None else np.asarray(val[0])[:, cols]
-    codes, low, step = quantize(stored if held is None else np.concatenate([stored, held]))
-    val_codes, codes = (
-        (None, codes) if held is None else (codes[len(stored) :], codes[: len(stored)])
-    )
+    codes, val_codes, low, step = quantize_with_held_out(stored, held)
     if val is not None and not np.isin(np.asarray(val[1]), (0, 1)).all():
         raise ValueError("val labels must be 0 (real) or 1 (fake)")
     full = np.bincount(np.asarray(rows.source), minlength=len(rows.sources))
@@ -447,13 +455,9 @@ def kit_path_for(model_path) -> Path | None:
 
 def is_kit_file(path) -> bool:
     """Whether ``path`` begins as an update kit (safetensors with the kit's metadata)."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n)) if n <= 16 * 2**20 else None
-    except (OSError, ValueError, struct.error):
-        return False
-    return isinstance(header, dict) and "fakespotter_kit" in (header.get("__metadata__") or {})
+    from fakespotter.modelfile import metadata_keys
+
+    return "fakespotter_kit" in metadata_keys(path)
 
 
 def kit_for_model(model_path, detector) -> UpdateKit:
@@ -656,11 +660,8 @@ def extended_kit(kit: UpdateKit, fitted: tuple[TrainingFeatures, np.ndarray]) ->
     moves by at most half a step of the new code), so that the next update from that model
     keeps what this one taught. ``fitted``: ``update_with_kit``'s ``out["fitted"]``."""
     rows, weight = fitted
-    held = kit.val_features()
     features = np.asarray(rows.features, dtype=np.float32)
-    codes, low, step = quantize(features if held is None else np.concatenate([features, held]))
-    n = len(features)
-    val_codes, codes = (None, codes) if held is None else (codes[n:], codes[:n])
+    codes, val_codes, low, step = quantize_with_held_out(features, kit.val_features())
     _, groups = np.unique(np.asarray(rows.groups), return_inverse=True)
     info = {k: v for k, v in kit.info.items() if k not in ("measured", "model_id")}
     info["rows_by_source_kit"] = rows.counts()
