@@ -496,8 +496,8 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
             return None
         Z = ((np.asarray(features) - self.scaler_mean_) / self.scaler_scale_).astype(np.float32)
         # torch's product, on the network's own threads: numpy's OpenBLAS threads, woken right
-        # after a forward pass, took up to ~0.9 s for this 32 x 44,288 x 50 product on 2 cores
-        # (a tenth of `detect --aligned`'s time; issue #29), torch's 6-20 ms
+        # after a forward pass, were at times hundreds of times slower for this product on 2
+        # cores (issue #29, docs/speed.md)
         with torch.inference_mode():
             product = torch.from_numpy(Z) @ torch.from_numpy(np.asarray(components)).T
         projected = product.numpy() / self.novelty_scale_

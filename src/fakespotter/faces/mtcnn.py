@@ -58,7 +58,7 @@ def rgb_image(image) -> np.ndarray:
 class MaxPool(nn.MaxPool2d):
     """``nn.MaxPool2d`` computed on a channels-last copy, returned in the usual layout: the
     same values (a maximum is exact), but torch's CPU kernel for NCHW is several times slower
-    than its channels-last one (torch 2.13), and pooling was a third of MTCNN's time
+    than its channels-last one (torch 2.13), and pooling was much of MTCNN's time
     (issue #29; tests/test_faces_mtcnn.py checks the equality)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
