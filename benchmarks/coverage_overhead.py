@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fakespotter.coverage import NeuronCoverage, find_taps
+from fakespotter.coverage import NeuronCoverage
+from fakespotter.taps import find_taps
 
 
 class BasicBlock(nn.Module):

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fakespotter.coverage import eval_mode, forward_hooks
 from fakespotter.criteria import KMultisection
+from fakespotter.taps import eval_mode, forward_hooks
 
 MULTI = KMultisection(per_channel=True)
 LEVELS = MULTI.levels

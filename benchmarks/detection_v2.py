@@ -2,7 +2,7 @@
 
     python benchmarks/detection_v2.py [--limit N] [--markdown docs/detection_v2.md]
     python benchmarks/detection_v2.py --match pipeline    # only these ideas; the rest kept
-    python benchmarks/reproduce.py --detection-v2     # the same, as docs/results.md's section
+    python benchmarks/detection_v2.py --results-doc   # the same, as docs/results.md's section
 
 Each idea changes one thing of today's recipe (SFace channel counts, one augmented copy per
 training photo, linear SVM with C by cross-validation, Platt calibration):
@@ -54,7 +54,7 @@ import reproduce  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from fakespotter.backbones import get_backbone  # noqa: E402
-from fakespotter.coverage import NeuronCoverage, counts_per_layer, find_taps  # noqa: E402
+from fakespotter.coverage import NeuronCoverage, counts_per_layer  # noqa: E402
 from fakespotter.criteria import get_criterion  # noqa: E402
 from fakespotter.detector import FakeSpotter  # noqa: E402
 from fakespotter.evaluation.perturb import (  # noqa: E402
@@ -63,6 +63,7 @@ from fakespotter.evaluation.perturb import (  # noqa: E402
 )
 from fakespotter.faces import warp_face  # noqa: E402
 from fakespotter.metrics import evaluate_scores  # noqa: E402
+from fakespotter.taps import find_taps  # noqa: E402
 from fakespotter.training import choose_operating_point, scores_with_missing  # noqa: E402
 
 PERTURBATIONS = "jpeg:50,blur:1,noise:5,resize:0.5"
@@ -136,7 +137,7 @@ def channel_statistics(crops: np.ndarray, desc: str, batch: int = 32) -> tuple[n
     float32, N x (2 x conv channels + linear outputs). Also ms/face."""
     import torch
 
-    from fakespotter.coverage import forward_hooks
+    from fakespotter.taps import forward_hooks
 
     bb = get_backbone("sface").load()
     modules = dict(bb.model.named_modules())
@@ -570,6 +571,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="images per split and class")
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument(
+        "--results-doc",
+        action="store_true",
+        help=f"write the table as the {reproduce.DETECTION_V2!r} section of docs/results.md",
+    )
+    parser.add_argument(
         "--match",
         action="append",
         default=[],
@@ -579,6 +585,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = run(args.limit, tuple(args.match))
+    if args.results_doc and not args.limit:
+        text = markdown(results, args.limit, heading=f"## {reproduce.DETECTION_V2}")
+        doc = reproduce.ROOT / "docs" / "results.md"
+        doc.write_text(reproduce.with_section(doc.read_text(), reproduce.DETECTION_V2, text))
+        print(f"wrote the {reproduce.DETECTION_V2} section of docs/results.md")
+        return
     text = markdown(results, args.limit)
     print(text)
     if args.markdown:
@@ -727,7 +739,7 @@ def markdown(results: list[dict], limit, heading: str = "# Detection v2") -> str
         "",
         "Made by `python benchmarks/detection_v2.py"
         + (f" --limit {limit}" if limit else "")
-        + "` (also `python benchmarks/reproduce.py --detection-v2`); the protocol is in the "
+        + "` (`--results-doc`: as this section of docs/results.md); the protocol is in the "
         "script's docstring. Chosen on val AUC only; the other columns are for reading, not "
         "choosing. Caught / kept / wild: at the threshold chosen on val for 1% false alarms. "
         "LOGO: trained on real + StyleGAN1, worst unseen generator. Drops: the largest over "

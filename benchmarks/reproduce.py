@@ -2,8 +2,7 @@
 
     python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full-<key>/
     python benchmarks/reproduce.py --limit 30      # a quick smoke run on 30 images per split/class
-    python benchmarks/reproduce.py --detection-v2  # only the Detection v2 section (detection_v2.py)
-    python benchmarks/reproduce.py --detection-v2 --match pipeline  # ... measuring only those ideas
+    python benchmarks/detection_v2.py --results-doc  # only the Detection v2 section
 
 Stages (each cached under out/reproduce/<run>-<key>/, so a rerun only does what is missing;
 <key> is a hash of the data manifest, the stage parameters, fakespotter's version and the
@@ -558,38 +557,9 @@ def main() -> None:
         help="wall-clock budget of the pixel CNN baseline's training",
     )
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument(
-        "--detection-v2",
-        action="store_true",
-        help="run benchmarks/detection_v2.py (its own cache) and write only its section of "
-        "docs/results.md",
-    )
-    parser.add_argument(
-        "--match",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="with --detection-v2: measure only the ideas whose name holds TEXT, keeping the "
-        "other rows of docs/detection_v2.json",
-    )
     args = parser.parse_args()
     if not (FACES / "manifest.csv").exists():
         sys.exit(f"reproduce: no face data at {FACES}")
-    if args.detection_v2:
-        import detection_v2  # here: it imports this module
-
-        text = detection_v2.markdown(
-            detection_v2.run(args.limit, tuple(args.match)),
-            args.limit,
-            heading=f"## {DETECTION_V2}",
-        )
-        if args.limit:
-            print(text)
-        else:
-            doc = ROOT / "docs" / "results.md"
-            doc.write_text(with_section(doc.read_text(), DETECTION_V2, text))
-            print(f"wrote the {DETECTION_V2} section of docs/results.md")
-        return
     if args.backbones is None:  # before cache_key: the key names the backbones that run
         args.backbones = backbones_with_weights(BACKBONES)
     torch.manual_seed(0)
@@ -744,7 +714,7 @@ def main() -> None:
         print("wrote docs/results.md")
 
 
-DETECTION_V2 = "Detection v2"  # a section of docs/results.md that --detection-v2 writes
+DETECTION_V2 = "Detection v2"  # a section of docs/results.md: detection_v2.py --results-doc
 
 
 def section(doc: str, heading: str) -> str | None:

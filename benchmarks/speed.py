@@ -177,7 +177,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
 
 def tapped_outputs(coverage, x: torch.Tensor) -> list[tuple]:
     """(tap, a copy of its output) for every tap of ``coverage``, from one forward of ``x``."""
-    from fakespotter.coverage import forward_hooks
+    from fakespotter.taps import forward_hooks
 
     modules = dict(coverage.model.named_modules())
     kept: dict[str, torch.Tensor] = {}

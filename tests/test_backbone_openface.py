@@ -21,7 +21,7 @@ from torch import nn
 
 from fakespotter import weights
 from fakespotter.backbones import get_backbone, openface
-from fakespotter.coverage import forward_hooks
+from fakespotter.taps import forward_hooks
 
 # --- an nn4.small2 file, as Torch writes one ------------------------------------------------------
 

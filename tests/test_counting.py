@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from fakespotter import counting
-from fakespotter.coverage import NeuronCoverage, find_taps
+from fakespotter.coverage import NeuronCoverage
 from fakespotter.criteria import CRITERIA
 from fakespotter.errors import UserError
+from fakespotter.taps import find_taps
 
 
 @pytest.fixture

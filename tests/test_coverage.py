@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
-from fakespotter.coverage import NeuronCoverage, NotFittedError, Tap, find_taps
+from fakespotter.coverage import NeuronCoverage
+from fakespotter.taps import Tap, find_taps
 
 
 class HandNet(nn.Module):

@@ -13,9 +13,10 @@ import torch
 
 from fakespotter import counting
 from fakespotter.backbones import BACKBONES, get_backbone
-from fakespotter.coverage import NeuronCoverage, forward_hooks
+from fakespotter.coverage import NeuronCoverage
 from fakespotter.criteria import CRITERIA
 from fakespotter.detector import FakeSpotter
+from fakespotter.taps import forward_hooks
 
 VARIANTS = list(CRITERIA)  # every registered criterion (collected at import: the built-ins)
 

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from conftest import write_noise_faces
 
 from fakespotter import weights
-from fakespotter.coverage import layer_sum
 from fakespotter.criteria import (
     CRITERIA,
     Criterion,
     register_criterion,
     unregister_criterion,
 )
+from fakespotter.taps import layer_sum
 
 
 class FractionPositive(Criterion):

@@ -1,11 +1,6 @@
 """fakespotter: spot GAN-synthesized faces by the neuron coverage of a face-recognition network."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("fakespotter")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0+unknown"
+from fakespotter.version import __version__
 
 
 def scan(sources, output, **options) -> dict:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import torch
 
     from fakespotter.counting import Counter
-    from fakespotter.coverage import Tap
+    from fakespotter.taps import Tap
 
 __all__ = [
     "CRITERIA",
@@ -123,7 +123,7 @@ class MeanThreshold(Criterion):
     training images, one float64 per tap. Subclasses say what to count against it."""
 
     def batch_stats(self, tap, out):
-        from fakespotter.coverage import output_sum
+        from fakespotter.taps import output_sum
 
         return output_sum(out, tap).reshape(1)
 
@@ -174,7 +174,7 @@ class KMultisection(Criterion):
     def batch_stats(self, tap, out):
         import torch
 
-        from fakespotter.coverage import output_sum
+        from fakespotter.taps import output_sum
 
         # sum and sum of squares, float32 partials per channel like the mean's (float64
         # over the whole output is 25x slower on CPU)

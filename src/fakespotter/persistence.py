@@ -42,7 +42,8 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 
 def save_model(detector: FakeSpotter, path, training: dict | None = None) -> None:
     """Write a fitted detector to one safetensors file (JSON metadata + arrays, no pickle)."""
-    from fakespotter import __version__, modelfile
+    from fakespotter import modelfile
+    from fakespotter.version import __version__
 
     check_is_fitted(detector, "coef_")
     bb = detector._backbone()

@@ -120,7 +120,7 @@ def _storage(features: np.ndarray) -> np.ndarray:
 
 def save_training_features(path, detector, rows: TrainingFeatures) -> None:
     """Write ``rows`` (counted by ``detector``'s fitted thresholds) to ``path`` atomically."""
-    from fakespotter import __version__
+    from fakespotter.version import __version__
 
     meta = {
         "format": FORMAT,

@@ -269,7 +269,7 @@ def save_kit(path, kit: UpdateKit) -> None:
     """Write ``kit`` to one safetensors file, atomically (data only: arrays + JSON)."""
     from safetensors.numpy import save_file
 
-    from fakespotter import __version__
+    from fakespotter.version import __version__
 
     meta = {
         "format": FORMAT,

@@ -192,7 +192,7 @@ class Backbone:
     def taps(self) -> list:
         """Every Conv2d and Linear layer in execution order (name, kind, shape, neurons)."""
         if self._taps is None:
-            from fakespotter.coverage import find_taps
+            from fakespotter.taps import find_taps
 
             self._taps = find_taps(self.model, (3, self.input_size, self.input_size))
         return self._taps

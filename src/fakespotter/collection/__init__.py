@@ -55,7 +55,7 @@ def scan(
     """
     from tqdm import tqdm
 
-    from fakespotter import __version__
+    from fakespotter.version import __version__
     from fakespotter.collection.sources import list_sources
     from fakespotter.persistence import default_model_path, load_model
     from fakespotter.weights import sha256_of

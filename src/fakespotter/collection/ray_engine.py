@@ -53,7 +53,7 @@ def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETE
     sha256s."""
     import ray
 
-    from fakespotter import __version__
+    from fakespotter.version import __version__
     from fakespotter.backbones.registry import get_backbone, get_detector
     from fakespotter.weights import fetch
 
@@ -83,7 +83,7 @@ def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETE
 def unpack(shipped: dict, get: Callable = None) -> Path:  # type: ignore[assignment]
     """On a worker: check the shipped files and the version, put the weights in a private
     cache (``$FAKESPOTTER_CACHE`` of this process) and return the model file's path."""
-    from fakespotter import __version__
+    from fakespotter.version import __version__
     from fakespotter.weights import CACHE_ENV, install
 
     if get is None:
