@@ -34,10 +34,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce  # noqa: E402
 
-from fakespotter.backbones import DETECTORS, get_backbone  # noqa: E402
+from fakespotter.backbones import get_backbone  # noqa: E402
 from fakespotter.detector import FakeSpotter  # noqa: E402
 from fakespotter.faces import load_image  # noqa: E402
 from fakespotter.faces.pipeline import FaceCropper, largest_face  # noqa: E402
+from fakespotter.faces.registry import DETECTORS  # noqa: E402
 from fakespotter.metrics import evaluate_scores  # noqa: E402
 from fakespotter.training import scores_with_missing  # noqa: E402
 

@@ -59,10 +59,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fakespotter.backbones import BACKBONES as REGISTERED
-from fakespotter.backbones import DETECTORS, backbones_with_weights, get_backbone
+from fakespotter.backbones import backbones_with_weights, get_backbone
 from fakespotter.counting import Counter
 from fakespotter.counting import engine as counting_engine
 from fakespotter.detector import FakeSpotter
+from fakespotter.faces.registry import DETECTORS
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = ROOT.parent / "shared" / "faces"

@@ -14,7 +14,8 @@ FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
 
 def _weight_files() -> dict[str, weights.WeightFile]:
-    from fakespotter.backbones import BACKBONES, DETECTORS
+    from fakespotter.backbones import BACKBONES
+    from fakespotter.faces.registry import DETECTORS
 
     found = {name: spec.weights for name, spec in BACKBONES.items()}
     for name, spec in DETECTORS.items():  # "yunet"; MTCNN's three as "mtcnn_pnet", ...

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_noise_faces
 
-from fakespotter.backbones import DetectorSpec, register_detector, unregister_detector
 from fakespotter.cli import main
 from fakespotter.faces.mtcnn import Face
 from fakespotter.faces.pipeline import FFHQ_LANDMARKS
+from fakespotter.faces.registry import DetectorSpec, register_detector, unregister_detector
 
 
 class CentreDetector:

@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from fakespotter.faces import Face
+from fakespotter.faces.mtcnn import Face
 from fakespotter.faces.pipeline import FaceCropper, largest_face
 from fakespotter.rows import face_rows
 from fakespotter.training import largest_faces

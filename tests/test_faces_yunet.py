@@ -13,8 +13,8 @@ import pytest
 import torch
 from onnx_writer import yunet_file
 
-from fakespotter.backbones import DETECTORS
 from fakespotter.faces import load_image
+from fakespotter.faces.registry import DETECTORS
 from fakespotter.faces.yunet import YuNet, YuNetDetector, load_model
 
 DATA = Path(__file__).parent / "data"
@@ -163,7 +163,7 @@ def test_yunet_onet_keeps_yunets_faces_and_takes_onets_landmarks(monkeypatch):
 def test_yunet_onet_landmarks_sit_nearer_mtcnns(weight_file):
     """The reason for the pair: on the astronaut, O-Net on YuNet's box puts the landmarks
     closer to where the full MTCNN cascade puts them than YuNet itself does."""
-    from fakespotter.backbones import get_detector
+    from fakespotter.faces.registry import get_detector
 
     for name in ("yunet", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)

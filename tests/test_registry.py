@@ -84,8 +84,8 @@ def test_listing_backbones_imports_no_network_code():
 
 
 def test_every_network_with_weights_is_in_the_weights_commands():
-    from fakespotter.backbones import DETECTORS
     from fakespotter.cli import _all_weight_files
+    from fakespotter.faces.registry import DETECTORS
 
     files = _all_weight_files()
     # yunet-onet is made of yunet's and mtcnn's files: listed under those, once

@@ -77,7 +77,7 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     assert e2e["single_photo_s"] == min(startup["all_seconds"][1:]) > 0
     assert startup["photo"] == "astronaut.jpg" and len(startup["all_seconds"]) == 4
     # faces found by the model's detector, and by every other registered one beside it
-    from fakespotter.backbones import DETECTORS
+    from fakespotter.faces.registry import DETECTORS
 
     others = [f"detect_{name}" for name in DETECTORS if name != e2e["face_detector"]]
     # every registered detector, and MTCNN with its old pooling as the baseline row (#29)

@@ -291,7 +291,7 @@ def test_table_shows_boxes_and_faces_are_numbered_left_to_right():
 def test_boxes_are_clipped_to_the_photo():
     class Edge:  # a detector that finds a face reaching past the photo's border
         def detect(self, image):
-            from fakespotter.faces import Face
+            from fakespotter.faces.mtcnn import Face
 
             points = np.array([[30, 30], [60, 30], [45, 45], [35, 60], [55, 60]], float)
             return [Face(box=(-20.0, -10.0, 90.0, 100.0), score=0.999, landmarks=points)]

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from fakespotter import weights
-from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.cli_types import (
     AugmentRecipes,
     BackboneChoice,
@@ -20,9 +19,10 @@ from fakespotter.cli_types import (
     model_option,
 )
 from fakespotter.errors import UserError, first_line, install_extra
+from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.results import FORMATS
 
-# Exit codes of every command (README, "Exit codes"): 0 every input gave a result; 1 nothing
+# Exit codes of every command (docs/usage.md, "Exit codes"): 0 every input gave a result; 1 nothing
 # was done (a bad model file, missing weights, an unwritable output...: click's own code), and
 EXIT_USAGE = 2  # a mistake in the command line (click's own code for usage errors)
 EXIT_INPUTS_FAILED = 3  # detect: the scan ran, but some inputs could not be read or scored
@@ -1434,7 +1434,7 @@ def update(
     Use it to add faces of a new generator family, or real photos like the ones you check
     (--real NAME=DIR). The operating point is chosen again on --val-real and --val-fake when
     given, else on the kit's held-out photos; with --features and no held-out photos it is
-    kept. Measured: README, 'Teaching it a new generator' (benchmarks/teach.py).
+    kept. Measured: docs/teaching.md, 'Teaching it a new generator' (benchmarks/teach.py).
     """
     import datetime
     import time

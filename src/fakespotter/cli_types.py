@@ -49,7 +49,7 @@ def _backbones() -> Iterable[str]:
 
 
 def _detectors() -> Iterable[str]:
-    from fakespotter.backbones.registry import DETECTORS
+    from fakespotter.faces.registry import DETECTORS
 
     return DETECTORS
 

@@ -35,10 +35,10 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from fakespotter.backbones import Backbone, get_backbone
-from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
 from fakespotter.criteria import EMBEDDING, variants
 from fakespotter.errors import UserError
+from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.rows import FAKE_THRESHOLD, NO_FINITE_SCORE, label_for
 
 NEURONS = ("raw", "activation")

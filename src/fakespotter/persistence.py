@@ -146,7 +146,7 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         raise ModelFileError("model file taps do not match its variant")
     if not all(isinstance(t, str) for t in meta["taps"]):
         raise ModelFileError("model file tap names must be strings")
-    from fakespotter.backbones.registry import DETECTORS
+    from fakespotter.faces.registry import DETECTORS
 
     face_detector = meta.get("face_detector", "mtcnn")  # files before the field: MTCNN's
     if face_detector not in DETECTORS:

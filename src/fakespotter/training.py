@@ -151,7 +151,7 @@ def score_labelled(detector, sets: Sequence[tuple[LargestFaces, int]]) -> dict:
     }
 
 
-# The operating point's defaults (README, "Reading the labels").
+# The operating point's defaults (docs/shipped_model.md, "Reading the labels").
 MAX_FALSE_ALARM = 0.01  # at most this share of held-out real photos is labelled fake
 MAX_MISSED = 0.05  # at most this share of held-out fakes is labelled real; between: uncertain
 # a face farther than this percentile of held-out *real* faces is flagged: the warning's

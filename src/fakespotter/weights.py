@@ -494,3 +494,13 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fetch_all(files: Sequence[WeightFile], path, progress: bool) -> list[Path]:
+    """The local paths of ``files``, fetched into the cache as needed. ``path`` overrides the cache: one path (or a list of them) per weight file, in order."""
+    if path is None:
+        return [fetch(w, progress=progress) for w in files]
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    if len(paths) != len(files):
+        raise ValueError(f"expected {len(files)} weight file(s), got {len(paths)}")
+    return paths

@@ -2,32 +2,22 @@
 
 from fakespotter.backbones.registry import (
     BACKBONES,
-    DETECTORS,
     Backbone,
     BackboneSpec,
-    DetectorSpec,
-    Lazy,
     backbones_with_weights,
     get_backbone,
-    get_detector,
     register_backbone,
-    register_detector,
     unregister_backbone,
-    unregister_detector,
 )
+from fakespotter.lazy import Lazy  # for plug-ins' specs: a field imported on first use
 
 __all__ = [
     "BACKBONES",
-    "DETECTORS",
     "Backbone",
     "BackboneSpec",
-    "DetectorSpec",
     "Lazy",
     "backbones_with_weights",
     "get_backbone",
-    "get_detector",
     "register_backbone",
-    "register_detector",
     "unregister_backbone",
-    "unregister_detector",
 ]

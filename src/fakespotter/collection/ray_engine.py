@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR
 from fakespotter.collection.scanner import Scanner
 from fakespotter.errors import UserError, first_line, install_extra
+from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
 
 # Tests set this to a file name: the first worker batch that finds no such file creates it
 # and kills its own process, as a crashed worker would (fault injection; see tests/test_ray_scan.py).
@@ -53,8 +53,9 @@ def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETE
     sha256s."""
     import ray
 
+    from fakespotter.backbones.registry import get_backbone
+    from fakespotter.faces.registry import get_detector
     from fakespotter.version import __version__
-    from fakespotter.backbones.registry import get_backbone, get_detector
     from fakespotter.weights import fetch
 
     files = []

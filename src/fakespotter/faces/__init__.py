@@ -1,4 +1,6 @@
-"""Face pipeline: load an image, detect faces (MTCNN), align them to a template."""
+"""Face pipeline: load an image, find faces (a registered face detector: ``faces.registry``),
+align them to a template (``faces.pipeline``). Importing the package imports no torch: the
+detectors' modules (``mtcnn``, ``yunet``) are imported when one is built."""
 
 from fakespotter.faces.align import (
     estimate_similarity,
@@ -12,18 +14,14 @@ from fakespotter.faces.io import (
     load_image,
     load_image_bytes,
 )
-from fakespotter.faces.mtcnn import MTCNN, Face, nms
 
 __all__ = [
     "MAX_BYTES",
     "MAX_PIXELS",
-    "MTCNN",
-    "Face",
     "ImageError",
     "check_size",
     "estimate_similarity",
     "load_image",
     "load_image_bytes",
-    "nms",
     "warp_face",
 ]

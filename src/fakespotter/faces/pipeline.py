@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakespotter.backbones.registry import DEFAULT_FACE_DETECTOR, get_detector
 from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MIN_IMAGE_SIDE, MTCNN
+from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR, get_detector
 from fakespotter.rows import left_to_right
 
 # Where MTCNN puts the 5 landmarks in an FFHQ-style aligned face image, as fractions of its
