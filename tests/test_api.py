@@ -73,3 +73,32 @@ def test_load_without_a_path_is_the_shipped_model(weight_file):
     weight_file("sface")
     m = fakespotter.load()
     assert m.path == str(default_model_path()) and m.detector.backbone == "sface"
+
+
+@pytest.mark.slow
+def test_the_readme_one_liner_prints_the_cli_rows(weight_file):
+    """Issue #30's line, as written: `python -c "import fakespotter; print(fakespotter.load()
+    .detect('tests/data/astronaut.jpg'))"` prints the rows `fakespotter detect ... --format json`
+    gives (the shipped model, MTCNN on a real photo)."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name in ("sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "yunet"):
+        weight_file(name)  # the network and every built-in face detector's files
+    root = Path(__file__).resolve().parents[1]
+    code = "import fakespotter; print(fakespotter.load().detect('tests/data/astronaut.jpg'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    printed = ast.literal_eval(done.stdout.strip())
+    result = CliRunner().invoke(
+        main, ["detect", str(root / "tests/data/astronaut.jpg"), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    want = json.loads(result.stdout)
+    for row in want:
+        row["path"] = "tests/data/astronaut.jpg"
+    assert len(printed) == 1
+    same_rows(printed, want)
