@@ -80,7 +80,7 @@ def main() -> None:
         "# The novelty warning, measured",
         "",
         f"Model: `{args.model or 'the shipped default'}`; novelty limit {limit:.3f} "
-        f"({det.novelty_info_.get('chosen_on', '?')}, {det.novelty_info_.get('percentile', 99)}th "
+        f"({det.novelty_.info_.get('chosen_on', '?')}, {det.novelty_.info_.get('percentile', 99)}th "
         "percentile). Made by `python benchmarks/novelty.py --markdown docs/novelty.md`. "
         "wild (1) / studio (1): first halves (trained on by a --wide-real model); (2): second "
         "halves (never trained on). Error: wrong label at the operating threshold.",

@@ -129,7 +129,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
         for engine in ENGINES:
             det = FakeSpotter(backbone=bb, variant=variant, neuron="raw")  # its own batch size
             det.fit_thresholds(crops)  # thresholds from the same crops; only the speed matters
-            det._fitted_coverage().counter = Counter(engine)  # counts the same either way
+            det.features_.extractor().counter = Counter(engine)  # counts the same either way
             detectors[f"{variant}@{engine}"] = det
 
     def plain(x: np.ndarray, step: int | None = None) -> Callable[[], object]:
@@ -160,7 +160,7 @@ def backbone_runs(name: str, batches: tuple[int, ...]) -> dict[str, Callable[[],
             runs[f"{name}/{variant}/{b}"] = lambda det=det, x=x: det.transform(x)
     # Counting alone, outside the forward pass: every tap's output of one forward batch,
     # counted against the default variant's four thresholds per tap by each engine
-    kmc = detectors[f"{VARIANTS[-1]}@kernel"]._fitted_coverage()
+    kmc = detectors[f"{VARIANTS[-1]}@kernel"].features_.extractor()
     outputs = tapped_outputs(kmc, bb.preprocess(crops[: bb.batch_size]))
     for engine in ENGINES:
         counter = Counter(engine)
@@ -344,8 +344,8 @@ def pick_model(backbones: Iterable[str]) -> tuple[FakeSpotter, str]:
     backbones = list(backbones)
     try:
         det = load_model(default_model_path())
-        if det._backbone().name in backbones:
-            return det, f"shipped default ({det._backbone().name}, {det.variant})"
+        if det.network().name in backbones:
+            return det, f"shipped default ({det.network().name}, {det.variant})"
     except FileNotFoundError:
         pass
     return throwaway_model(
@@ -375,7 +375,7 @@ def detect_run(
     from fakespotter.photos import default_workers, find_faces, iter_files, score_rows
 
     workers = default_workers(len(files), aligned) if workers is None else workers
-    bb = det._backbone()
+    bb = det.network()
     cropper = FaceCropper(
         bb.input_size,
         bb.alignment_template,

@@ -182,12 +182,11 @@ def training_rows(det):
     from fakespotter.trainingset import load_training_features
 
     rows = load_training_features(TRAIN_FEATURES, det)
-    skipped = set(re.findall(r"^skipped (\S+):", TRAIN_LOG.read_text(), flags=re.M))
-    real_files = [
-        p.name
-        for p in sorted((OUT / "train-real").iterdir())
-        if str(p.relative_to(ROOT)) not in skipped and str(p) not in skipped
-    ]
+    # by file name: the log names them under the folder train read (out/teach/train-real)
+    skipped = {
+        Path(p).name for p in re.findall(r"^skipped (\S+):", TRAIN_LOG.read_text(), flags=re.M)
+    }
+    real_files = [p.name for p in sorted((OUT / "train-real").iterdir()) if p.name not in skipped]
     photo_real = (rows.y == 0) & (rows.groups == np.arange(len(rows)))
     n_real_photos = int(photo_real.sum())
     if n_real_photos != len(real_files):
@@ -320,7 +319,7 @@ def val_point(det, ev: dict) -> float:
 
 
 def standardized(det, F: np.ndarray) -> np.ndarray:
-    return ((F - det.scaler_mean_) / det.scaler_scale_).astype(np.float32)
+    return ((F - det.classifier_.scaler_mean_) / det.classifier_.scaler_scale_).astype(np.float32)
 
 
 def gram(A: np.ndarray, B: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -365,7 +364,10 @@ class Study:
             self.G = gram(self.Z, self.Z)
             print(f"Gram matrix {n} x {n} in {time.perf_counter() - start:.0f} s", flush=True)
             np.save(cache, self.G)
-        d = self.Z[: self.n_train] @ self.det.coef_.astype(np.float32) + self.det.intercept_
+        d = (
+            self.Z[: self.n_train] @ self.det.coef_.astype(np.float32)
+            + self.det.classifier_.intercept_
+        )
         self.margin = np.where(self.y_train == 1, 1, -1) * d  # small: near the boundary
 
     def train_rows(self, without: str | None = None) -> np.ndarray:
@@ -623,10 +625,13 @@ def cmd_designs(args) -> None:
                 cols = np.arange(len(det.coef_)) if share >= 1 else top_columns(det, share)
                 A = study.Z[np.ix_(rows, cols)]
                 if eight_bit:  # the kit stores counts; quantize those, standardize again
-                    raw = A * det.scaler_scale_[cols] + det.scaler_mean_[cols]
+                    raw = (
+                        A * det.classifier_.scaler_scale_[cols] + det.classifier_.scaler_mean_[cols]
+                    )
                     codes, low, step = quantize(raw)
                     A = (
-                        (low + step * codes - det.scaler_mean_[cols]) / det.scaler_scale_[cols]
+                        (low + step * codes - det.classifier_.scaler_mean_[cols])
+                        / det.classifier_.scaler_scale_[cols]
                     ).astype(np.float32)
                 N = study.Z[np.ix_(new, cols)]
                 S_feat = np.concatenate([A, N])
@@ -741,7 +746,9 @@ def make_kit(
         rows.features[keep], rows.y[keep], rows.groups[keep], rows.source[keep], rows.sources
     )
     Z = standardized(det, sub.features)
-    margin = np.where(sub.y == 1, 1, -1) * (Z @ det.coef_.astype(np.float32) + det.intercept_)
+    margin = np.where(sub.y == 1, 1, -1) * (
+        Z @ det.coef_.astype(np.float32) + det.classifier_.intercept_
+    )
     del Z
     columns = None if design["share"] >= 1 else top_columns(det, design["share"])
     return build_kit(
@@ -787,7 +794,7 @@ def cmd_build_kit(args) -> None:
         fit_real_novelty(
             det, rows.features[real], np.array([sources.index(n) for n in names[real]])
         )
-        print(f"novelty limit {det.novelty_threshold_:.3f} ({det.novelty_info_['chosen_on']})")
+        print(f"novelty limit {det.novelty_threshold_:.3f} ({det.novelty_.info_['chosen_on']})")
     training = dict(det.training_)
     # the command as benchmarks/train_default.py ran it (the CLI recorded --augment's value
     # as a Python tuple, "('simple',)")

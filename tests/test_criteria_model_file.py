@@ -41,15 +41,15 @@ def test_a_format_1_file_as_written_before_loads(tmp_path, variant):
         "n_features": len(det.coef_),
         "C": 0.1,
         "cv_auc": 0.9,
-        "calibration": list(det.calibration_),
+        "calibration": list(det.classifier_.calibration_),
         "training": {},
     }
     arrays = {
         "thresholds": np.asarray(det.thresholds_, np.float64).reshape(len(det.taps_)),
-        "scaler_mean": det.scaler_mean_,
-        "scaler_scale": det.scaler_scale_,
+        "scaler_mean": det.classifier_.scaler_mean_,
+        "scaler_scale": det.classifier_.scaler_scale_,
         "coef": det.coef_,
-        "intercept": np.array([det.intercept_]),
+        "intercept": np.array([det.classifier_.intercept_]),
     }
     path = tmp_path / "old.safetensors"
     modelfile.save(path, meta, arrays)

@@ -18,6 +18,7 @@ from torch import nn
 
 from fakespotter.backbones import Backbone
 from fakespotter.detector import FakeSpotter
+from fakespotter.features import CoverageFeatures
 from fakespotter.modelfile import ModelFileError
 from fakespotter.persistence import load_model, save_model
 
@@ -76,7 +77,7 @@ def test_estimator_contract(fitted):
     assert det.fit(*toy_faces(60)) is det
     assert clone(det).get_params()["variant"] == "layer"
     fitted_attrs = [k for k in vars(det) if k.endswith("_") and not k.startswith("_")]
-    assert {"thresholds_", "coef_", "C_", "calibration_", "classes_"} <= set(fitted_attrs)
+    assert {"features_", "classifier_", "novelty_", "operating_point_"} <= set(fitted_attrs)
     assert "coef_" not in vars(clone(det))
     # layer variant: one feature per tapped Conv2d/Linear (3 taps)
     assert det.transform(X).shape == (40, 3)
@@ -213,9 +214,9 @@ def test_fitted_detector_pickles_without_its_caches(fitted):
     X, _ = toy_faces(30, seed=4)
     before_proba, before_features = fitted.predict_proba(X), fitted.transform(X)
     fitted.predict_proba_and_embed(X)  # fill every cache, _full_coverage_cache included
-    assert {"_coverage_cache", "_full_coverage_cache"} <= set(vars(fitted))
+    assert {"_coverage_cache", "_full_coverage_cache"} <= set(vars(fitted.features_))
     copy = pickle.loads(pickle.dumps(fitted))
-    assert not set(FakeSpotter._CACHES) & set(vars(copy))
+    assert not set(CoverageFeatures._CACHES) & set(vars(copy.features_))
     assert isinstance(copy.backbone, type(fitted.backbone))  # a Backbone object is a parameter
     np.testing.assert_array_equal(copy.predict_proba(X), before_proba)
     np.testing.assert_array_equal(copy.transform(X), before_features)
@@ -228,11 +229,14 @@ def test_fitted_detector_pickles_without_its_caches(fitted):
 
 
 def test_pickle_drops_a_network_loaded_by_name():
-    det = FakeSpotter(backbone="sface", device="cpu")
-    det._loaded_backbone, det._moved = tiny_backbone(), (0, "cpu")  # as if loaded
-    state = pickle.loads(pickle.dumps(det)).__dict__
+    features = CoverageFeatures(backbone="sface", device="cpu")
+    features._loaded_backbone, features._moved = tiny_backbone(), (0, "cpu")  # as if loaded
+    state = pickle.loads(pickle.dumps(features)).__dict__
     assert "_loaded_backbone" not in state and "_moved" not in state
     assert state["backbone"] == "sface" and state["device"] == "cpu"
+    det = FakeSpotter(backbone="sface", device="cpu")
+    det._unfitted_features = features  # as a face cropper made before fitting leaves it
+    assert "_unfitted_features" not in pickle.loads(pickle.dumps(det)).__dict__
 
 
 def test_clone_gives_an_unfitted_detector_with_the_same_params(fitted):
@@ -291,7 +295,7 @@ def test_fitted_detector_runs_in_a_spawned_worker(fitted):
 def test_a_backbone_passed_in_is_never_moved():
     bb = tiny_backbone()
     det = FakeSpotter(backbone=bb, device="meta")  # any device other than the backbone's
-    used = det._backbone()
+    used = det.network()
     assert next(used.model.parameters()).device.type == "meta"
     assert next(bb.model.parameters()).device.type == "cpu" and det.backbone is bb
-    assert det._backbone() is used  # moved once, then reused
+    assert det.network() is used  # moved once, then reused

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from fakespotter.cli import main
+from fakespotter.operating_point import OperatingPoint
 from fakespotter.persistence import load_model, save_model
 
 KEYS = {
@@ -35,7 +36,7 @@ def test_every_key_is_there_with_or_without_a_band_and_fakes(tmp_path, tiny_mode
     real, fake = str(tiny_model.parent / "real"), str(tiny_model.parent / "fake")
     banded = tmp_path / "banded.safetensors"
     det = load_model(tiny_model)
-    det.threshold_, det.uncertain_ = 0.9, (0.1, 0.9)
+    det.set_operating_point(OperatingPoint(0.9, 0.1))
     save_model(det, banded, det.training_)
     runs = {
         "no band": _evaluate(tiny_model, "--real", real, "--fake", fake),

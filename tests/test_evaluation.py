@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakespotter.classifier import CalibratedLinearSVM
 from fakespotter.coverage import counts_per_layer
 from fakespotter.evaluation import (
     Perturbation,
@@ -310,8 +311,12 @@ def test_channel_counts_sum_to_layer_counts():
         det = FakeSpotter(backbone=backbone, variant=variant, progress=False).fit_thresholds(X)
         features = det.transform(X)
         per_layer[variant] = det.layer_counts(features)
-        det.coef_ = np.ones(features.shape[1])
-        weights, _ = classifier_weight_per_layer(det)
+        n = features.shape[1]
+        ones = CalibratedLinearSVM.fitted(
+            coef=np.ones(n), intercept=0.0, scaler_mean=np.zeros(n), scaler_scale=np.ones(n),
+            calibration=(1.0, 0.0), C=1.0, cv_auc=0.5,
+        )  # fmt: skip
+        weights, _ = classifier_weight_per_layer(FakeSpotter.from_parts(det.features_, ones))
         assert len(weights) == len(det.taps_)
     assert per_layer["channel"].shape == (4, len(det.taps_))
     np.testing.assert_array_equal(per_layer["channel"], per_layer["layer"])

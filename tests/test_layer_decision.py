@@ -21,11 +21,14 @@ from fakespotter.evaluation.layers import (
 
 def _linear(n_features: int = 5):
     """A stand-in detector: scaler, SVM weights and two layers' columns."""
-    return SimpleNamespace(
+    classifier = SimpleNamespace(
         scaler_mean_=np.arange(n_features, dtype=np.float64),
         scaler_scale_=np.full(n_features, 2.0),
         coef_=np.array([1.0, -1.0, 0.5, 0.0, 2.0])[:n_features],
         intercept_=0.25,
+    )
+    return SimpleNamespace(
+        classifier_=classifier,
         feature_slices=lambda: {"conv1": slice(0, 2), "fc": slice(2, 5)},
     )
 
@@ -76,7 +79,9 @@ def test_the_parts_and_the_intercept_add_up_to_the_svm_decision(fitted):
     det, _, F, _ = fitted
     parts = decision_per_layer(det, F)
     assert parts.shape == (len(F), len(det.taps_))
-    np.testing.assert_allclose(parts.sum(1) + det.intercept_, det.decision_function(features=F))
+    np.testing.assert_allclose(
+        parts.sum(1) + det.classifier_.intercept_, det.decision_function(features=F)
+    )
 
 
 @pytest.mark.slow
@@ -88,7 +93,7 @@ def test_layer_info_shows_stored_ranges_only_for_this_models_layers(fitted):
     info = layer_info(det)
     assert info is not None and info.decision_real is None and info.decision_fake is None
     # the average training face: every part 0, and the score the parts move a face from
-    mean = det.scaler_mean_[None, :]
+    mean = det.classifier_.scaler_mean_[None, :]
     assert not decision_per_layer(det, mean).any()
     assert info.average_p_fake == pytest.approx(det.predict_proba(features=mean)[0, 1])
     stored = decision_ranges(det, F, y)

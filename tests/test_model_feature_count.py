@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_detector import _rewrite, tiny_backbone, toy_faces
 
+from fakespotter.classifier import CalibratedLinearSVM
 from fakespotter.detector import FakeSpotter
 from fakespotter.modelfile import ModelFileError
 from fakespotter.persistence import load_model, save_model
@@ -71,11 +72,25 @@ def test_taps_the_network_lacks_or_repeats_are_refused_at_load(tmp_path):
         assert "\n" not in str(info.value)
 
 
+def _with_coef(det: FakeSpotter, coef: np.ndarray, scale: np.ndarray | None = None):
+    """The detector with a crafted classifier (a model file can hold any finite numbers)."""
+    clf = det.classifier_
+    crafted = CalibratedLinearSVM.fitted(
+        coef=coef,
+        intercept=clf.intercept_,
+        scaler_mean=clf.scaler_mean_,
+        scaler_scale=clf.scaler_scale_ if scale is None else scale,
+        calibration=clf.calibration_,
+        C=clf.C_,
+        cv_auc=clf.cv_auc_,
+    )
+    return FakeSpotter.from_parts(det.features_, crafted, det.novelty_, det.operating_point_)
+
+
 def _overflowing(det: FakeSpotter) -> FakeSpotter:
     """Huge but finite coefficients of both signs: the decision is inf - inf = NaN."""
-    det.coef_ = np.where(np.arange(len(det.coef_)) % 2 == 0, 1e308, -1e308)
-    det.scaler_scale_ = np.full(len(det.coef_), 1e-3)
-    return det
+    n = len(det.coef_)
+    return _with_coef(det, np.where(np.arange(n) % 2 == 0, 1e308, -1e308), np.full(n, 1e-3))
 
 
 def test_a_face_with_no_finite_score_gets_no_label_and_an_error(tmp_path):
@@ -95,7 +110,7 @@ def test_a_face_with_no_finite_score_gets_no_label_and_an_error(tmp_path):
     assert (row.p_fake, row.label, row.error) == (None, None, NO_FINITE_SCORE)
     assert loaded.labels(np.array([np.nan, 0.9])) == [None, "fake"]
     # an infinite decision (all coefficients one sign) is no score either, not p = 1
-    loaded.coef_ = np.abs(loaded.coef_)
+    loaded = _with_coef(loaded, np.abs(loaded.coef_))
     found = loaded.assess(X[:2])
     assert np.isnan(found["p_fake"]).all() and found["labels"] == [None, None]
     # an honest model: every face scored, no error

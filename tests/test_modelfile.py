@@ -238,4 +238,4 @@ def test_fuzz_model_file(model_bytes, edits, cut):
         except ModelFileError as e:
             assert "\n" not in str(e)
         else:
-            assert len(det.coef_) == len(det.scaler_mean_)
+            assert len(det.coef_) == len(det.classifier_.scaler_mean_)

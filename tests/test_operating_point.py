@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import write_noise_faces
 
 from fakespotter.cli import main
+from fakespotter.operating_point import OperatingPoint
 from fakespotter.persistence import load_model, save_model
 from fakespotter.training import choose_operating_point
 
@@ -73,10 +74,10 @@ def pointed_model(tmp_path_factory, tiny_model) -> Path:
 def test_train_stores_the_operating_point_and_novelty_chosen_on_held_out_photos(pointed_model):
     det = load_model(pointed_model)
     point = det.operating_point_
-    assert point["chosen_on"].endswith("val_real + " + str(pointed_model.parent / "val_fake"))
-    assert det.threshold_ == point["threshold"] and point["real_fake"] <= 0.01 + 1e-9
-    assert det.novelty_threshold_ > 0 and det.novelty_components_.shape[1] == len(det.coef_)
-    assert "val_real" in det.novelty_info_["chosen_on"]
+    assert point.chosen_on.endswith("val_real + " + str(pointed_model.parent / "val_fake"))
+    assert det.threshold_ == point.threshold and point.record["real_fake"] <= 0.01 + 1e-9
+    assert det.novelty_threshold_ > 0 and det.novelty_.components_.shape[1] == len(det.coef_)
+    assert "val_real" in det.novelty_.info_["chosen_on"]
 
 
 def test_threshold_option_replaces_the_models_operating_point(pointed_model, tmp_path):
@@ -108,7 +109,7 @@ def test_threshold_option_replaces_the_models_operating_point(pointed_model, tmp
 
 def test_detect_says_uncertain_inside_the_band(pointed_model, tmp_path):
     det = load_model(pointed_model)
-    det.threshold_, det.uncertain_ = 1.0, (0.0, 1.0)  # every score inside the band
+    det.set_operating_point(OperatingPoint(1.0, 0.0))  # every score inside the band
     wide = tmp_path / "wide.safetensors"
     save_model(det, wide, det.training_)
     assert load_model(wide).uncertain_ == (0.0, 1.0)
@@ -187,7 +188,7 @@ def test_the_novelty_limit_is_a_percentile_of_the_held_out_real_faces_alone(poin
     crops = largest_faces(det.face_cropper(True), real).crops
     expected = np.percentile(det.novelty(det.transform(crops)), NOVELTY_PERCENTILE)
     assert det.novelty_threshold_ == pytest.approx(expected)
-    assert det.novelty_info_["chosen_on"] == str(pointed_model.parent / "val_real")
+    assert det.novelty_.info_["chosen_on"] == str(pointed_model.parent / "val_real")
 
 
 def test_without_held_out_photos_the_novelty_limit_comes_from_held_out_training_reals():
@@ -230,7 +231,7 @@ def test_a_face_at_or_above_one_half_is_never_labelled_real():
     assert uncertain_band(0.4, 0.2) == (0.2, 0.4)
     # every output labels through this rule: the detector's labels and the chosen point's rates
     det = FakeSpotter()
-    det.threshold_, det.uncertain_ = 0.744, (0.559, 0.744)
+    det.set_operating_point(OperatingPoint(0.744, 0.559))
     assert det.labels(np.array([0.533, 0.2, 0.8])) == ["uncertain", "real", "fake"]
     real, fake = np.r_[np.full(9, 0.1), 0.8], np.r_[0.533, 0.6, np.full(8, 0.95)]
     p, y = np.r_[real, fake], np.r_[np.zeros(10), np.ones(10)]

@@ -24,6 +24,7 @@ pytest.importorskip("multipart", reason="the 'serve' extra (python-multipart) is
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fakespotter.cli import main  # noqa: E402
+from fakespotter.operating_point import OperatingPoint
 from fakespotter.rows import FIELDS  # noqa: E402
 from fakespotter.serve import app as app_module  # noqa: E402
 from fakespotter.serve.app import create_app  # noqa: E402
@@ -598,14 +599,13 @@ def test_api_row_schema_is_the_command_lines_row():
     band = (0.3, 0.7)
     for p in np.linspace(0, 1, 21):
         assert label_for(float(p), band[1], band[0]) in labels
-        assert track_label(np.array([p, p]), band[1], band[0]) in labels
+        assert track_label(np.array([p, p]), OperatingPoint(band[1], band[0])) in labels
     assert {label_for(p, *band[::-1]) for p in (0.1, 0.5, 0.9)} == labels
 
 
 def test_video_track_inside_the_models_band_says_uncertain(detector, pan_video, monkeypatch):
     # every score inside the band: P(fake) < 1.0 everywhere, the band [0, 1)
-    monkeypatch.setattr(detector, "threshold_", 1.0)
-    monkeypatch.setattr(detector, "uncertain_", (0.0, 1.0))
+    monkeypatch.setattr(detector, "operating_point_", OperatingPoint(1.0, 0.0))
     client = TestClient(create_app(detector=detector, aligned=True), raise_server_exceptions=False)
     r = post_video(client, pan_video.read_bytes(), fps="2")
     assert r.status_code == 200, r.text
@@ -994,8 +994,7 @@ def test_api_and_page_say_uncertain_inside_the_models_band(
     browser_page, detector, monkeypatch, tmp_path
 ):
     # every score inside the band: P(fake) < 1.0 everywhere, the band [0, 1)
-    monkeypatch.setattr(detector, "threshold_", 1.0)
-    monkeypatch.setattr(detector, "uncertain_", (0.0, 1.0))
+    monkeypatch.setattr(detector, "operating_point_", OperatingPoint(1.0, 0.0))
     url, page, outside, problems = browser_page
     path = tmp_path / "face.png"
     noise_face(5, smooth=True).save(path)

@@ -3,8 +3,10 @@
 FakeSpotter's X is a stack of uint8 face crops (N x S x S x 3) and its y is 0 real / 1 fake,
 while the common checks can only make 2-D numeric tables and arbitrary class labels. So the
 checks run on a view whose input tag says "2-D", and every check that cannot apply to crops
-is listed below as an expected failure, with the reason. The rest (cloning, parameters,
-repr, tags, init, unfitted errors, ...) must pass.
+is listed below as an expected failure, with the reason (strict: a check that starts to pass
+fails the suite). The rest (cloning, parameters, repr, tags, init, unfitted errors, ...) must
+pass. The classifier part on its own, on plain tables, passes the checks in full
+(tests/test_classifier.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ each number came from."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,8 @@ def pointed(tmp_path_factory, tiny_model) -> tuple[Path, Path, Path]:
         "--variant", "layer", "--aligned", "--output", model, "--save-features", features,
     )  # fmt: skip
     det = load_model(model)
-    det.threshold_ = 0.744  # a point well away from 0.5, as the shipped model's
-    det.operating_point_["threshold"] = 0.744
-    det.uncertain_ = None
+    # a point well away from 0.5, as the shipped model's
+    det.set_operating_point(replace(det.operating_point_, threshold=0.744, uncertain_from=None))
     from fakespotter.persistence import save_model
 
     save_model(det, model, det.training_)
@@ -56,8 +56,8 @@ def test_update_without_held_out_photos_keeps_the_operating_point(tmp_path, poin
     before, after = load_model(model), load_model(out)
     assert after.threshold_ == before.threshold_ == 0.744 and after.uncertain_ is None
     assert "kept the model's operating point (fake at P >= 0.744" in result.stderr
-    assert after.operating_point_["chosen_on"] == before.operating_point_["chosen_on"]
-    assert after.operating_point_["kept_by_updates"] == 1
+    assert after.operating_point_.chosen_on == before.operating_point_.chosen_on
+    assert after.operating_point_.record["kept_by_updates"] == 1
     assert after.training_["updates"][0]["operating_point"] == "kept"
     shown = _run("info", "--model", out)
     val = f"{root / 'val_real'} + {root / 'val_fake'}"
@@ -82,8 +82,8 @@ def test_update_with_held_out_photos_chooses_it_again_and_says_so(tmp_path, poin
         "--output", out,
     )  # fmt: skip
     after = load_model(out)
-    assert after.operating_point_["chosen_by"] == "update"
-    assert "kept_by_updates" not in after.operating_point_
+    assert after.operating_point_.chosen_by == "update"
+    assert "kept_by_updates" not in after.operating_point_.record
     shown = _run("info", "--model", out)
     assert f"(chosen on {root / 'val_real'} + {root / 'val_fake'} by `fakespotter update`)" in (
         shown

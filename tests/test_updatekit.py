@@ -304,14 +304,14 @@ def test_the_update_is_the_fit_on_the_kit_expressed_in_the_model_scaler(fitted):
         groups=together.groups,
         sample_weight=np.r_[kit.weight, np.ones(30)],
     )
-    scaler = det.scaler_mean_.copy(), det.scaler_scale_.copy()
+    scaler = det.classifier_.scaler_mean_.copy(), det.classifier_.scaler_scale_.copy()
     update_with_kit(det, kit, new_rows, operating_point=False)
     x = _held_out(np.random.default_rng(4), "b", 20)
     assert np.allclose(
         det.decision_function(features=x), reference.decision_function(features=x[:, columns])
     )
-    assert np.array_equal(det.scaler_mean_, scaler[0]) and np.array_equal(
-        det.scaler_scale_, scaler[1]
+    assert np.array_equal(det.classifier_.scaler_mean_, scaler[0]) and np.array_equal(
+        det.classifier_.scaler_scale_, scaler[1]
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakespotter.operating_point import OperatingPoint
 from fakespotter.video import (
     TRACK_SIMILARITY,
     VideoError,
@@ -497,7 +498,7 @@ def test_detector_gives_scores_and_embeddings_from_one_pass(tiny_model):
     det = load_model(tiny_model)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (5, 150, 150, 3), dtype=np.uint8)
-    bb = det._backbone()
+    bb = det.network()
     with torch.inference_mode():
         out = bb.model.eval()(bb.preprocess(X)).numpy()
     plain = out / np.linalg.norm(out, axis=1, keepdims=True)
@@ -593,7 +594,7 @@ def test_tracks_are_labelled_at_the_models_operating_point(tmp_path):
     frames = [[(p, b) for p, b in boxes.items()] for _ in range(4)]
     clip = write_grey_video(tmp_path / "three.mp4", 4)
     cropper, embedder, _ = scene(frames, {"A": 0.3, "B": 0.8, "C": 0.9}, seed=5)
-    embedder.threshold_, embedder.uncertain_ = 0.85, (0.6, 0.85)
+    embedder.operating_point_ = OperatingPoint(0.85, 0.6)
     result = scan_video(clip, embedder, cropper, fps=VIDEO_FPS, min_similarity=0.5)
     labels = [people[0] for people in people_of(result, frames)]
     by_person = dict(zip(labels, (t["label"] for t in result["tracks"]), strict=True))
@@ -611,6 +612,7 @@ def test_a_track_averaging_over_one_half_is_never_labelled_real():
     point (fake from 0.744, band from 0.559) was "real" while its score said 53% GAN-made."""
     from fakespotter.video import track_label
 
-    assert track_label(np.array([0.52, 0.54]), 0.744, 0.559) == "uncertain"
-    assert track_label(np.array([0.40, 0.45]), 0.744, 0.559) == "real"
-    assert track_label(np.array([0.80, 0.90]), 0.744, 0.559) == "fake"
+    point = OperatingPoint(0.744, 0.559)
+    assert track_label(np.array([0.52, 0.54]), point) == "uncertain"
+    assert track_label(np.array([0.40, 0.45]), point) == "real"
+    assert track_label(np.array([0.80, 0.90]), point) == "fake"

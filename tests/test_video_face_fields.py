@@ -27,7 +27,7 @@ def det() -> FakeSpotter:
     det = FakeSpotter(backbone=tiny_backbone(), variant="channel", cv=3, Cs=(0.1,)).fit(X, y)
     features = det.transform(X)
     det.fit_novelty(features, n_components=5)
-    det.novelty_threshold_ = float(np.median(det.novelty(features)))
+    det.set_novelty_limit(float(np.median(det.novelty(features))))
     return det
 
 

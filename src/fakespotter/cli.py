@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from fakespotter.cli_types import (
 )
 from fakespotter.errors import UserError, first_line, install_extra
 from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
+from fakespotter.operating_point import OperatingPoint
 from fakespotter.results import FORMATS
 
 # Exit codes of every command (docs/usage.md, "Exit codes"): 0 every input gave a result; 1 nothing
@@ -511,7 +513,7 @@ def detect(
         return
     det = _load_detector(model_path)  # before opening --output: a bad model truncates nothing
     if threshold is not None:  # the user's own cut-off replaces the model's operating point
-        det.threshold_, det.uncertain_ = threshold, None
+        det.set_operating_point(OperatingPoint.cutoff(threshold))
     cropper = det.face_cropper(aligned)
     limits = _limits(max_pixels, max_bytes)
     videos = [f for f in todo if is_video(f)]
@@ -1013,12 +1015,15 @@ def _fit_operating_point(
     )
 
     if not val_real_dir:
-        det.novelty_threshold_ = held_out_novelty_threshold(det, features, y)
-        det.novelty_info_ = {
-            "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
-            "percentile": NOVELTY_PERCENTILE,
-            "chosen_by": by,
-        }
+        limit = held_out_novelty_threshold(det, features, y)
+        det.set_novelty_limit(
+            limit,
+            {
+                "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
+                "percentile": NOVELTY_PERCENTILE,
+                "chosen_by": by,
+            },
+        )
         return
     if novelty:
         det.fit_novelty(features)
@@ -1028,21 +1033,17 @@ def _fit_operating_point(
     ]
     scored = score_labelled(det, sets)
     point = choose_operating_point(scored["p_fake"], scored["labels"])
-    det.threshold_ = point["threshold"]
-    det.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
-    det.operating_point_ = {
-        **point,
-        "chosen_on": f"{val_real_dir} + {val_fake_dir}",
-        "chosen_by": by,
-    }
+    det.set_operating_point(
+        OperatingPoint.from_record(
+            {**point, "chosen_on": f"{val_real_dir} + {val_fake_dir}", "chosen_by": by}
+        )
+    )
     if novelty:
         n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
-        det.novelty_threshold_ = novelty_threshold(det.novelty(scored["features"][:n_real]))
-        det.novelty_info_ = {
-            "chosen_on": f"{val_real_dir}",
-            "percentile": NOVELTY_PERCENTILE,
-            "chosen_by": by,
-        }
+        det.set_novelty_limit(
+            novelty_threshold(det.novelty(scored["features"][:n_real])),
+            {"chosen_on": f"{val_real_dir}", "percentile": NOVELTY_PERCENTILE, "chosen_by": by},
+        )
     band = _band_words(det)
     click.echo(
         f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} ({band}); "
@@ -1324,7 +1325,7 @@ def train(
         training[LAYER_DECISION_KEY] = decision_ranges(det, features, y)
     _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits)
     if not val_real_dir:  # said in the file, so `info` can say where the 0.5 came from
-        det.operating_point_ = {"chosen_on": None, "chosen_by": "train"}
+        det.set_operating_point(OperatingPoint(chosen_on=None, chosen_by="train"))
     save_model(det, output, training)
     if save_features:
         from fakespotter.trainingset import save_training_features
@@ -1492,10 +1493,9 @@ def update(
         limits,
     )
     # the refit voids the operating point: without held-out photos the model's is kept
-    point = dict(getattr(det, "operating_point_", None) or {})
-    if not training.get("updates"):  # a file from before #27 chose it at train time
-        point.setdefault("chosen_by", "train")
-    kept = (det.threshold_, det.uncertain_, point)
+    kept = det.operating_point_
+    if not training.get("updates") and kept.chosen_by is None:
+        kept = replace(kept, chosen_by="train")  # a file from before #27 chose it at train time
     if kit is not None:
         # the kit's rows (weighted to stand for every training face) plus the new ones; the
         # point is chosen again on out-of-fold scores (at most 1% of each real source
@@ -1506,7 +1506,7 @@ def update(
         rows = done["fitted"][0]  # what was fitted: the kit's rows and the new ones, its columns
     else:
         rows = stored.extended(new)
-        det.Cs = (float(det.C_),)  # the model's regularization, not searched again: seconds
+        det.set_params(Cs=(float(det.C_),))  # the model's regularization, not searched again
         det.fit_features(rows.features, rows.y, groups=rows.groups)
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
     n_real_new = sum(len(f.crops) for f in per_real)
@@ -1564,12 +1564,9 @@ def update(
             err=True,
         )
     elif not val_real_dir:
-        det.threshold_, det.uncertain_, point = kept
-        det.operating_point_ = {
-            **point,
-            "kept_by_updates": int(point.get("kept_by_updates", 0)) + 1,
-        }
-        origin = _point_origin(point, det.threshold_)
+        kept_by = int(kept.record.get("kept_by_updates", 0)) + 1
+        det.set_operating_point(replace(kept, record={**kept.record, "kept_by_updates": kept_by}))
+        origin = _point_origin(det.operating_point_.to_record(), det.threshold_)
         click.echo(
             f"kept the model's operating point (fake at P >= {det.threshold_:.3f}{origin}); "
             "give --val-real and --val-fake to choose it again with the new faces",
@@ -1927,7 +1924,7 @@ def info(model_path, fmt) -> None:
 
     path = model_path or default_model_path()
     det = load_model(path, device=None)
-    t = dict(getattr(det, "training_", {}))
+    t = dict(det.training_)
     t.pop("layer_means", None)  # per-layer averages for the web page: long, not for reading
     t.pop(LAYER_DECISION_KEY, None)  # the same: the web page's per-layer decision spreads
     facts = {
@@ -1940,9 +1937,9 @@ def info(model_path, fmt) -> None:
         "cv_auc": float(det.cv_auc_),
         "threshold": float(det.threshold_),
         "uncertain": None if det.uncertain_ is None else list(det.uncertain_),
-        "operating_point": getattr(det, "operating_point_", None),
-        "novelty_limit": getattr(det, "novelty_threshold_", None),
-        "novelty": getattr(det, "novelty_info_", None),
+        "operating_point": det.operating_point_.to_record(),
+        "novelty_limit": det.novelty_threshold_,
+        "novelty": None if det.novelty_ is None else det.novelty_.info_,
         "training": t,
         "update_kit": _kit_facts(path, det),
     }

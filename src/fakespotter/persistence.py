@@ -12,10 +12,13 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from fakespotter.backbones import Backbone
+from fakespotter.classifier import CalibratedLinearSVM
 from fakespotter.criteria import CRITERIA, EMBEDDING, variants
-from fakespotter.detector import NEURONS, FakeSpotter
+from fakespotter.detector import FakeSpotter
 from fakespotter.errors import UserError, first_line
-from fakespotter.rows import FAKE_THRESHOLD
+from fakespotter.features import NEURONS, CoverageFeatures
+from fakespotter.novelty import NoveltyModel
+from fakespotter.operating_point import OperatingPoint
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "package_version": str,
@@ -45,43 +48,42 @@ def save_model(detector: FakeSpotter, path, training: dict | None = None) -> Non
     from fakespotter import modelfile
     from fakespotter.version import __version__
 
-    check_is_fitted(detector, "coef_")
-    bb = detector._backbone()
+    check_is_fitted(detector, "classifier_")
+    features, clf = detector.features_, detector.classifier_
+    bb = detector.network()
     metadata = {
         "package_version": __version__,
         "backbone": bb.name,
         "weights_sha256": bb.weights_sha256,
         "variant": detector.variant,
         "neuron": detector.neuron,
-        "taps": list(detector.taps_),
-        "n_features": int(len(detector.coef_)),
-        "C": float(detector.C_),
-        "cv_auc": float(detector.cv_auc_),
-        "calibration": [float(v) for v in detector.calibration_],
+        "taps": list(features.taps_),
+        "n_features": int(len(clf.coef_)),
+        "C": float(clf.C_),
+        "cv_auc": float(clf.cv_auc_),
+        "calibration": [float(v) for v in clf.calibration_],
         "training": dict(training or {}),
         "face_detector": detector.face_detector,
     }
     arrays = {
-        "thresholds": np.asarray(detector.thresholds_, np.float64),
-        "scaler_mean": detector.scaler_mean_,
-        "scaler_scale": detector.scaler_scale_,
-        "coef": detector.coef_,
-        "intercept": np.array([detector.intercept_], np.float64),
+        "thresholds": np.asarray(features.thresholds_, np.float64),
+        "scaler_mean": clf.scaler_mean_,
+        "scaler_scale": clf.scaler_scale_,
+        "coef": clf.coef_,
+        "intercept": np.array([clf.intercept_], np.float64),
     }
-    band = getattr(detector, "uncertain_", None)
-    metadata["operating_point"] = {
-        **getattr(detector, "operating_point_", {}),
-        "threshold": float(getattr(detector, "threshold_", FAKE_THRESHOLD)),
-        "uncertain": None if band is None else [float(band[0]), float(band[1])],
-    }
-    if getattr(detector, "novelty_components_", None) is not None:
+    metadata["operating_point"] = detector.operating_point_.to_record()
+    novelty = detector.novelty_
+    if novelty is not None:
+        if getattr(novelty, "limit_", None) is None:
+            raise ValueError("the novelty signal has no limit: set_novelty_limit first")
         metadata["novelty"] = {
-            **getattr(detector, "novelty_info_", {}),
-            "threshold": float(detector.novelty_threshold_),
-            "n_components": int(len(detector.novelty_components_)),
+            **novelty.info_,
+            "threshold": float(novelty.limit_),
+            "n_components": int(len(novelty.components_)),
         }
-        arrays["novelty_components"] = np.asarray(detector.novelty_components_, np.float32)
-        arrays["novelty_scale"] = np.asarray(detector.novelty_scale_, np.float64)
+        arrays["novelty_components"] = np.asarray(novelty.components_, np.float32)
+        arrays["novelty_scale"] = np.asarray(novelty.scale_, np.float64)
     modelfile.save(path, metadata, arrays)
 
 
@@ -177,36 +179,45 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
     if np.any(arrays["scaler_scale"] <= 0):
         raise ModelFileError("model file scaler has non-positive scales")
 
-    det = FakeSpotter(
+    a, b = (float(v) for v in meta["calibration"])  # two numbers, checked above
+    classifier = CalibratedLinearSVM.fitted(
+        coef=arrays["coef"],
+        intercept=float(arrays["intercept"][0]),
+        scaler_mean=arrays["scaler_mean"],
+        scaler_scale=arrays["scaler_scale"],
+        calibration=(a, b),
+        C=float(meta["C"]),
+        cv_auc=float(meta["cv_auc"]),
+    )
+    features = CoverageFeatures.fitted(
+        list(meta["taps"]),
+        arrays["thresholds"],
         backbone=backbone if backbone is not None else meta["backbone"],
         variant=meta["variant"],
         neuron=meta["neuron"],
         device=device,
         taps=list(meta["taps"]) or None,
-        face_detector=face_detector,
     )
-    det.taps_ = list(meta["taps"])
-    det.thresholds_ = arrays["thresholds"]
-    det.scaler_mean_ = arrays["scaler_mean"]
-    det.scaler_scale_ = arrays["scaler_scale"]
-    det.coef_ = arrays["coef"]
-    det.intercept_ = float(arrays["intercept"][0])
-    a, b = (float(v) for v in meta["calibration"])  # two numbers, checked above
-    det.calibration_ = (a, b)
-    det.C_ = float(meta["C"])
-    det.cv_auc_ = float(meta["cv_auc"])
-    det.classes_ = np.array([0, 1])
-    det.n_features_in_ = int(len(det.coef_))
-    det.training_ = meta["training"]
-    _read_operating_point(det, meta.get("operating_point"))
+    try:
+        point = OperatingPoint.from_record(meta.get("operating_point"))
+    except ValueError as e:
+        raise ModelFileError(f"model file {e}") from None
+    novelty = None
     if "novelty" in meta:
         limit = meta["novelty"].get("threshold")
         if not _finite(limit) or np.any(arrays["novelty_scale"] <= 0):
             raise ModelFileError("model file novelty threshold or scales are not valid")
-        det.novelty_components_ = arrays["novelty_components"]
-        det.novelty_scale_ = arrays["novelty_scale"]
-        det.novelty_threshold_ = float(limit)
-        det.novelty_info_ = meta["novelty"]
+        novelty = NoveltyModel.fitted(
+            arrays["novelty_components"], arrays["novelty_scale"], float(limit), meta["novelty"]
+        )
+    det = FakeSpotter.from_parts(
+        features,
+        classifier,
+        novelty,
+        point,
+        training=meta["training"],
+        face_detector=face_detector,
+    )
     _check_network(det)
     return det
 
@@ -220,13 +231,11 @@ def _check_network(det: FakeSpotter) -> None:
     n = len(det.coef_)
     if len(set(det.taps_)) != len(det.taps_):
         raise ModelFileError("model file names a tap twice")
-    bb = det._backbone()
+    bb = det.network()
     try:
-        if det.variant == EMBEDDING:  # the network's output: its size from one blank crop
-            blank = np.zeros((1, bb.input_size, bb.input_size, 3), np.uint8)
-            width = int(det.transform(blank).shape[1])
-        else:  # the extractor scoring uses (cached), so building it here costs nothing later
-            width = det._fitted_coverage().n_features
+        # the extractor scoring uses (cached), so building it here costs nothing later; an
+        # embedding model's width is one blank crop's output
+        width = det.features_.n_features_out()
     except UserError as e:  # a tap the network does not have
         raise ModelFileError(f"model file does not fit its network: {first_line(e)}") from None
     if width != n:
@@ -239,25 +248,3 @@ def _finite(value) -> bool:
     return (
         isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
     )
-
-
-def _read_operating_point(det: FakeSpotter, point: dict | None) -> None:
-    from fakespotter.modelfile import ModelFileError
-
-    det.threshold_, det.uncertain_ = FAKE_THRESHOLD, None
-    if point is None:  # a file from before operating points: the plain 0.5 cut-off
-        return
-    threshold, band = point.get("threshold"), point.get("uncertain")
-    if not (_finite(threshold) and 0 <= float(threshold) <= 1):  # type: ignore[arg-type]
-        raise ModelFileError("model file operating threshold must be a number in [0, 1]")
-    t = float(threshold)  # type: ignore[arg-type]  # a finite number, checked above
-    if band is not None and not (
-        isinstance(band, list)
-        and len(band) == 2
-        and all(_finite(v) for v in band)
-        and 0 <= band[0] <= band[1] == t
-    ):
-        raise ModelFileError("model file uncertain band must be [low, threshold]")
-    det.threshold_ = t
-    det.uncertain_ = None if band is None else (float(band[0]), t)
-    det.operating_point_ = point

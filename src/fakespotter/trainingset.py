@@ -35,7 +35,7 @@ class TrainingFeaturesError(UserError):
 def fingerprint(detector) -> str:
     """What the counts depend on: backbone and its weights, criterion, neurons, taps and the
     fitted thresholds (sha256)."""
-    bb = detector._backbone()
+    bb = detector.network()
     digest = hashlib.sha256()
     digest.update(
         json.dumps(
@@ -126,7 +126,7 @@ def save_training_features(path, detector, rows: TrainingFeatures) -> None:
         "format": FORMAT,
         "package_version": __version__,
         "fingerprint": fingerprint(detector),
-        "backbone": detector._backbone().name,
+        "backbone": detector.network().name,
         "variant": detector.variant,
         "sources": list(rows.sources),
     }

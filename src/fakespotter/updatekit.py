@@ -552,7 +552,7 @@ def fit_real_novelty(
     """The novelty signal from real faces only (a reference of diverse real photos, not the
     fakes of the training generators): fitted on 80% of them, the limit at the 99th
     percentile of the held-out rest (of each source, the highest of those), then refitted on
-    all. Returns the ``novelty_info_`` it set."""
+    all. Returns where the limit was chosen (the signal's ``info_``)."""
     F = np.asarray(real_features)
     src = np.zeros(len(F), np.int64) if real_source is None else np.asarray(real_source)
     order = np.random.default_rng(seed).permutation(len(F))
@@ -564,37 +564,14 @@ def fit_real_novelty(
         float(np.percentile(distance[src[rest] == s], NOVELTY_PERCENTILE))
         for s in np.unique(src[rest])
     )
-    detector.fit_novelty(F)
-    detector.novelty_threshold_ = limit
-    detector.novelty_info_ = {
+    info = {
         "chosen_on": "20% of the real training faces, held out of the fit (the highest of "
         f"each real source's {NOVELTY_PERCENTILE:g}th percentile)",
         "percentile": NOVELTY_PERCENTILE,
         "reference": "real faces only",
     }
-    return detector.novelty_info_
-
-
-def _in_model_scaler(detector, columns: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
-    """The classifier just fitted on ``columns`` (its own scaler) as the same decision function
-    on all the model's features in the model's scaler (``mean``, ``scale``): other columns
-    weigh 0. Exact: ((x - m') / s') . w + b = ((x - m) / s) . (w s / s') + b + ((m - m') / s') . w.
-    The scaler is what the novelty signal's components are expressed in, so they stay valid."""
-    w, m2, s2 = detector.coef_, detector.scaler_mean_, detector.scaler_scale_
-    coef = np.zeros(len(mean))
-    coef[columns] = w * scale[columns] / s2
-    detector.intercept_ = float(detector.intercept_ + np.sum((mean[columns] - m2) / s2 * w))
-    detector.coef_ = coef
-    detector.scaler_mean_, detector.scaler_scale_ = mean, scale
-    detector.n_features_in_ = len(mean)
-
-
-NOVELTY_ATTRIBUTES = (
-    "novelty_components_",
-    "novelty_scale_",
-    "novelty_threshold_",
-    "novelty_info_",
-)
+    detector.fit_novelty(F).set_novelty_limit(limit, info)
+    return info
 
 
 def update_with_kit(
@@ -609,16 +586,20 @@ def update_with_kit(
     features of the new faces counted by ``detector``, as ``cli._training_rows`` makes them;
     new real photos are rows with y = 0, under any source name, e.g. ``real``).
 
-    The classifier: ``fit_features`` at the model's C (not searched again) with the kit's
-    row weights and ``new_weight`` for each new row (a number, or ``"source"``: each new
-    source weighs as much as the average stored source of its class); then expressed in the
-    model's own scaler, so that the model's novelty signal (fitted on all its training reals
-    at train time; the kit holds too few to refit it) stays valid and is kept. The operating
+    The classifier: fitted at the model's C (not searched again) with the kit's row weights
+    and ``new_weight`` for each new row (a number, or ``"source"``: each new source weighs as
+    much as the average stored source of its class); then expressed in the model's own
+    scaler (``CalibratedLinearSVM.in_scaler``), so that the model's novelty signal (fitted on
+    all its training reals at train time; the kit holds too few to refit it) stays valid and
+    is kept. The operating
     point, unless ``operating_point`` is False (a caller with held-out photos chooses its
     own): ``operating_point_per_source`` on the out-of-fold scores of every photo (copies
     left out), at most 1% of each real source called fake. Returns what it did.
     """
     import time
+
+    from fakespotter.classifier import CalibratedLinearSVM
+    from fakespotter.operating_point import OperatingPoint
 
     start = time.perf_counter()
     if new.features.shape[1] != kit.n_features or kit.n_features != len(detector.coef_):
@@ -626,9 +607,7 @@ def update_with_kit(
             f"new faces have {new.features.shape[1]} features, the kit {kit.n_features}, "
             f"the model {len(detector.coef_)}"
         )
-    mean = np.asarray(detector.scaler_mean_, np.float64).copy()
-    scale = np.asarray(detector.scaler_scale_, np.float64).copy()
-    kept = {k: getattr(detector, k) for k in NOVELTY_ATTRIBUTES if hasattr(detector, k)}
+    model_scaler = detector.classifier_.scaler_mean_, detector.classifier_.scaler_scale_
     cols = np.asarray(kit.columns, dtype=np.int64)
     stored = kit.rows()
     narrow = TrainingFeatures(
@@ -637,19 +616,16 @@ def update_with_kit(
     rows = stored.extended(narrow) if len(new) else stored
     weight = np.r_[np.asarray(kit.weight, np.float64), _new_weights(kit, narrow, new_weight)]
     C = float(detector.C_)
-    detector.Cs = (C,)
-    detector.fit_features(rows.features, rows.y, groups=rows.groups, sample_weight=weight)
+    classifier = CalibratedLinearSVM((C,), detector.cv, detector.random_state).fit(
+        rows.features, rows.y, groups=rows.groups, sample_weight=weight
+    )
     photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row
     out: dict[str, Any] = {"rows": rows.counts(), "C": C, "fitted": (rows, weight)}
+    detector.set_classifier(classifier.in_scaler(cols, *model_scaler))
     if operating_point:
-        point = _choose_point(detector, kit, rows, photos, weight, narrow)
-        detector.threshold_ = point["threshold"]
-        detector.uncertain_ = None if point["uncertain"] is None else tuple(point["uncertain"])
-        detector.operating_point_ = point
+        point = _choose_point(classifier, kit, rows, photos, weight, narrow)
+        detector.set_operating_point(OperatingPoint.from_record(point))
         out["operating_point"] = point
-    _in_model_scaler(detector, cols, mean, scale)
-    for k, v in kept.items():  # fit_features dropped the novelty signal: it is still valid
-        setattr(detector, k, v)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -684,8 +660,8 @@ def extended_kit(kit: UpdateKit, fitted: tuple[TrainingFeatures, np.ndarray]) ->
     )
 
 
-def _choose_point(detector, kit: UpdateKit, rows, photos, weight, new: TrainingFeatures) -> dict:
-    """The operating point after an update (``detector`` still on the kit's columns): on the
+def _choose_point(classifier, kit: UpdateKit, rows, photos, weight, new: TrainingFeatures) -> dict:
+    """The operating point after an update (``classifier``: on the kit's columns): on the
     kit's held-out photos as train chooses it (at most 1% of them called fake), and where
     the update adds real photos, no lower than what holds each new real source's out-of-fold
     photos to 1% too; a kit without held-out photos: every source's out-of-fold photos."""
@@ -696,17 +672,17 @@ def _choose_point(detector, kit: UpdateKit, rows, photos, weight, new: TrainingF
     point: dict = {}
     if val is not None:
         assert kit.val_y is not None  # stored together
-        p_val = detector.predict_proba(features=val)[:, 1]
+        p_val = classifier.predict_proba(val)[:, 1]
         point = choose_operating_point(p_val, kit.val_y)
         point["chosen_on"] = "the update kit's held-out photos (those the model's was chosen on)"
         if not new_real:
             return point
-    Z = (rows.features - detector.scaler_mean_) / detector.scaler_scale_
+    Z = (rows.features - classifier.scaler_mean_) / classifier.scaler_scale_
     d = _oof_decision(
-        Z, rows.y, rows.groups, weight, float(detector.C_), detector.cv, detector.random_state
+        Z, rows.y, rows.groups, weight, classifier.C_, classifier.cv, classifier.random_state
     )
     del Z
-    a, b = detector.calibration_
+    a, b = classifier.calibration_
     p = 1.0 / (1.0 + np.exp(-(a * d + b)))
     source = rows.source[photos]
     if val is not None:  # only the new real sources' photos guard the held-out point

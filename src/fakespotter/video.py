@@ -14,8 +14,8 @@ consecutive sampled frames are linked into tracks, one per person:
 
 Summaries (``p`` is a face's calibrated probability of being GAN-made):
 
-The threshold ``t`` is the model's operating point (``threshold_``: chosen on held-out photos,
-or ``--threshold``; 0.5 for a model without one), the same as for photos.
+The threshold ``t`` is the model's operating point (``operating_point_``: chosen on held-out
+photos, or ``--threshold``; 0.5 for a model without one), the same as for photos.
 
 * per track: ``mean`` and ``max`` of its scores, ``fraction_fake`` = share of its frames
   with ``p >= t``; its ``label`` is ``fake`` when the track is *confidently fake*: a mean
@@ -54,7 +54,8 @@ import numpy as np
 
 from fakespotter.errors import UserError, first_line, install_extra
 from fakespotter.faces.io import MAX_PIXELS
-from fakespotter.rows import FAKE_THRESHOLD, NO_FINITE_SCORE, label_for
+from fakespotter.operating_point import OperatingPoint
+from fakespotter.rows import FAKE_THRESHOLD, NO_FINITE_SCORE
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv"}
 MIN_IOU = 0.3  # below this, two boxes in consecutive sampled frames are different faces
@@ -264,13 +265,15 @@ def confidently_fake(p, threshold: float = FAKE_THRESHOLD) -> bool:
     return bool(len(p) == 1 and p[0] >= max(threshold, SINGLE_FRAME_FAKE))
 
 
-def track_label(p, threshold: float = FAKE_THRESHOLD, uncertain_from: float | None = None) -> str:
-    """``fake`` (confidently), ``uncertain`` (mean in the model's band) or ``real``."""
-    if confidently_fake(p, threshold):
+def track_label(p, point: OperatingPoint | None = None) -> str:
+    """``fake`` (confidently), ``uncertain`` (mean in the model's band) or ``real``, at the
+    model's operating ``point`` (0.5 and no band: None)."""
+    point = point or OperatingPoint()
+    if confidently_fake(p, point.threshold):
         return "fake"
     # a track that is not confidently fake takes the photo label rule on its mean, so a
     # track is "real" only where a face of that score would be (rows.label_for)
-    if len(p) and label_for(float(np.mean(p)), threshold, uncertain_from) != "real":
+    if len(p) and point.label(float(np.mean(p))) != "real":
         return "uncertain"
     return "real"
 
@@ -357,13 +360,12 @@ def scan_video(
     (``"position"``). One with ``assess(crops, embed=...)`` (a FakeSpotter) is scored by it,
     so faces carry novelty and its warnings too, from the same forward pass. ``cropper``: a :class:`~fakespotter.faces.pipeline.FaceCropper` for
     its backbone. ``min_similarity``: the same-person threshold; None for the detector's
-    backbone's ``TRACK_SIMILARITY``. The labels use the detector's ``threshold_`` and
-    ``uncertain_`` where it has them (0.5 and no band otherwise). ``max_pixels``: frames
+    backbone's ``TRACK_SIMILARITY``. The labels use the detector's ``operating_point_`` where it
+    has one (0.5 and no band otherwise). ``max_pixels``: frames
     above it are refused, as photos are (``sample_frames``).
     """
-    threshold = float(getattr(detector, "threshold_", FAKE_THRESHOLD))
-    band = getattr(detector, "uncertain_", None)
-    uncertain_from = None if band is None else float(band[0])
+    point = getattr(detector, "operating_point_", None) or OperatingPoint()
+    threshold = point.threshold
     times, boxes_per_frame, crops = [], [], []
     about: list[tuple[float | None, int | None, list[str]]] = []  # per face, as rows say it
     for t, image in sample_frames(path, fps, max_frames, max_pixels=max_pixels):
@@ -439,7 +441,7 @@ def scan_video(
             start=track["times"][0],
             end=track["times"][-1],
             **_summary(track_p, threshold),
-            label=track_label(track_p, threshold, uncertain_from),
+            label=track_label(track_p, point),
             **_face_summary(track, notes_of[track["track"]]),
         )
         track_list.append(track)

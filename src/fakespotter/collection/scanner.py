@@ -33,6 +33,7 @@ class Scanner:
         import torch
 
         from fakespotter.modelfile import model_id
+        from fakespotter.operating_point import OperatingPoint
         from fakespotter.persistence import default_model_path, load_model
 
         if threads:
@@ -41,7 +42,7 @@ class Scanner:
         detector = load_model(path, device=device)
         detector.progress = False
         if threshold is not None:  # the user's cut-off replaces the model's operating point
-            detector.threshold_, detector.uncertain_ = threshold, None
+            detector.set_operating_point(OperatingPoint.cutoff(threshold))
         self.detector = detector
         self.cropper = detector.face_cropper(aligned)
         self.model = model_id(path)

@@ -44,8 +44,9 @@ def decision_per_layer(detector, features: np.ndarray) -> np.ndarray:
     ``feature_slices``' (= ``taps_``, as ``layer_counts``). Coverage variants only.
     """
     F = np.asarray(features, dtype=np.float64)
-    mean, scale = np.asarray(detector.scaler_mean_), np.asarray(detector.scaler_scale_)
-    coef = np.asarray(detector.coef_, dtype=np.float64)
+    clf = detector.classifier_
+    mean, scale = np.asarray(clf.scaler_mean_), np.asarray(clf.scaler_scale_)
+    coef = np.asarray(clf.coef_, dtype=np.float64)
     # one layer at a time: a whole N x features matrix of products would not fit for big N
     parts = [((F[:, s] - mean[s]) / scale[s]) @ coef[s] for s in detector.feature_slices().values()]
     return np.stack(parts, axis=1) if parts else np.zeros((len(F), 0))

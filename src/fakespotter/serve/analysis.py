@@ -27,7 +27,7 @@ from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter trai
 from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_per_layer
 from fakespotter.faces.io import load_image_bytes
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
-from fakespotter.rows import FAKE_THRESHOLD, face_rows, left_to_right
+from fakespotter.rows import face_rows, left_to_right
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,11 @@ def layer_info(detector) -> LayerInfo | None:
     """Layer names and sizes, plus the averages the model file carries (None for embedding)."""
     if detector.variant == "embedding":
         return None
-    by_name = {t.name: t for t in detector._backbone().taps()}
+    by_name = {t.name: t for t in detector.network().taps()}
     names = list(detector.taps_)
     neurons = [int(by_name[n].neurons) for n in names]
     # not the embedding variant (checked above), so per_layer would not return None
-    training_mean = detector.layer_counts(np.asarray(detector.scaler_mean_)[None, :])[0]
+    training_mean = detector.layer_counts(np.asarray(detector.classifier_.scaler_mean_)[None, :])[0]
     real_mean = fake_mean = None
     training = getattr(detector, "training_", None) or {}
     stored = training.get(LAYER_MEANS_KEY)
@@ -95,7 +95,9 @@ def layer_info(detector) -> LayerInfo | None:
     ranges = training.get(LAYER_DECISION_KEY)
     if _valid_ranges(ranges, names):
         decision_real, decision_fake = ranges["real"], ranges["fake"]
-    average = float(detector.predict_proba(features=detector.scaler_mean_[None, :])[0, 1])
+    average = float(
+        detector.predict_proba(features=detector.classifier_.scaler_mean_[None, :])[0, 1]
+    )
     return LayerInfo(
         names, neurons, real_mean, fake_mean, [float(v) for v in training_mean],
         decision_real, decision_fake, average,
@@ -282,8 +284,7 @@ class _OneAtATime:
         self._cropper, self._detector, self._lock = cropper, detector, lock
         self.backbone = detector.backbone  # video.track_similarity picks its threshold by it
         # the labels use the model's operating point, as for photos
-        self.threshold_ = getattr(detector, "threshold_", FAKE_THRESHOLD)
-        self.uncertain_ = getattr(detector, "uncertain_", None)
+        self.operating_point_ = detector.operating_point_
 
     def __call__(self, image: np.ndarray):
         with self._lock:

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fakespotter.errors import first_line
 from fakespotter.faces import ImageError
-from fakespotter.rows import FAKE_THRESHOLD, Row, uncertain_band
+from fakespotter.rows import Row
 from fakespotter.serve.analysis import Cancelled, FaceScorer, photo_pixels
 from fakespotter.video import VIDEO_SUFFIXES  # only these reach a temporary file's name
 
@@ -235,14 +235,14 @@ def create_app(
         if scorer.layers
         else dict.fromkeys(("layers", "neurons", "real_mean", "fake_mean", "training_mean"))
     )
-    backbone = detector._backbone().name
+    backbone = detector.network().name
     model_info = ModelInfo(
         backbone=backbone,
         variant=detector.variant,
         neuron=detector.neuron,
         aligned=cropper.aligned,
         cv_auc=float(detector.cv_auc_),
-        threshold=float(getattr(detector, "threshold_", 0.5)),
+        threshold=float(detector.operating_point_.threshold),
         uncertain=_band(detector),
         **layers,
     )
@@ -494,9 +494,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _band(detector) -> list[float] | None:
     """[low, threshold) labelled uncertain, as rows.label_for applies it (None: no band)."""
-    threshold = float(getattr(detector, "threshold_", FAKE_THRESHOLD))
-    low = getattr(detector, "uncertain_", None)
-    band = uncertain_band(threshold, None if low is None else float(low[0]))
+    band = detector.operating_point_.band
     return None if band is None else [float(v) for v in band]
 
 

@@ -1,0 +1,118 @@
+"""The operating point: the P(fake) at which a face is labelled fake, the band below it labelled
+uncertain, and where they were chosen. One frozen value that every output labels with
+(``label`` applies ``rows.label_for``); chosen by ``training.choose_operating_point`` on held-out
+photos, stored in the model file under ``operating_point``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from fakespotter.rows import FAKE_THRESHOLD, label_for, uncertain_band
+
+# the keys of the model file's record that are fields here; every other key is kept in
+# ``record`` (rates on the held-out photos, the rule's limits, per-source results, ...)
+_FIELDS = ("threshold", "uncertain", "chosen_on", "chosen_by")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """``threshold``: P(fake) at or above which a face is "fake"; ``uncertain_from``: the low
+    end of the band [uncertain_from, threshold) labelled "uncertain" (None: no band; the label
+    rule widens it down to 0.5 in any case, ``rows.uncertain_band``); ``chosen_on`` and
+    ``chosen_by``: the photos and the command that chose it (None: not chosen, e.g. the plain
+    0.5 of a model trained without held-out photos); ``record``: what was measured there."""
+
+    threshold: float = FAKE_THRESHOLD
+    uncertain_from: float | None = None
+    chosen_on: str | None = None
+    chosen_by: str | None = None
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if not (_finite(t) and 0 <= t <= 1):
+            raise ValueError("the operating threshold must be a number in [0, 1]")
+        low = self.uncertain_from
+        if low is not None and not (_finite(low) and 0 <= low <= t):
+            raise ValueError("the uncertain band must start in [0, threshold]")
+
+    @property
+    def uncertain(self) -> tuple[float, float] | None:
+        """The stored band (uncertain_from, threshold), or None."""
+        return None if self.uncertain_from is None else (self.uncertain_from, self.threshold)
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """The scores labelled uncertain, as every output applies it (``rows.uncertain_band``)."""
+        return uncertain_band(self.threshold, self.uncertain_from)
+
+    def label(self, p_fake: float) -> str | None:
+        """ "fake", "uncertain" or "real"; None for a score that is not finite (no label)."""
+        if not np.isfinite(p_fake):
+            return None
+        return label_for(float(p_fake), self.threshold, self.uncertain_from)
+
+    def labels(self, p_fake) -> list[str | None]:
+        return [self.label(p) for p in np.asarray(p_fake, dtype=np.float64)]
+
+    def is_fake(self, p_fake) -> np.ndarray:
+        """1 where P(fake) reaches the threshold, else 0."""
+        return (np.asarray(p_fake) >= self.threshold).astype(int)
+
+    @classmethod
+    def cutoff(cls, threshold: float) -> OperatingPoint:
+        """A plain cut-off given by a user (``detect --threshold``): no band, chosen nowhere."""
+        return cls(float(threshold), None, chosen_by="--threshold")
+
+    def chosen(self, chosen_on: str | None, chosen_by: str | None, **record) -> OperatingPoint:
+        """The same point, saying where it was chosen (and adding to its record)."""
+        return replace(
+            self, chosen_on=chosen_on, chosen_by=chosen_by, record={**self.record, **record}
+        )
+
+    def to_record(self) -> dict:
+        """The model file's ``operating_point`` metadata."""
+        where = {"chosen_on": self.chosen_on, "chosen_by": self.chosen_by}
+        return {
+            **self.record,
+            **{k: v for k, v in where.items() if v is not None},  # None: not recorded
+            "threshold": float(self.threshold),
+            "uncertain": None if self.uncertain is None else [float(v) for v in self.uncertain],
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> OperatingPoint:
+        """The point a model file stores (None: a file from before operating points, the plain
+        0.5 cut-off); ValueError for one that is not valid."""
+        if record is None:
+            return cls()
+        threshold, band = record.get("threshold"), record.get("uncertain")
+        if not (_finite(threshold) and 0 <= float(threshold) <= 1):  # type: ignore[arg-type]
+            raise ValueError("operating threshold must be a number in [0, 1]")
+        t = float(threshold)  # type: ignore[arg-type]  # a finite number, checked above
+        if band is not None and not (
+            isinstance(band, list)
+            and len(band) == 2
+            and all(_finite(v) for v in band)
+            and 0 <= band[0] <= band[1] == t
+        ):
+            raise ValueError("uncertain band must be [low, threshold]")
+        on, by = record.get("chosen_on"), record.get("chosen_by")
+        return cls(
+            t,
+            None if band is None else float(band[0]),
+            chosen_on=on if isinstance(on, str) else None,
+            chosen_by=by if isinstance(by, str) else None,
+            record={k: v for k, v in record.items() if k not in _FIELDS},
+        )
+
+
+def _finite(value) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    )
