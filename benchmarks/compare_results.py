@@ -1,6 +1,6 @@
 """Compare two reproduce.py results.json files number by number (a refactor must not move them).
 
-    python benchmarks/compare_results.py OLD/results.json NEW/results.json
+    python -m benchmarks.compare_results OLD/results.json NEW/results.json
 
 Ignored: timings (keys with "seconds"), where and how the run was made (meta: commit, command,
 cache folder) and the pixel CNN row, whose training stops on a wall-clock budget. Exit code 1

@@ -4,7 +4,7 @@ Builds a small ResNet-like net (random weights), taps every conv and linear
 layer, and prints the median ms/image of a plain forward vs transform, timed
 in interleaved runs so machine noise hits both alike.
 
-    PYTHONPATH=src python benchmarks/coverage_overhead.py [--batch 32 --size 112 --reps 5 --threads 1]
+    PYTHONPATH=src python -m benchmarks.coverage_overhead [--batch 32 --size 112 --reps 5 --threads 1]
 """
 
 from __future__ import annotations

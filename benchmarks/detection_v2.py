@@ -1,8 +1,8 @@
 """Detection v2: every idea of issue #13, measured the same way against the paper's row.
 
-    python benchmarks/detection_v2.py [--limit N] [--markdown docs/detection_v2.md]
-    python benchmarks/detection_v2.py --match pipeline    # only these ideas; the rest kept
-    python benchmarks/detection_v2.py --results-doc   # the same, as docs/results.md's section
+    python -m benchmarks.detection_v2 [--limit N] [--markdown docs/detection_v2.md]
+    python -m benchmarks.detection_v2 --match pipeline    # only these ideas; the rest kept
+    python -m benchmarks.detection_v2 --results-doc   # the same, as docs/results.md's section
 
 Each idea changes one thing of today's recipe (SFace channel counts, one augmented copy per
 training photo, linear SVM with C by cross-validation, Platt calibration):
@@ -48,23 +48,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from fakespotter.backbones import get_backbone  # noqa: E402
-from fakespotter.coverage import NeuronCoverage, counts_per_layer  # noqa: E402
-from fakespotter.criteria import get_criterion  # noqa: E402
-from fakespotter.detector import FakeSpotter  # noqa: E402
-from fakespotter.evaluation.perturb import (  # noqa: E402
+from benchmarks import reproduce
+from fakespotter.backbones import get_backbone
+from fakespotter.coverage import NeuronCoverage, counts_per_layer
+from fakespotter.criteria import get_criterion
+from fakespotter.detector import FakeSpotter
+from fakespotter.evaluation.perturb import (
     PipelineAugmentation,
     parse_perturbations,
 )
-from fakespotter.faces import warp_face  # noqa: E402
-from fakespotter.metrics import evaluate_scores  # noqa: E402
-from fakespotter.taps import find_taps  # noqa: E402
-from fakespotter.training import choose_operating_point, scores_with_missing  # noqa: E402
+from fakespotter.faces import warp_face
+from fakespotter.metrics import evaluate_scores
+from fakespotter.taps import find_taps
+from fakespotter.training import choose_operating_point, scores_with_missing
 
 PERTURBATIONS = "jpeg:50,blur:1,noise:5,resize:0.5"
 WIDE_SCALE, WIDE_SIZE = 1.4, 224  # FaceNet: 160 px * 1.4 = 224, the tight crop's pixels per face
@@ -737,7 +735,7 @@ def markdown(results: list[dict], limit, heading: str = "# Detection v2") -> str
     lines = [
         heading,
         "",
-        "Made by `python benchmarks/detection_v2.py"
+        "Made by `python -m benchmarks.detection_v2"
         + (f" --limit {limit}" if limit else "")
         + "` (`--results-doc`: as this section of docs/results.md); the protocol is in the "
         "script's docstring. Chosen on val AUC only; the other columns are for reading, not "

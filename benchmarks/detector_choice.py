@@ -4,10 +4,10 @@ docs/face_detectors.md kept MTCNN on SFace `channel` models; this compares the *
 trained on each detector's own crops. Train the candidate first (same recipe, same photos,
 only the face detector differs; 1-2 hours here):
 
-    python benchmarks/train_default.py --wide-real \\
+    python -m benchmarks.train_default --wide-real \\
         --recipe "--backbone sface --variant kmultisection-channel --neuron raw --augment --face-detector yunet-onet" \\
         --output out/detector_choice/yunet-onet.safetensors
-    python benchmarks/detector_choice.py --candidate out/detector_choice/yunet-onet.safetensors
+    python -m benchmarks.detector_choice --candidate out/detector_choice/yunet-onet.safetensors
 
 The baseline is the shipped model (MTCNN). Each model scores ``val`` through its own face
 detector (a photo without a face scores 0.5, as in evaluation); results go to

@@ -1,6 +1,6 @@
 """Measure the shipped default model through the CLI and write docs/default_model.md.
 
-    python benchmarks/evaluate_default.py [--perturb jpeg:50,blur:1,noise:5]
+    python -m benchmarks.evaluate_default [--perturb jpeg:50,blur:1,noise:5]
 
 Runs the user's own commands on ../shared/faces: `fakespotter evaluate` on the test split
 (with a report and per-generator breakdown from the manifest) and on the second halves of
@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.teach import halves
+from benchmarks.train_default import link_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 FACES = "../shared/faces"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from teach import halves  # noqa: E402
-from train_default import link_folder  # noqa: E402
 
 
 def run(args: list[str]) -> dict:
@@ -103,13 +103,13 @@ def main() -> None:
 
 Model: `src/fakespotter/data/default.safetensors` — backbone `{det.backbone}`,
 variant `{det.variant}`, {len(det.coef_)} features, C = {det.C_:g}, cross-validated AUC on its
-training data {det.cv_auc_:.3f}. Trained by `python benchmarks/train_default.py` as
+training data {det.cv_auc_:.3f}. Trained by `python -m benchmarks.train_default` as
 `{t.get("command")}` on {t.get("n_real")} real + {t.get("n_fake")} fake faces
 ({t.get("date")}){"; then " + t["then"] if t.get("then") else ""}.
 
 Measured with:
 
-    python benchmarks/evaluate_default.py{" --perturb " + args.perturb if args.perturb else ""}
+    python -m benchmarks.evaluate_default{" --perturb " + args.perturb if args.perturb else ""}
 
 which runs
 

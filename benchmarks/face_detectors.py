@@ -1,7 +1,7 @@
 """Face detectors compared (issue #15): how often each finds the face, how fast, and what its
 crops do for the detector downstream.
 
-    python benchmarks/face_detectors.py [--limit N] [--timing 300] [--markdown docs/face_detectors.md]
+    python -m benchmarks.face_detectors [--limit N] [--timing 300] [--markdown docs/face_detectors.md]
 
 Every registered face detector runs inside the CLI's own ``FaceCropper`` (SFace's template,
 ``min_face_fraction`` as `detect` uses it, quarter-turn retries included), on every photo of
@@ -25,22 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce  # noqa: E402
-
-from fakespotter.backbones import get_backbone  # noqa: E402
-from fakespotter.detector import FakeSpotter  # noqa: E402
-from fakespotter.faces import load_image  # noqa: E402
-from fakespotter.faces.pipeline import FaceCropper, largest_face  # noqa: E402
-from fakespotter.faces.registry import DETECTORS  # noqa: E402
-from fakespotter.metrics import evaluate_scores  # noqa: E402
-from fakespotter.training import scores_with_missing  # noqa: E402
+from benchmarks import reproduce
+from fakespotter.backbones import get_backbone
+from fakespotter.detector import FakeSpotter
+from fakespotter.faces import load_image
+from fakespotter.faces.pipeline import FaceCropper, largest_face
+from fakespotter.faces.registry import FACE_DETECTORS
+from fakespotter.metrics import evaluate_scores
+from fakespotter.training import scores_with_missing
 
 SVM_CS = (1e-5, 1e-4, 1e-3)  # detection_v2.py's grid (today's models land at 1e-4)
 GROUPS = (("train", None), ("val", None), ("test", None), ("wild", "real"))
@@ -88,7 +85,7 @@ def features_of(name: str, rows, landmarks, out: Path, limit) -> dict:
 def timing(rows: list[dict], n: int) -> dict[str, dict]:
     """ms/photo of each detector's cropper on ``n`` photos spread over ``rows``: speed.py's
     detectors table (interleaved photo by photo)."""
-    from speed import detector_table
+    from benchmarks.speed import detector_table
 
     picks = np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int)
     return detector_table([reproduce.FACES / rows[i]["file"] for i in picks])
@@ -151,7 +148,7 @@ def markdown(results: list[dict], chosen: str, limit, timing_n: int) -> str:
     lines = [
         "# Face detectors",
         "",
-        "Made by `python benchmarks/face_detectors.py"
+        "Made by `python -m benchmarks.face_detectors"
         + (f" --limit {limit}" if limit else "")
         + f" --timing {timing_n}`; the protocol and the rule are in its docstring. Found: share "
         "of photos with a face, through the CLI's own cropper. ms/photo: that cropper, "
@@ -191,7 +188,7 @@ def main() -> None:
         reproduce.ROOT / "out" / "face_detectors" / (f"limit{args.limit}" if args.limit else "full")
     )
     out.mkdir(parents=True, exist_ok=True)
-    names = list(DETECTORS)
+    names = list(FACE_DETECTORS)
     speed = timing(rows, args.timing)
     results = [
         measure(name, rows, study, out, args.limit)

@@ -10,7 +10,7 @@ smaller, found with lower confidence, or an "aligned" input that is no face at a
 * O-Net's face probability in that box for aligned faces, and for inputs that are no face
   (flat grey, noise, the background corners of the test photo), for the aligned check.
 
-python benchmarks/face_limits.py --per-folder 300 --json docs/face_limits.json
+python -m benchmarks.face_limits --per-folder 300 --json docs/face_limits.json
 """
 
 from __future__ import annotations

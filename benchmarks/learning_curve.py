@@ -1,6 +1,6 @@
 """How many faces of a new generator it takes to catch it: a learning curve, per held-out one.
 
-    python benchmarks/learning_curve.py [--limit N] [--markdown docs/learning_curve.md]
+    python -m benchmarks.learning_curve [--limit N] [--markdown docs/learning_curve.md]
 
 Simulates a family the model never saw with the generators of ../shared/faces: hold one out
 of training entirely, then add k = 0, 10, 25, 50, 100, 200 of its *training* faces (drawn at
@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce  # noqa: E402  (its stages: landmarks and features of every image)
-
-from fakespotter.backbones import get_backbone  # noqa: E402
-from fakespotter.coverage import NeuronCoverage  # noqa: E402
-from fakespotter.detector import FakeSpotter  # noqa: E402
-from fakespotter.metrics import evaluate_scores  # noqa: E402
-from fakespotter.persistence import default_model_path, load_model  # noqa: E402
-from fakespotter.training import choose_operating_point  # noqa: E402
+from benchmarks import reproduce  # its stages: landmarks and features of every image
+from fakespotter.backbones import get_backbone
+from fakespotter.coverage import NeuronCoverage
+from fakespotter.detector import FakeSpotter
+from fakespotter.metrics import evaluate_scores
+from fakespotter.persistence import default_model_path, load_model
+from fakespotter.training import choose_operating_point
 
 KS = (0, 10, 25, 50, 100, 200)
 FULL_KS = (0, 50, 200)  # where the full retrain runs beside the cheap update (minutes each)
@@ -175,7 +172,7 @@ def main() -> None:
     lines = [
         "# Catching a generator it never saw, from a few of its faces",
         "",
-        "Made by `python benchmarks/learning_curve.py"
+        "Made by `python -m benchmarks.learning_curve"
         + (f" --limit {args.limit}" if args.limit else "")
         + " --markdown docs/learning_curve.md --plot docs/learning_curve.png` "
         "(SFace channel; see the script's docstring for the protocol). Means over "

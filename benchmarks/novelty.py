@@ -1,7 +1,7 @@
 """How often a model's novelty warning fires, per split, real source and generator, and whether
 it carries information: the classifier's error rate on flagged versus unflagged faces.
 
-    python benchmarks/novelty.py [--model M] [--markdown docs/novelty.md]
+    python -m benchmarks.novelty [--model M] [--markdown docs/novelty.md]
 
 Runs the model on the largest face of every image of ../shared/faces val, test, wild/real and
 studio/real (the same detection and alignment as `fakespotter detect`) and counts the faces
@@ -81,7 +81,7 @@ def main() -> None:
         "",
         f"Model: `{args.model or 'the shipped default'}`; novelty limit {limit:.3f} "
         f"({det.novelty_.info_.get('chosen_on', '?')}, {det.novelty_.info_.get('percentile', 99)}th "
-        "percentile). Made by `python benchmarks/novelty.py --markdown docs/novelty.md`. "
+        "percentile). Made by `python -m benchmarks.novelty --markdown docs/novelty.md`. "
         "wild (1) / studio (1): first halves (trained on by a --wide-real model); (2): second "
         "halves (never trained on). Error: wrong label at the operating threshold.",
         "",

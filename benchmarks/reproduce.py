@@ -1,8 +1,8 @@
 """Reproduce the paper's experiment on ../shared/faces, go beyond it, write docs/results.md.
 
-    python benchmarks/reproduce.py                 # every stage, cached under out/reproduce/full-<key>/
-    python benchmarks/reproduce.py --limit 30      # a quick smoke run on 30 images per split/class
-    python benchmarks/detection_v2.py --results-doc  # only the Detection v2 section
+    python -m benchmarks.reproduce                 # every stage, cached under out/reproduce/full-<key>/
+    python -m benchmarks.reproduce --limit 30      # a quick smoke run on 30 images per split/class
+    python -m benchmarks.detection_v2 --results-doc  # only the Detection v2 section
 
 Stages (each cached under out/reproduce/<run>-<key>/, so a rerun only does what is missing;
 <key> is a hash of the data manifest, the stage parameters, fakespotter's version and the
@@ -34,13 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-import coverage_variants
 import numpy as np
-import pixel_cnn
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from benchmarks import coverage_variants, pixel_cnn
 from fakespotter.backbones import BACKBONES as REGISTERED
 from fakespotter.backbones import backbones_with_weights, get_backbone
 from fakespotter.coverage import NeuronCoverage, counts_per_layer
@@ -685,7 +684,7 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     meta = {
-        "command": "python benchmarks/reproduce.py"
+        "command": "python -m benchmarks.reproduce"
         + (f" --limit {args.limit}" if args.limit else ""),
         "commit": commit,
         "n_images": len(rows),

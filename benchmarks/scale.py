@@ -1,7 +1,7 @@
 """Throughput of `fakespotter scan` on one machine, local and Ray engines, and what it
 projects for a cluster: writes docs/scale.md (and --json).
 
-    python benchmarks/scale.py [--n 240] [--markdown docs/scale.md] [--json out/scale.json]
+    python -m benchmarks.scale [--n 240] [--markdown docs/scale.md] [--json out/scale.json]
 
 Every configuration runs in a fresh process (``--one``), on the same N photos (from
 ../shared/faces test/real, test/fake and wild/real, round-robin, or astronaut copies with
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONFIGS = [  # (engine, workers, threads per worker)
     ("local", 1, 1),
@@ -256,7 +255,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Scaling `fakespotter scan`",
         "",
-        f"Made by `python benchmarks/scale.py` on {machine['cpus']} CPUs ({machine['platform']}), "
+        f"Made by `python -m benchmarks.scale` on {machine['cpus']} CPUs ({machine['platform']}), "
         f"fakespotter {machine['version']}, Ray {report.get('ray_version', '-')}, on "
         f"{base['photos']} photos ({report['source']}) with the shipped model; every run in "
         "a fresh process, one after another. Steady state: over the last three quarters of each "
@@ -349,8 +348,7 @@ def main() -> None:
         print(json.dumps(one(args)))
         return
 
-    import speed
-
+    from benchmarks import speed
     from fakespotter import __version__
 
     tmp = Path(tempfile.mkdtemp(prefix="scale-"))

@@ -15,7 +15,7 @@ End to end, the path ``fakespotter detect`` takes (``photos.iter_files`` -> ``fi
 from ../shared/faces/{test,wild} (or astronaut copies with random crops when that is absent):
 images/s, faces/s, and resident memory at N/2 and N images (flat means no leak).
 
-    PYTHONPATH=src python benchmarks/speed.py [--json] [--quick] [--n 1000] [--threads T]
+    PYTHONPATH=src python -m benchmarks.speed [--json] [--quick] [--n 1000] [--threads T]
                                               [--backbones facenet,dlib,sface] [--reps 7]
 
 Busy machine (``--busy``, the default; ``--no-busy`` skips it): the ``detect`` run again while
@@ -63,7 +63,7 @@ from fakespotter.backbones import backbones_with_weights, get_backbone
 from fakespotter.counting import Counter
 from fakespotter.counting import engine as counting_engine
 from fakespotter.detector import FakeSpotter
-from fakespotter.faces.registry import DETECTORS
+from fakespotter.faces.registry import FACE_DETECTORS
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = ROOT.parent / "shared" / "faces"
@@ -76,7 +76,7 @@ PLAIN_STEPS = (4, 8, 16)
 # than the model's
 MODES = (
     "detect",
-    *(f"detect_{name}" for name in DETECTORS),
+    *(f"detect_{name}" for name in FACE_DETECTORS),
     "aligned",  # the CLI's default: no face-finding worker for aligned crops
     "aligned_one_worker",  # what the default was before: the rule's evidence
     "busy_detect",
@@ -422,7 +422,7 @@ def detector_table(files: list[Path]) -> dict[str, dict]:
     sface = get_backbone("sface")
     croppers = {
         name: FaceCropper(sface.input_size, sface.alignment_template, detector=name, progress=False)
-        for name in DETECTORS
+        for name in FACE_DETECTORS
     }
     # the baseline of issue #29's pooling change, side by side: MTCNN with torch's own
     # (NCHW) max pooling, as before
@@ -754,7 +754,7 @@ def main(argv: list[str] | None = None) -> None:
         e2e["face_detector"] = det.face_detector
         for mode, paths, aligned, workers in (
             ("detect", files, False, None),
-            *((f"detect_{name}", files, False, None) for name in DETECTORS
+            *((f"detect_{name}", files, False, None) for name in FACE_DETECTORS
               if name != det.face_detector),
             ("aligned", faces, True, None),
             ("aligned_one_worker", faces, True, 1),

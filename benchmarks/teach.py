@@ -1,17 +1,17 @@
 """Teaching the shipped model new generators (issue #28): the wider real side, the update kit,
 the novelty warning and the learning curve, measured on ../shared/faces.
 
-    python benchmarks/train_default.py --recipe shipped --wide-real \\
+    python -m benchmarks.train_default --recipe shipped --wide-real \\
         --output out/teach/candidate.safetensors \\
         --save-features out/teach/train-features.npz           # the candidate (CLI, ~70 min)
-    python benchmarks/teach.py folders                         # out/teach/*: symlink folders
-    python benchmarks/teach.py features --model default --model out/teach/candidate.safetensors
-    python benchmarks/teach.py compare     # item 2: old vs new model, held-out real halves, LOSO
-    python benchmarks/teach.py designs     # item 1: kit designs against a refit on all rows
-    python benchmarks/teach.py build-kit   # item 1: the chosen kit -> out/teach/candidate.kit...
-    python benchmarks/teach.py novelty     # item 4
-    python benchmarks/teach.py curve       # item 5: per generator, kit without it + k faces
-    python benchmarks/teach.py time-update # item 1: 100 new faces end to end, seconds and memory
+    python -m benchmarks.teach folders                         # out/teach/*: symlink folders
+    python -m benchmarks.teach features --model default --model out/teach/candidate.safetensors
+    python -m benchmarks.teach compare     # item 2: old vs new model, held-out real halves, LOSO
+    python -m benchmarks.teach designs     # item 1: kit designs against a refit on all rows
+    python -m benchmarks.teach build-kit   # item 1: the chosen kit -> out/teach/candidate.kit...
+    python -m benchmarks.teach novelty     # item 4
+    python -m benchmarks.teach curve       # item 5: per generator, kit without it + k faces
+    python -m benchmarks.teach time-update # item 1: 100 new faces end to end, seconds and memory
 
 Data rules (../shared/faces/README.md): training may use train/ and the *first* half (sorted
 file names) of wild/real (UTKFace) and studio/real (CIPLAB); val/ makes choices (operating
@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
@@ -83,7 +81,7 @@ def halves(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def cmd_folders(args) -> None:
     """Symlink folders: the wider real side for training, the halves, per-generator fakes."""
-    from train_default import first_half, link_folder, wide_real_folders
+    from benchmarks.train_default import first_half, link_folder, wide_real_folders
 
     real, fakes = wide_real_folders(FACES)
     print(f"{real}: {len(list(real.iterdir()))} files")
@@ -761,7 +759,7 @@ def make_kit(
         val=val_rows(without),
         info={
             "design": design,
-            "built_by": "python benchmarks/teach.py build-kit",
+            "built_by": "python -m benchmarks.teach build-kit",
             "val": "../shared/faces/val/real + val/fake",
         },
     )
@@ -818,7 +816,7 @@ def cmd_build_kit(args) -> None:
         # per-layer chart draws a face against these spreads of the training rows
         training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features, rows.y)
     training["then"] = (
-        "python benchmarks/teach.py build-kit"
+        "python -m benchmarks.teach build-kit"
         + (
             " --real-novelty: novelty refitted on the real training faces only;"
             if args.real_novelty
@@ -857,7 +855,7 @@ def curve_summary(results: list[dict], k: int) -> dict:
     return {
         "k": k,
         "by_held_out_generator": out,
-        "how": "python benchmarks/teach.py curve (means of its draws); docs/teaching.md",
+        "how": "python -m benchmarks.teach curve (means of its draws); docs/teaching.md",
         "scope": "StyleGAN-family generators only: no other family was measured",
     }
 
@@ -1109,7 +1107,6 @@ def cmd_time_update(args) -> None:
     code = f"""
 import resource, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 import numpy as np
 from pathlib import Path
 from fakespotter.persistence import load_model, save_model

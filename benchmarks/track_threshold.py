@@ -10,7 +10,7 @@ stand-in for a change of pose), and all of shift + JPEG + brightness + blur at o
 copy goes through the video path: MTCNN on the whole image, then alignment to the
 backbone's crop.
 
-    python benchmarks/track_threshold.py [--n 150] [--backbones sface facenet dlib]
+    python -m benchmarks.track_threshold [--n 150] [--backbones sface facenet dlib]
 
 Prints, per backbone, percentiles of both distributions and a threshold halfway between
 the different-person 99.9th percentile and the same-person 0.5th percentile.

@@ -1,7 +1,7 @@
 """Train the model shipped in src/fakespotter/data/default.safetensors.
 
-    python benchmarks/detection_v2.py     # first: measures every idea of issue #13 on val
-    python benchmarks/train_default.py    # applies the rule below, trains the winner with the CLI
+    python -m benchmarks.detection_v2     # first: measures every idea of issue #13 on val
+    python -m benchmarks.train_default    # applies the rule below, trains the winner with the CLI
 
 The rule (fixed before the full detection_v2 run it reads had finished):
 1. Candidates: the detection_v2 rows with a ``ship`` recipe, i.e. the ones `fakespotter
@@ -29,7 +29,7 @@ while `wild/real` stays one.
 
 **The wider real side** (issue #28), reproduced by one command:
 
-    python benchmarks/train_default.py --recipe shipped --wide-real \\
+    python -m benchmarks.train_default --recipe shipped --wide-real \\
         --output out/teach/candidate.safetensors --save-features out/teach/train-features.npz
 
 trains the shipped recipe (``SHIPPED_RECIPE``) on real photos of three sources: train/real

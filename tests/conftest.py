@@ -15,10 +15,10 @@ FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
 def _weight_files() -> dict[str, weights.WeightFile]:
     from fakespotter.backbones import BACKBONES
-    from fakespotter.faces.registry import DETECTORS
+    from fakespotter.faces.registry import FACE_DETECTORS
 
     found = {name: spec.weights for name, spec in BACKBONES.items()}
-    for name, spec in DETECTORS.items():  # "yunet"; MTCNN's three as "mtcnn_pnet", ...
+    for name, spec in FACE_DETECTORS.items():  # "yunet"; MTCNN's three as "mtcnn_pnet", ...
         if len(spec.weight_files) == 1:
             found[name] = spec.weight_files[0]
         else:

@@ -3,22 +3,11 @@ rows, and the section splice that writes those rows into docs/results.md."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+import importlib
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCHMARKS))  # reproduce.py imports its siblings
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return importlib.import_module(f"benchmarks.{name}")  # the repository root is on the path
 
 
 def _row(idea, auc, ms=20.0, brier=0.04, ship=("--variant", "x")):

@@ -14,7 +14,11 @@ from conftest import write_noise_faces
 from fakespotter.cli import main
 from fakespotter.faces.mtcnn import Face
 from fakespotter.faces.pipeline import FFHQ_LANDMARKS
-from fakespotter.faces.registry import DetectorSpec, register_detector, unregister_detector
+from fakespotter.faces.registry import (
+    FaceDetectorSpec,
+    register_face_detector,
+    unregister_face_detector,
+)
 
 
 class CentreDetector:
@@ -32,8 +36,8 @@ class CentreDetector:
 
 @pytest.fixture
 def centre():
-    spec = register_detector(
-        DetectorSpec(
+    spec = register_face_detector(
+        FaceDetectorSpec(
             name="centre",
             summary="toy: the middle of the image",
             weight_files=(),
@@ -41,7 +45,7 @@ def centre():
         )
     )
     yield spec
-    unregister_detector("centre")
+    unregister_face_detector("centre")
 
 
 def test_train_records_the_face_detector_and_detect_uses_it(tmp_path, centre, weight_file):
@@ -70,7 +74,7 @@ def test_train_records_the_face_detector_and_detect_uses_it(tmp_path, centre, we
     assert {r["detection_score"] for r in rows} == {0.875}
     assert all(r["box"] == [24.0, 24.0, 72.0, 72.0] for r in rows)
 
-    unregister_detector("centre")
+    unregister_face_detector("centre")
     result = runner.invoke(main, ["detect", str(real), "--model", str(model)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "face detector 'centre'" in result.output and "mtcnn" in result.output

@@ -14,7 +14,7 @@ import torch
 from onnx_writer import yunet_file
 
 from fakespotter.faces import load_image
-from fakespotter.faces.registry import DETECTORS
+from fakespotter.faces.registry import FACE_DETECTORS
 from fakespotter.faces.yunet import YuNet, YuNetDetector, load_model
 
 DATA = Path(__file__).parent / "data"
@@ -130,8 +130,8 @@ def test_detect_retries_with_a_border_in_the_photos_pixels(monkeypatch):
 
 
 def test_yunet_is_a_registered_face_detector():
-    assert "yunet" in DETECTORS and "mtcnn" in DETECTORS
-    assert DETECTORS["yunet"].weight_files[0].licence.startswith("MIT")
+    assert "yunet" in FACE_DETECTORS and "mtcnn" in FACE_DETECTORS
+    assert FACE_DETECTORS["yunet"].weight_files[0].licence.startswith("MIT")
 
 
 # -- YuNet's faces, O-Net's landmarks -----------------------------------------------------
@@ -163,14 +163,14 @@ def test_yunet_onet_keeps_yunets_faces_and_takes_onets_landmarks(monkeypatch):
 def test_yunet_onet_landmarks_sit_nearer_mtcnns(weight_file):
     """The reason for the pair: on the astronaut, O-Net on YuNet's box puts the landmarks
     closer to where the full MTCNN cascade puts them than YuNet itself does."""
-    from fakespotter.faces.registry import get_detector
+    from fakespotter.faces.registry import get_face_detector
 
     for name in ("yunet", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
     image = load_image(DATA / "astronaut.jpg")
-    mtcnn = get_detector("mtcnn").load(progress=False).detect(image)[0].landmarks
-    yunet = get_detector("yunet").load(progress=False).detect(image)[0]
-    both = get_detector("yunet-onet").load(progress=False).detect(image)[0]
+    mtcnn = get_face_detector("mtcnn").load(progress=False).detect(image)[0].landmarks
+    yunet = get_face_detector("yunet").load(progress=False).detect(image)[0]
+    both = get_face_detector("yunet-onet").load(progress=False).detect(image)[0]
     assert both.box == yunet.box
     own, refined = np.abs(yunet.landmarks - mtcnn).max(), np.abs(both.landmarks - mtcnn).max()
     assert refined < own

@@ -132,7 +132,7 @@ def test_no_import_cycle_at_module_level():
 @pytest.mark.parametrize(
     "module",
     [
-        "fakespotter.serve.cli",
+        "fakespotter.cli.serve",
         "fakespotter.cli",
         "fakespotter.photos",
         "fakespotter.criteria",
@@ -150,7 +150,7 @@ def test_modules_import_alone(module):
 
 def test_importing_the_library_leaves_the_environment_alone():
     """Issue #30: a library must not change its host's environment; the command line sets
-    OMP_WAIT_POLICY=PASSIVE for its own process (cli._passive_openmp), before torch loads."""
+    OMP_WAIT_POLICY=PASSIVE for its own process (cli.app._passive_openmp), before torch loads."""
     code = (
         "import os, torch, sklearn.svm; before = dict(os.environ); "  # what they set is theirs
         "import fakespotter, fakespotter.detector, fakespotter.persistence; "

@@ -84,13 +84,13 @@ def test_listing_backbones_imports_no_network_code():
 
 
 def test_every_network_with_weights_is_in_the_weights_commands():
-    from fakespotter.cli import _all_weight_files
-    from fakespotter.faces.registry import DETECTORS
+    from fakespotter.cli.weights import _all_weight_files
+    from fakespotter.faces.registry import FACE_DETECTORS
 
     files = _all_weight_files()
     # yunet-onet is made of yunet's and mtcnn's files: listed under those, once
-    assert list(files) == [*BACKBONES, *(d for d in DETECTORS if d != "yunet-onet")]
-    assert "yunet-onet" in DETECTORS
+    assert list(files) == [*BACKBONES, *(d for d in FACE_DETECTORS if d != "yunet-onet")]
+    assert "yunet-onet" in FACE_DETECTORS
     assert list(files) == ["facenet", "dlib", "sface", "vggface", "openface", "mtcnn", "yunet"]
     assert [w.filename for w in files["mtcnn"]] == ["pnet.pt", "rnet.pt", "onet.pt"]
 

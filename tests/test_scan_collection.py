@@ -318,3 +318,15 @@ def test_existing_scan_folder_refusal_is_the_one_overwrite_rule(tmp_path, tiny_m
     scan([str(photos)], out, model=tiny_model, aligned=True)
     with pytest.raises(UserError, match="exists; pass --overwrite to replace it or --resume to"):
         scan([str(photos)], out, model=tiny_model, aligned=True)
+
+
+def test_the_part_files_hold_every_field_of_a_row():
+    """The Arrow schema is derived from rows.Row: a field added there is stored, unless it is
+    left out on purpose (NOT_STORED, with the reason beside it)."""
+    import dataclasses
+
+    from fakespotter.collection.table import NOT_STORED, SCHEMA
+    from fakespotter.rows import Row
+
+    names = [f.name for f in dataclasses.fields(Row) if f.name not in NOT_STORED]
+    assert names == [n for n in SCHEMA.names if n not in ("path_bytes", "n_faces")]

@@ -24,11 +24,11 @@ pytest.importorskip("multipart", reason="the 'serve' extra (python-multipart) is
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fakespotter.cli import main  # noqa: E402
+from fakespotter.cli.serve import serve_command  # noqa: E402
 from fakespotter.operating_point import OperatingPoint
 from fakespotter.rows import FIELDS  # noqa: E402
 from fakespotter.serve import app as app_module  # noqa: E402
 from fakespotter.serve.app import create_app  # noqa: E402
-from fakespotter.serve.cli import serve_command  # noqa: E402
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 DETECT_FIELDS = set(FIELDS)  # the fields of `detect --format json`
@@ -770,7 +770,7 @@ def test_a_video_past_its_time_limit_gets_504_and_its_scan_stops(
 
 
 def test_serve_limits_are_options_with_the_servers_defaults():
-    import fakespotter.serve.cli as serve_cli
+    import fakespotter.cli.serve as serve_cli
 
     text = CliRunner().invoke(serve_command, ["--help"], terminal_width=200).output
     text = " ".join(text.split())

@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_speed_benchmark_quick_json(weight_file, tmp_path):
     for name in ("dlib", "sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "yunet"):
         weight_file(name)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "speed.py"),
+            "-m",
+            "benchmarks.speed",
             "--quick",
             "--json",
             "--backbones",
@@ -77,11 +78,11 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     assert e2e["single_photo_s"] == min(startup["all_seconds"][1:]) > 0
     assert startup["photo"] == "astronaut.jpg" and len(startup["all_seconds"]) == 4
     # faces found by the model's detector, and by every other registered one beside it
-    from fakespotter.faces.registry import DETECTORS
+    from fakespotter.faces.registry import FACE_DETECTORS
 
-    others = [f"detect_{name}" for name in DETECTORS if name != e2e["face_detector"]]
+    others = [f"detect_{name}" for name in FACE_DETECTORS if name != e2e["face_detector"]]
     # every registered detector, and MTCNN with its old pooling as the baseline row (#29)
-    assert others and set(data["detectors"]) == {*DETECTORS, "mtcnn-nchw-pooling"}
+    assert others and set(data["detectors"]) == {*FACE_DETECTORS, "mtcnn-nchw-pooling"}
     for name, row in data["detectors"].items():
         assert row["photos"] == 4 and row["found_rate"] == 1.0, name  # her face, every time
         assert row["ms_per_photo"] > 0 and row["ms_per_photo_mean"] > 0

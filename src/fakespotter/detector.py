@@ -60,7 +60,7 @@ class FakeSpotter(ClassifierMixin, BaseEstimator):
         Cs, cv, random_state: the classifier's
             (:class:`~fakespotter.classifier.CalibratedLinearSVM`); ``random_state`` also
             seeds the novelty signal's SVD.
-        face_detector: the registered face detector (``faces.registry.DETECTORS``) that
+        face_detector: the registered face detector (``faces.registry.FACE_DETECTORS``) that
             finds faces in photos for ``face_cropper``; part of the model, since the crops it
             aligns are what the classifier learned.
 

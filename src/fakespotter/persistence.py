@@ -148,13 +148,13 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
         raise ModelFileError("model file taps do not match its variant")
     if not all(isinstance(t, str) for t in meta["taps"]):
         raise ModelFileError("model file tap names must be strings")
-    from fakespotter.faces.registry import DETECTORS
+    from fakespotter.faces.registry import FACE_DETECTORS
 
     face_detector = meta.get("face_detector", "mtcnn")  # files before the field: MTCNN's
-    if face_detector not in DETECTORS:
+    if face_detector not in FACE_DETECTORS:
         raise ModelFileError(
             f"model file needs face detector {face_detector!r:.40}, which this "
-            f"fakespotter does not have ({', '.join(DETECTORS)})"
+            f"fakespotter does not have ({', '.join(FACE_DETECTORS)})"
         )
     if len(meta["calibration"]) != 2 or not all(
         isinstance(v, (int, float)) and np.isfinite(v) for v in meta["calibration"]

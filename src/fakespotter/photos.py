@@ -214,36 +214,24 @@ def _worker_read_faces(path: Path, alter) -> Faces:
     return read_faces(_worker["cropper"], path, alter=alter, **_worker["limits"])
 
 
-def score_rows(
-    detector, found: Iterable[Faces], *, batch_size: int = 32, model: str | None = None
-) -> Iterator[Row]:
-    """Rows for each file in order (``rows.face_rows``); faces are scored in batches across
-    files. ``model``: the scoring model's identity, recorded in every row.
-
-    All rows of one file come out together (a file's faces are never split across batches'
-    output), so a caller writing per file never writes half a file.
-    """
+def assessed(
+    detector, found: Iterable[Faces], *, batch_size: int = 32
+) -> Iterator[tuple[Faces, dict]]:
+    """Each file with its faces' assessment (``FakeSpotter.assess``, this file's share:
+    ``p_fake``, ``labels``, ``novelty``, ``warnings``, ``features``), in order; faces are
+    scored in batches across files, and a file's faces are never split across batches'
+    output."""
     pending: list[Faces] = []
     n_faces = 0
 
-    def flush() -> Iterator[Row]:
+    def flush() -> Iterator[tuple[Faces, dict]]:
         crops = [face.crop for item in pending for face in item.faces]
         found = assess(detector, np.stack(crops)) if crops else {"p_fake": np.zeros(0)}
         k = 0
         for item in pending:
-            if item.error:
-                yield Row(path=str(item.path), error=item.error, model=model)
-                continue
-            part = slice(k, k + len(item.faces))
-
-            def of(key: str, part: slice = part):  # this file's share of a per-face result
-                return None if found.get(key) is None else found[key][part]
-
-            yield from face_rows(
-                str(item.path), item.faces, found["p_fake"][part], model=model,
-                labels=of("labels"), novelty=of("novelty"), warnings=of("warnings"),
-            )  # fmt: skip
-            k += len(item.faces)
+            n = len(item.faces)
+            yield item, {key: None if v is None else v[k : k + n] for key, v in found.items()}
+            k += n
         pending.clear()
 
     for item in found:
@@ -253,6 +241,33 @@ def score_rows(
             yield from flush()
             n_faces = 0
     yield from flush()
+
+
+def rows_of(item: Faces, assessment: dict, model: str | None = None) -> list[Row]:
+    """One file's rows (``rows.face_rows``: faces numbered left to right, or the one row that
+    says why there are none) from its :func:`assessed` share; ``model``: the scoring model's
+    identity, recorded in every row."""
+    if item.error:
+        return [Row(path=str(item.path), error=item.error, model=model)]
+    return face_rows(
+        str(item.path), item.faces, assessment["p_fake"], model=model,
+        labels=assessment.get("labels"), novelty=assessment.get("novelty"),
+        warnings=assessment.get("warnings"),
+    )  # fmt: skip
+
+
+def score_rows(
+    detector, found: Iterable[Faces], *, batch_size: int = 32, model: str | None = None
+) -> Iterator[Row]:
+    """Rows for each file in order: the one way from found faces to rows, which ``detect``,
+    ``scan``, the Python API and the web service all take (the web service through
+    :func:`assessed` and :func:`rows_of`, since it also draws each face's layers).
+
+    All rows of one file come out together, so a caller writing per file never writes half a
+    file.
+    """
+    for item, assessment in assessed(detector, found, batch_size=batch_size):
+        yield from rows_of(item, assessment, model)
 
 
 def assess(detector, crops: np.ndarray) -> dict:

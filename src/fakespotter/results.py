@@ -127,7 +127,6 @@ WRITERS: dict[str, OutputFormat] = {
     "csv": OutputFormat(_CSV_HEADER, _csv_line),
     "jsonl": OutputFormat("", _jsonl_line),
 }
-FORMATS = tuple(WRITERS)
 
 
 class OutputWriteError(UserError):

@@ -211,9 +211,9 @@ def all_weight_files() -> dict[str, list[WeightFile]]:
     network registered after import is in it)."""
     found: dict[str, list[WeightFile]] = {}
     seen: set[tuple[str, str]] = set()
-    from fakespotter.faces.registry import DETECTORS  # here: faces/ is not needed to list
+    from fakespotter.faces.registry import FACE_DETECTORS  # here: faces/ is not needed to list
 
-    for spec in [*BACKBONES.values(), *DETECTORS.values()]:
+    for spec in [*BACKBONES.values(), *FACE_DETECTORS.values()]:
         files = [(w.name, w.filename) for w in spec.weight_files]
         if files and not seen.issuperset(files):  # a network made of others' files: listed there
             found[spec.name] = list(spec.weight_files)

@@ -5,7 +5,7 @@
 
 Modules: ``sources`` (what SRC names), ``table`` (the shared core: paths -> Arrow rows),
 ``scanner`` (a worker's loaded model), ``store`` (the part files, resume), ``local`` and
-``ray_engine`` (the two engines).
+``ray_engine`` (the two built-in engines; another registers with ``register_engine``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,88 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fakespotter.errors import UserError
 
-ENGINES = ("local", "ray")
+
+@dataclass(frozen=True)
+class ScanJob:
+    """What an engine is given: the photos still to scan (``todo``, in order), the model file,
+    the options a worker builds its :class:`~fakespotter.collection.scanner.Scanner` from
+    (``scanner_options``, the model path included), and how the user asked to spread the work.
+    An engine scans them, as batches of ``batch_size`` through ``table.scan_batch``, and
+    hands each batch's table whole to ``on_table`` on the driver (``store.PartStore`` owns
+    the part files and resume)."""
+
+    todo: list[str]
+    model_path: Path
+    backbone: str
+    face_detector: str
+    scanner_options: dict
+    workers: int | None
+    cpus_per_worker: float
+    gpus_per_worker: float
+    batch_size: int
+    address: str | None
+    warn: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A scan engine: ``run(job, on_table)``, and ``check()`` that refuses, before anything is
+    written, a machine that cannot run it (a missing extra)."""
+
+    run: Callable[[ScanJob, Callable[[Any], None]], None]
+    check: Callable[[], None] = lambda: None
+
+
+def _run_local(job: ScanJob, on_table) -> None:
+    from fakespotter.collection import local
+
+    workers = job.workers
+    if workers is None:
+        cpus = os.cpu_count() or 1
+        workers = 1 if len(job.todo) < 64 else max(1, int(cpus // job.cpus_per_worker))
+    size = job.batch_size
+    batches = [job.todo[i : i + size] for i in range(0, len(job.todo), size)]
+    options = {**job.scanner_options, "threads": max(1, int(job.cpus_per_worker))}
+    local.run(batches, on_table, workers=workers, scanner_options=options, warn=job.warn)
+
+
+def _run_ray(job: ScanJob, on_table) -> None:
+    from fakespotter.collection import ray_engine
+
+    ray_engine.run(
+        job.todo, on_table, model_path=job.model_path, backbone=job.backbone,
+        face_detector=job.face_detector, address=job.address, workers=job.workers,
+        cpus_per_worker=job.cpus_per_worker, gpus_per_worker=job.gpus_per_worker,
+        batch_size=job.batch_size, scanner_options={**job.scanner_options, "model": None},
+    )  # fmt: skip
+
+
+def _require_ray() -> None:
+    from fakespotter.collection.ray_engine import require_ray
+
+    require_ray()
+
+
+# name -> engine, in registration order; `fakespotter scan --engine` lists them
+ENGINES: dict[str, Engine] = {
+    "local": Engine(_run_local),  # worker processes on this machine
+    "ray": Engine(_run_ray, check=_require_ray),  # an actor pool on a Ray cluster
+}
+
+
+def register_engine(name: str, engine: Engine, *, replace: bool = False) -> Engine:
+    """Make ``engine`` available as ``scan(engine=name)`` and ``scan --engine name``."""
+    if name in ENGINES and not replace:
+        raise ValueError(f"a scan engine named {name!r} is already registered")
+    ENGINES[name] = engine
+    return engine
 
 
 def scan(
@@ -64,10 +140,7 @@ def scan(
         raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other: choose one")
-    if engine == "ray":  # before anything is written
-        from fakespotter.collection.ray_engine import require_ray
-
-        require_ray()
+    ENGINES[engine].check()  # before anything is written
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     start = time.perf_counter()
@@ -121,30 +194,16 @@ def scan(
         "max_bytes": max_bytes,
         "device": "cuda" if gpus_per_worker else "cpu",
     }
+    job = ScanJob(
+        todo=todo, model_path=model_path, backbone=meta["backbone"],
+        face_detector=detector.face_detector,
+        scanner_options={**scanner_options, "model": model_path}, workers=workers,
+        cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+        address=address, warn=lambda m: print(f"fakespotter: {m}", file=sys.stderr),
+    )  # fmt: skip
     try:
-        if todo and engine == "ray":
-            from fakespotter.collection import ray_engine
-
-            ray_engine.run(
-                todo, on_table, model_path=model_path, backbone=meta["backbone"],
-                face_detector=detector.face_detector, address=address, workers=workers,
-                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                batch_size=batch_size, scanner_options={**scanner_options, "model": None},
-            )  # fmt: skip
-        elif todo:
-            from fakespotter.collection import local
-
-            if workers is None:
-                workers = (
-                    1 if len(todo) < 64 else max(1, int((os.cpu_count() or 1) // cpus_per_worker))
-                )
-            batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-            local.run(
-                batches, on_table, workers=workers,
-                scanner_options={**scanner_options, "model": model_path,
-                                 "threads": max(1, int(cpus_per_worker))},
-                warn=lambda m: print(f"fakespotter: {m}", file=sys.stderr),
-            )  # fmt: skip
+        if todo:
+            ENGINES[engine].run(job, on_table)
     finally:
         store.close()  # what was scanned is kept, however the scan ended
         bar.close()
@@ -154,4 +213,4 @@ def scan(
     return summary
 
 
-__all__ = ["ENGINES", "scan"]
+__all__ = ["ENGINES", "Engine", "ScanJob", "register_engine", "scan"]

@@ -54,7 +54,7 @@ def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETE
     import ray
 
     from fakespotter.backbones.registry import get_backbone
-    from fakespotter.faces.registry import get_detector
+    from fakespotter.faces.registry import get_face_detector
     from fakespotter.version import __version__
     from fakespotter.weights import fetch
 
@@ -64,7 +64,7 @@ def ship(model_path: Path, backbone: str, face_detector: str = DEFAULT_FACE_DETE
         (w.name, w.filename): w
         for w in (
             *get_backbone(backbone).weight_files,
-            *(w for name in detectors for w in get_detector(name).weight_files),
+            *(w for name in detectors for w in get_face_detector(name).weight_files),
         )
     }
     for weight in weights.values():

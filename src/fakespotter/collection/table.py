@@ -8,6 +8,8 @@ reason there is none), through the same reading, face finding and scoring code
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,22 +19,39 @@ from fakespotter.collection.sources import is_url, read_url_image
 from fakespotter.photos import read_faces, score_rows
 from fakespotter.rows import Row
 
-SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),  # the path or URL as text (bytes that are not UTF-8 replaced)
-        ("path_bytes", pa.binary()),  # the exact name where it is not UTF-8, else null
-        ("face", pa.int32()),  # faces of one photo are numbered left to right from 0
-        ("box", pa.list_(pa.float64(), 4)),  # x0, y0, x1, y1 in the photo's pixels
-        ("p_fake", pa.float64()),
-        ("label", pa.string()),  # fake, real or uncertain
-        ("error", pa.string()),  # why there is no score
-        ("detection_score", pa.float64()),  # the face detector's confidence
-        ("face_size", pa.int32()),
-        ("warning", pa.string()),
-        ("novelty", pa.float64()),
-        ("n_faces", pa.int32()),  # faces found in the file (0 for a row with an error)
-    ]
-)
+# Row's fields that a scan does not store: a scan holds photos (no video times), and its one
+# model is in the folder's manifest
+NOT_STORED = ("start", "end", "model")
+_ARROW = {str: pa.string(), int: pa.int32(), float: pa.float64()}
+_BOX = pa.list_(pa.float64(), 4)  # x0, y0, x1, y1 in the photo's pixels
+
+
+def _arrow_type(name: str, hint) -> pa.DataType:
+    """The Arrow type of one of Row's fields, from its type hint (``X | None`` is nullable)."""
+    if name == "box":
+        return _BOX
+    kinds = [k for k in typing.get_args(hint) or (hint,) if k is not type(None)]
+    return _ARROW[kinds[0]]
+
+
+def _schema() -> pa.Schema:
+    """The part files' schema: the rows' own fields as :class:`Row` declares them (so a field
+    added there is stored, or left out here on purpose), plus the path's exact bytes and the
+    file's face count."""
+    hints = typing.get_type_hints(Row)
+    stored = [f.name for f in dataclasses.fields(Row) if f.name not in ("path", *NOT_STORED)]
+    return pa.schema(
+        [
+            ("path", pa.string()),  # the path or URL as text (bytes not UTF-8 replaced)
+            ("path_bytes", pa.binary()),  # the exact name where it is not UTF-8, else null
+            *((name, _arrow_type(name, hints[name])) for name in stored),
+            ("n_faces", pa.int32()),  # faces found in the file (0 for a row with an error)
+        ]
+    )
+
+
+SCHEMA = _schema()
+ROW_COLUMNS = SCHEMA.names[2:-1]  # the columns that are Row's fields, by name
 
 
 def key_columns(key: str) -> tuple[str, bytes | None]:
@@ -85,6 +104,6 @@ def rows_table(rows: Sequence[Row]) -> pa.Table:
         columns["path"].append(path)
         columns["path_bytes"].append(raw)
         columns["n_faces"].append(faces[row.path])
-        for name in SCHEMA.names[2:-1]:
+        for name in ROW_COLUMNS:
             columns[name].append(getattr(row, name))
     return pa.table(columns, schema=SCHEMA)

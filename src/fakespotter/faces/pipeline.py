@@ -13,7 +13,7 @@ from PIL import Image
 
 from fakespotter.faces.align import warp_face
 from fakespotter.faces.mtcnn import MIN_IMAGE_SIDE, MTCNN
-from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR, get_detector
+from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR, get_face_detector
 from fakespotter.rows import left_to_right
 
 # Where MTCNN puts the 5 landmarks in an FFHQ-style aligned face image, as fractions of its
@@ -52,7 +52,7 @@ def load_detector(
 ):
     """The registered face detector ``name`` with its weights from the cache (fetched on
     first use): ``detect(image) -> list[Face]``."""
-    return get_detector(name).load(progress=progress, min_face_fraction=min_face_fraction)
+    return get_face_detector(name).load(progress=progress, min_face_fraction=min_face_fraction)
 
 
 @contextmanager
@@ -126,7 +126,7 @@ class FaceCrop:
 class FaceCropper:
     """Find every face in a photo and align it to a backbone's crop convention.
 
-    ``detector``: a registered face detector's name (``registry.DETECTORS``) or a detector
+    ``detector``: a registered face detector's name (``registry.FACE_DETECTORS``) or a detector
     object. ``aligned=True`` treats the whole image as one FFHQ-style aligned face and skips
     detection (MTCNN's O-Net still checks that it is a face, whatever the detector); a flat
     one (``MAX_FLAT_STD``) has none. When no face is found upright, the photo is tried turned
@@ -150,7 +150,7 @@ class FaceCropper:
         # the name travels to worker processes, which load their own copy
         self.detector_name = detector if isinstance(detector, str) else DEFAULT_FACE_DETECTOR
         if detector is None or isinstance(detector, str):
-            get_detector(self.detector_name)  # an unknown name fails before any download
+            get_face_detector(self.detector_name)  # an unknown name fails before any download
             # aligned inputs need only the face check, which is MTCNN's
             detector = load_detector(
                 DEFAULT_FACE_DETECTOR if aligned else self.detector_name, progress=progress

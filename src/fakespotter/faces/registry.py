@@ -19,7 +19,7 @@ from fakespotter.weights import DistributionSource, UrlSource, WeightFile, fetch
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class DetectorSpec(Resolving):
+class FaceDetectorSpec(Resolving):
     """A face detector: its weight files and how to build it from them."""
 
     name: str
@@ -29,42 +29,42 @@ class DetectorSpec(Resolving):
     from_files: Callable[..., Any]
 
     def __repr__(self) -> str:
-        return f"DetectorSpec({object.__getattribute__(self, 'name')!r})"
+        return f"FaceDetectorSpec({object.__getattribute__(self, 'name')!r})"
 
     def load(self, path=None, *, progress: bool = True, **options) -> Any:
         return self.from_files(*fetch_all(self.weight_files, path, progress), **options)
 
 
-# name -> spec, in registration order; change it only through register_detector /
-# unregister_detector
-DETECTORS: dict[str, DetectorSpec] = {}
+# name -> spec, in registration order; change it only through register_face_detector /
+# unregister_face_detector
+FACE_DETECTORS: dict[str, FaceDetectorSpec] = {}
 # the face detector `train` uses unless told (docs/face_detectors.md has the rule that picks
 # it); a model file records its own, and `detect` uses the file's
 DEFAULT_FACE_DETECTOR = "mtcnn"
 
 
-def _register(spec: DetectorSpec, replace: bool) -> DetectorSpec:
-    if not replace and spec.name in DETECTORS:
+def _register(spec: FaceDetectorSpec, replace: bool) -> FaceDetectorSpec:
+    if not replace and spec.name in FACE_DETECTORS:
         raise ValueError(f"a face detector named {spec.name!r} is already registered")
-    DETECTORS[spec.name] = spec
+    FACE_DETECTORS[spec.name] = spec
     return spec
 
 
-def register_detector(spec: DetectorSpec, *, replace: bool = False) -> DetectorSpec:
+def register_face_detector(spec: FaceDetectorSpec, *, replace: bool = False) -> FaceDetectorSpec:
     """Make ``spec`` available by name (``train --face-detector``, model files, weights)."""
     return _register(spec, replace)
 
 
-def unregister_detector(name: str) -> None:
-    DETECTORS.pop(name, None)
+def unregister_face_detector(name: str) -> None:
+    FACE_DETECTORS.pop(name, None)
 
 
-def get_detector(name: str) -> DetectorSpec:
+def get_face_detector(name: str) -> FaceDetectorSpec:
     try:
-        return DETECTORS[name]
+        return FACE_DETECTORS[name]
     except KeyError:
         raise UserError(
-            f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}"
+            f"unknown face detector {name!r}; choose one of {', '.join(FACE_DETECTORS)}"
         ) from None
 
 
@@ -88,8 +88,8 @@ def _mtcnn_file(stage: str, sha256: str, size: int) -> WeightFile:
     )
 
 
-register_detector(
-    DetectorSpec(
+register_face_detector(
+    FaceDetectorSpec(
         name="mtcnn",
         summary="MTCNN (P/R/O-Net): face boxes and 5 landmarks",
         weight_files=(  # in the order MTCNN.from_files takes them
@@ -126,8 +126,8 @@ _YUNET_FILE = WeightFile(
     ),
 )
 
-register_detector(
-    DetectorSpec(
+register_face_detector(
+    FaceDetectorSpec(
         name="yunet",
         summary="YuNet (OpenCV Zoo, 2023mar): face boxes and 5 landmarks, SFace's own detector",
         weight_files=(_YUNET_FILE,),
@@ -135,11 +135,11 @@ register_detector(
     )
 )
 
-register_detector(
-    DetectorSpec(
+register_face_detector(
+    FaceDetectorSpec(
         name="yunet-onet",
         summary="YuNet's faces with MTCNN O-Net's landmarks: one O-Net pass per face",
-        weight_files=(_YUNET_FILE, get_detector("mtcnn").weight_files[2]),  # onet.pt
+        weight_files=(_YUNET_FILE, get_face_detector("mtcnn").weight_files[2]),  # onet.pt
         from_files=lazy("fakespotter.faces.yunet:YuNetOnet.from_files"),
     )
 )

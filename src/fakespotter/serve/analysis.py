@@ -27,7 +27,8 @@ from fakespotter.detector import LAYER_MEANS_KEY  # written by `fakespotter trai
 from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_per_layer
 from fakespotter.faces.io import load_image_bytes
 from fakespotter.faces.pipeline import FaceCrop, FaceCropper
-from fakespotter.rows import face_rows, left_to_right
+from fakespotter.photos import Faces, assessed, rows_of
+from fakespotter.rows import left_to_right
 
 
 @dataclass(frozen=True)
@@ -216,20 +217,15 @@ class FaceScorer:
         return self.cropper(image)
 
     def score_faces(self, faces: Sequence[FaceCrop], name: str) -> list[dict]:
-        """Rows of :func:`fakespotter.rows.face_rows` (so exactly ``detect --format json``'s),
-        each with the face's :func:`per_face_layers` fields added (``layer_counts``,
-        ``layer_decision``)."""
-        if not faces:
-            [row] = face_rows(name, faces, [], model=self.model)  # "no face found"
-            return [dict(row.as_dict(), layer_counts=None, layer_decision=None)]
-        crops = np.stack([f.crop for f in faces])
-        with self._lock:
-            found = self.detector.assess(crops)
-            layers = per_face_layers(self.detector, found["features"])
-        rows = face_rows(
-            name, faces, found["p_fake"], model=self.model, labels=found["labels"],
-            novelty=found["novelty"], warnings=found["warnings"],
-        )  # fmt: skip
+        """The rows ``detect --format json`` gives (``photos.assessed`` and ``rows_of``, the
+        command line's own path), each with the face's :func:`per_face_layers` fields added
+        (``layer_counts``, ``layer_decision``)."""
+        with self._lock:  # photos.assessed scores now: the network under the lock
+            [(item, assessment)] = assessed(self.detector, [Faces(name, list(faces))])
+            layers = per_face_layers(self.detector, assessment["features"]) if faces else []
+        rows = rows_of(item, assessment, self.model)  # the command line's rows, exactly
+        if not faces:  # "no face found"
+            return [dict(rows[0].as_dict(), layer_counts=None, layer_decision=None)]
         order = left_to_right(faces)  # the face each row is about
         return [dict(row.as_dict(), **layers[i]) for row, i in zip(rows, order, strict=True)]
 

@@ -1,10 +1,10 @@
-"""``fakespotter serve``: run the web page and JSON API with uvicorn."""
+"""`fakespotter serve`: run the web page and JSON API (fakespotter.serve) with uvicorn."""
 
 from __future__ import annotations
 
 import click
 
-from fakespotter.cli_types import model_option
+from fakespotter.cli.options import aligned_option, limit_options, model_option
 from fakespotter.errors import UserError, first_line
 
 # The server's own limits (fakespotter.serve.app's MAX_*), repeated here so `serve --help`
@@ -15,13 +15,6 @@ MAX_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_FRAMES = 120
 MAX_VIDEO_FPS = 2.0
 TIME_LIMIT = 120.0
-
-
-def _settings() -> dict:
-    """The group's global options (``--device``, ``--threads``, ``--workers``): the root
-    context's object, or none when this command runs on its own."""
-    ctx = click.get_current_context()
-    return ctx.find_root().obj or {}
 
 
 @click.command(name="serve")
@@ -39,25 +32,8 @@ def _settings() -> dict:
     help="Port to listen on (0: any free port).",
 )
 @model_option
-@click.option(
-    "--aligned",
-    is_flag=True,
-    help="Uploads are already aligned face crops (FFHQ style): skip face detection.",
-)
-@click.option(
-    "--max-bytes",
-    type=click.IntRange(min=1),
-    default=MAX_UPLOAD_BYTES,
-    show_default=True,
-    help="Refuse files larger than this many bytes.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=MAX_UPLOAD_PIXELS,
-    show_default=True,
-    help="Refuse images with more pixels than this, before decoding.",
-)
+@aligned_option
+@limit_options(max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS)
 @click.option(
     "--max-video-bytes",
     type=click.IntRange(min=1),
@@ -103,7 +79,8 @@ def serve_command(
     uploaded photos and short videos.
 
     The global options apply: `fakespotter --device cuda --threads 4 serve`."""
-    settings = _settings()
+    # the group's global options; none when serve runs on its own (load_model's defaults)
+    settings = click.get_current_context().find_root().obj or {}
     try:
         import uvicorn
 

@@ -1,0 +1,250 @@
+"""What several commands share: loading the model, reading folders of faces, the overwrite
+checks, and the words that say where an operating point came from."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fakespotter.cli.app import global_settings, show_progress, worker_count
+from fakespotter.errors import UserError, install_extra
+
+
+def load_detector(model_path: str | None):
+    from fakespotter.persistence import load_model
+
+    if model_path is None:
+        from fakespotter.persistence import default_model_path
+
+        model_path = default_model_path()
+    det = load_model(model_path, device=global_settings()["device"])
+    det.progress = show_progress()
+    return det
+
+
+def command_line() -> str:
+    """The running command with every option it used, defaults included: recorded in model
+    files and reports so a result says how to make it again."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["fakespotter"]
+    if ctx.info_name is not None:  # None only for a context made without a command name
+        parts.append(ctx.info_name)
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value in (None, False, "", ()):
+            continue
+        if not isinstance(param, click.Option):
+            parts += [str(v) for v in (value if isinstance(value, tuple) else [value])]
+        elif value is True:
+            parts.append(param.opts[0])
+        elif param.multiple:  # --fake a=x --fake b=y: one option a value
+            for v in value:
+                parts += [param.opts[0], "=".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+        elif isinstance(value, tuple):  # --augment simple,pipeline: as it was typed
+            parts += [param.opts[0], ",".join(map(str, value))]
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
+
+
+def size_limits(max_pixels, max_bytes) -> dict:
+    return {k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v}
+
+
+def check_optional_packages(*, video: bool = False, report: bool = False) -> None:
+    """Refuse before any work when an optional package the command will need is missing."""
+    if video and not _installed("av"):
+        raise click.ClickException(
+            f"reading video needs the 'video' extra: {install_extra('video')}"
+        )
+    if report and not _installed("matplotlib"):
+        raise click.ClickException(
+            "--report draws charts with matplotlib, the 'report' extra: " + install_extra("report")
+        )
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    if name in sys.modules:  # imported already, or blocked (None)
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
+def locked_output(output: str | None):
+    """An ``OutputLock`` on ``output`` (None: standard output), released when the command
+    ends however it ends."""
+    if not output:
+        return None
+    from fakespotter.results import lock_output
+
+    return click.get_current_context().with_resource(lock_output(output))
+
+
+def faces_in_folder(
+    cropper,
+    folder: str,
+    label: str,
+    limits: dict,
+    augment_seed: int | None = None,
+    augmentation: str = "simple",
+    name_no_face: bool = False,
+):
+    """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
+    with ``name_no_face`` each one without a face) is named on stderr after the progress bar."""
+    from fakespotter.photos import iter_files
+    from fakespotter.rows import NO_FACE
+    from fakespotter.training import largest_faces
+
+    files = list(iter_files([folder]))
+    if not files:
+        raise click.ClickException(f"no image files found in {folder}")
+    found = largest_faces(
+        cropper,
+        files,
+        progress=show_progress(),
+        desc=label,
+        workers=worker_count(len(files), cropper.aligned),
+        augment_seed=augment_seed,
+        augmentation=augmentation,
+        **limits,
+    )
+    for path, reason in found.unreadable + (
+        [(p, NO_FACE) for p in found.no_face] if name_no_face else []
+    ):
+        click.echo(f"skipped {path}: {reason}", err=True)
+    return found
+
+
+def faces_of_sources(cropper, sources, kind: str, limits: dict, **kwargs) -> list:
+    """``faces_in_folder`` of each (name, folder) source of one ``kind`` ("real", "fake")."""
+    return [
+        faces_in_folder(cropper, folder, source_label(kind, name), limits, **kwargs)
+        for name, folder in sources
+    ]
+
+
+def source_label(kind: str, name: str) -> str:
+    """A source on its progress bar: "real", "real wild", "fake stylegan"."""
+    return kind if name == kind else f"{kind} {name}"
+
+
+def real_source(name: str) -> str:
+    """A real source's name among the training features' sources (``trainingset``), apart
+    from the fake sources' names: ``real``, or ``real:NAME``."""
+    return "real" if name == "real" else f"real:{name}"
+
+
+def check_sources(real_dirs, fake_dirs, training: dict | None = None) -> None:
+    """Each source of a command (and of the model it updates, ``training``) has a name of its
+    own: the model file, the training features and evaluate's per-source metrics are keyed by
+    it. A fake source is never named like a real one (``real``, ``real:...``)."""
+    seen: dict[str, str] = {}
+    for option, sources in (("--real", real_dirs), ("--fake", fake_dirs)):
+        for name, folder in sources:
+            if name in seen:
+                raise click.UsageError(
+                    f"two sources are named {name!r} ({seen[name]} and {folder}): give each a "
+                    f"name of its own, e.g. {option} other={folder}"
+                )
+            seen[name] = folder
+    for name, folder in fake_dirs:
+        if name == "real" or name.startswith("real:"):
+            raise click.UsageError(
+                f"--fake {name}={folder}: {name!r} names real photos; give the fake source "
+                "another name (NAME=DIR)"
+            )
+    if training is None:
+        return
+    real_names, fake_names = (
+        set(model_sources(training, "real")),
+        set(model_sources(training, "fake")),
+    )
+    for option, sources, other in (
+        ("--real", real_dirs, fake_names),
+        ("--fake", fake_dirs, real_names),
+    ):
+        for name, _ in sources:
+            if name in other:
+                kind = "fake" if option == "--real" else "real"
+                raise click.UsageError(
+                    f"{option} {name}=...: the model already has a {kind} source named "
+                    f"{name!r}; give this one another name"
+                )
+
+
+def model_sources(training: dict, kind: str) -> dict:
+    """A model's real or fake sources, name -> {folder, n_faces}; models from before named
+    sources have one of each (its real source is ``real`` in its training features too)."""
+    named = training.get(f"{kind}_sources")
+    if named:
+        return dict(named)
+    if training.get(kind) is None and not training.get(f"n_{kind}"):
+        return {}
+    return {kind: {"folder": training.get(kind), "n_faces": training.get(f"n_{kind}")}}
+
+
+def check_output(path, option: str, overwrite: bool, ours) -> None:
+    """Refuse, before any work (training takes minutes), an output file that could not be
+    written at the end, or one that exists (``results.check_overwritable``: without
+    ``--overwrite``, or when ``ours(path)`` says it is not this kind of output)."""
+    import os
+
+    from fakespotter.results import check_overwritable
+
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"{option} {path} is a folder; name a file in it")
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        raise UserError(f"{option} {path}: {folder} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write into {folder}")
+    check_overwritable(target, overwrite=overwrite, ours=ours)
+
+
+def is_model_file(path) -> bool:
+    """Whether ``path`` begins as a fakespotter model file (safetensors, our metadata)."""
+    from fakespotter.modelfile import metadata_keys
+
+    return "fakespotter" in metadata_keys(path)
+
+
+def chosen_by_words(record: dict) -> str:
+    """When an operating point or novelty limit was chosen (models before #27: unsaid)."""
+    by = record.get("chosen_by")
+    return {"train": " at train time", "update": " by `fakespotter update`"}.get(str(by), "")
+
+
+def band_words(det) -> str:
+    """The uncertain band as every output applies it (rows.uncertain_band), in words."""
+    from fakespotter.rows import uncertain_band
+
+    low = None if det.uncertain_ is None else det.uncertain_[0]
+    band = uncertain_band(det.threshold_, low)
+    return "no uncertain band" if band is None else f"uncertain from {band[0]:.3f}"
+
+
+def point_origin(point: dict, threshold: float) -> str:
+    """Where a model's operating point (``threshold``, its record ``point``) came from, for
+    `info` and update's note."""
+    from fakespotter.rows import FAKE_THRESHOLD
+
+    if point.get("chosen_on"):
+        text = f", chosen on {point['chosen_on']}{chosen_by_words(point)}"
+    elif threshold != FAKE_THRESHOLD:
+        text = ", where it was chosen is not recorded"
+    elif point.get("chosen_by") == "train":
+        text = ", the plain cut-off: no held-out photos given at train time"
+    else:
+        text = ", the plain cut-off: no operating point chosen on held-out photos"
+    kept = int(point.get("kept_by_updates") or 0)
+    if kept:
+        by = "update" if kept == 1 else f"{kept} updates"
+        text += f"; kept by {by} (no held-out photos given)"
+    return text
