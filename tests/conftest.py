@@ -4,7 +4,15 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
+
+# In parallel (pytest-xdist, the README's test command), each worker process gets its share of
+# the cores for torch's threads, set before torch is imported: workers that each spin up a
+# thread per core would fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 import pytest
 
@@ -149,6 +157,8 @@ def byte_edits():
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.get_closest_marker("ray"):  # one Ray cluster at a time: one worker runs them
+            item.add_marker(pytest.mark.xdist_group("ray"))
         # `real_data`: needs ../shared/faces, i.e. uses `faces_dir` directly or via a fixture
         if "faces_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)

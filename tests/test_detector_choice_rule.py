@@ -17,7 +17,7 @@ def model(name: str, p: np.ndarray, found: float = 1.0) -> dict:
     return {"detector": name, "p_fake": p, "found": np.arange(n) < round(found * n)}
 
 
-Y = np.r_[np.zeros(300), np.ones(300)]
+Y = np.r_[np.zeros(120), np.ones(120)]
 BASE = model("mtcnn", scores(Y, 0.6, 1))
 
 
