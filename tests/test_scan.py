@@ -46,9 +46,9 @@ def test_a_crashing_face_finder_costs_one_row_not_the_scan(tmp_path):
 
 
 def test_score_rows_keeps_a_files_faces_together():
-    class Half:
-        def predict_proba(self, X):
-            return np.full((len(X), 2), 0.5)
+    class Half:  # a stand-in detector: FakeSpotter.assess's one required key
+        def assess(self, crops):
+            return {"p_fake": np.full(len(crops), 0.5)}
 
     face = photos.FaceCrop((0, 0, 1, 1), None, np.zeros((5, 2)), np.zeros((4, 4, 3), np.uint8))
     found = [Faces(Path(f"{i}.png"), [face] * 3) for i in range(4)]

@@ -226,7 +226,7 @@ def assessed(
 
     def flush() -> Iterator[tuple[Faces, dict]]:
         crops = [face.crop for item in pending for face in item.faces]
-        found = assess(detector, np.stack(crops)) if crops else {"p_fake": np.zeros(0)}
+        found = detector.assess(np.stack(crops)) if crops else {"p_fake": np.zeros(0)}
         k = 0
         for item in pending:
             n = len(item.faces)
@@ -268,14 +268,6 @@ def score_rows(
     """
     for item, assessment in assessed(detector, found, batch_size=batch_size):
         yield from rows_of(item, assessment, model)
-
-
-def assess(detector, crops: np.ndarray) -> dict:
-    """``detector.assess`` (a fitted FakeSpotter), or just P(fake) from a stand-in that only
-    has ``predict_proba``."""
-    if hasattr(detector, "assess"):
-        return detector.assess(crops)
-    return {"p_fake": detector.predict_proba(crops)[:, 1]}
 
 
 def _folder_reason(path: Path) -> str | None:
