@@ -101,7 +101,7 @@ _MOMENTS: dict = {}
 
 def _moments(bb, train_outputs, neuron: str) -> list[tuple[float, float, float]]:
     """Per tap: mean, standard deviation and mean magnitude of its training outputs (float64)."""
-    key = (id(bb), neuron)
+    key = (bb.name, neuron)
     if key not in _MOMENTS:
         found = []
         for i in range(len(bb.taps())):
@@ -118,7 +118,7 @@ def _expected(bb, outputs, variant: str, neuron: str, levels):
     """Thresholds at the taps' own output values (at their median, or for the k-multisection
     levels at 20%, 50%, 50% and 90%: two levels equal), the reference counts above them, and
     the counts just below them."""
-    key = (id(bb), neuron, variant)
+    key = (bb.name, neuron, variant)  # by name: an id can be reused once a backbone is freed
     if key not in _EXPECTED:
         fractions = (0.5,) if levels is None else (0.2, 0.5, 0.5, 0.9)
         values = own_values(outputs, fractions)
