@@ -25,7 +25,9 @@ process, from a warm cache (best of three wall times; the first call warms the d
 Progress goes to stderr, results to stdout. ``--json`` prints
 ``{"<backbone>": {"batch": 32, "plain_ms", "coverage_ms", "ratio", ..., "batch1": {...}},
 "end_to_end": {"model", "n", "detect": {...}, "aligned": {...}, "busy_detect": {...},
-"detect_faces_per_s", "aligned_faces_per_s", "busy_detect_faces_per_s", "single_photo_s"},
+"detect_faces_per_s", "aligned_faces_per_s", "busy_detect_faces_per_s", "single_photo_s",
+"network_alone": {"plain_faces_per_s", "coverage_faces_per_s", ...}}; each mode's row has
+``of_network_alone``, its faces/s over the same run's coverage alone),
 "detectors": {"<face detector>": {"ms_per_photo", "found_rate", ...}}, "machine": {...}}``
 (``busy_*`` not with --no-busy; ``detect_<face detector>``: detect with another registered face
 detector than the model's);
@@ -574,6 +576,23 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def network_alone(results: dict, det) -> dict | None:
+    """The same run's network alone for the end-to-end model at batch 32: a plain forward and
+    the model's own coverage (its variant, counted by the machine's engine), in faces/s (None:
+    its backbone was not timed in this run)."""
+    timed = results.get(det.network().name)
+    variant = None if timed is None else timed["variants"].get(det.variant)
+    if variant is None:
+        return None
+    used = Counter().uses
+    return {
+        "batch": timed["batch"],
+        "variant": det.variant,
+        "plain_faces_per_s": 1000 / timed["plain_ms"],
+        "coverage_faces_per_s": 1000 / variant[f"{used}_ms"],
+    }
+
+
 def markdown(results: dict) -> str:
     """The run as markdown tables (docs/speed.md quotes them; the README quotes the first)."""
     m = results["machine"]
@@ -630,16 +649,26 @@ def markdown(results: dict) -> str:
             f"End to end, model {e2e['model']}; `detect`: {e2e['n']} photos from {e2e['source']}; "
             f"`--aligned`: {e2e['aligned']['images']} photos from {e2e['aligned_source']}.",
             "",
-            "| mode | workers | images/s | faces/s | ms/image | faces | RSS at N/2 MiB | RSS at N MiB | peak RSS MiB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| mode | workers | images/s | faces/s | of network alone | ms/image | faces | RSS at N/2 MiB | RSS at N MiB | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        if "network_alone" in e2e:
+            alone = e2e["network_alone"]
+            out[-3:-3] = [
+                "",
+                f"Network alone in the same run (batch {alone['batch']}): a plain forward "
+                f"{alone['plain_faces_per_s']:.1f} faces/s, with the model's {alone['variant']} "
+                f'coverage {alone["coverage_faces_per_s"]:.1f} faces/s; "of network alone" is '
+                "each row's faces/s over the latter.",
+            ]
         for mode in MODES:
             if mode not in e2e:
                 continue
             r = e2e[mode]
+            ratio = f"{r['of_network_alone']:.2f}" if "of_network_alone" in r else "–"
             out.append(
                 f"| {mode} | {r['workers']} | {r['images_per_s']:.1f} | {r['faces_per_s']:.1f} | "
-                f"{r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
+                f"{ratio} | {r['ms_per_image']:.1f} | {r['faces']} | {r['rss_mb_half']:.0f} | {r['rss_mb_end']:.0f} | "
                 f"{r['peak_rss_mb']:.0f} |"
             )
         if "detectors" in results:
@@ -773,6 +802,13 @@ def main(argv: list[str] | None = None) -> None:
             log("  start-up: detect on one photo, as a new process")
             e2e["single_photo"] = single_photo_seconds(ASTRONAUT)
             e2e["single_photo_s"] = e2e["single_photo"]["seconds"]
+        alone = network_alone(results, det)
+        if alone is not None:  # each row against the same run's network: one ratio per row
+            e2e["network_alone"] = alone
+            for mode in MODES:
+                if mode in e2e:
+                    row = e2e[mode]
+                    row["of_network_alone"] = row["faces_per_s"] / alone["coverage_faces_per_s"]
         results["end_to_end"] = e2e
         log(f"  face detectors, {len(files)} photos")
         results["detectors"] = detector_table(files)

@@ -74,6 +74,15 @@ def test_speed_benchmark_quick_json(weight_file, tmp_path):
     assert e2e["detect_faces_per_s"] == e2e["detect"]["faces_per_s"]
     assert e2e["aligned_faces_per_s"] == e2e["aligned"]["faces_per_s"]
     assert e2e["busy_detect_faces_per_s"] == e2e["busy_detect"]["faces_per_s"]
+    # each row against the same run's network alone (the model's backbone at batch 32)
+    alone = e2e["network_alone"]
+    assert alone["coverage_faces_per_s"] > 0 and alone["plain_faces_per_s"] > 0
+    assert alone["batch"] == 32
+    for mode in ("detect", "aligned", "busy_detect"):
+        row = e2e[mode]
+        assert (
+            abs(row["of_network_alone"] - row["faces_per_s"] / alone["coverage_faces_per_s"]) < 1e-9
+        )
     startup = e2e["single_photo"]
     assert e2e["single_photo_s"] == min(startup["all_seconds"][1:]) > 0
     assert startup["photo"] == "astronaut.jpg" and len(startup["all_seconds"]) == 4
