@@ -35,12 +35,12 @@ from sklearn.utils.validation import check_is_fitted
 from fakespotter.backbones import Backbone
 from fakespotter.classifier import DEFAULT_CS, CalibratedLinearSVM
 from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
-from fakespotter.features import NEURONS, CoverageFeatures
+from fakespotter.features import CoverageFeatures
 from fakespotter.novelty import NOVELTY_COMPONENTS, NoveltyModel
 from fakespotter.operating_point import OperatingPoint
 from fakespotter.rows import NO_FINITE_SCORE
 
-__all__ = ["DEFAULT_CS", "LAYER_MEANS_KEY", "NEURONS", "NOVELTY_COMPONENTS", "FakeSpotter"]
+__all__ = ["LAYER_MEANS_KEY", "FakeSpotter"]
 
 LAYER_MEANS_KEY = "layer_means"  # training metadata: per-class mean counts for the web page
 # the parameters of the feature transformer, passed on to it (the rest are the classifier's

@@ -35,10 +35,10 @@ class OperatingPoint:
 
     def __post_init__(self) -> None:
         t = self.threshold
-        if not (_finite(t) and 0 <= t <= 1):
+        if not (finite_number(t) and 0 <= t <= 1):
             raise ValueError("the operating threshold must be a number in [0, 1]")
         low = self.uncertain_from
-        if low is not None and not (_finite(low) and 0 <= low <= t):
+        if low is not None and not (finite_number(low) and 0 <= low <= t):
             raise ValueError("the uncertain band must start in [0, threshold]")
 
     @property
@@ -92,13 +92,13 @@ class OperatingPoint:
         if record is None:
             return cls()
         threshold, band = record.get("threshold"), record.get("uncertain")
-        if not (_finite(threshold) and 0 <= float(threshold) <= 1):  # type: ignore[arg-type]
+        if not (finite_number(threshold) and 0 <= float(threshold) <= 1):  # type: ignore[arg-type]
             raise ValueError("operating threshold must be a number in [0, 1]")
         t = float(threshold)  # type: ignore[arg-type]  # a finite number, checked above
         if band is not None and not (
             isinstance(band, list)
             and len(band) == 2
-            and all(_finite(v) for v in band)
+            and all(finite_number(v) for v in band)
             and 0 <= band[0] <= band[1] == t
         ):
             raise ValueError("uncertain band must be [low, threshold]")
@@ -112,7 +112,9 @@ class OperatingPoint:
         )
 
 
-def _finite(value) -> bool:
+def finite_number(value) -> bool:
+    """A real int or float that is finite (not a bool, not a string): how model-file values
+    are checked."""
     return (
         isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
     )

@@ -18,7 +18,7 @@ from fakespotter.detector import FakeSpotter
 from fakespotter.errors import UserError, first_line
 from fakespotter.features import NEURONS, CoverageFeatures
 from fakespotter.novelty import NoveltyModel
-from fakespotter.operating_point import OperatingPoint
+from fakespotter.operating_point import OperatingPoint, finite_number
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "package_version": str,
@@ -205,7 +205,7 @@ def load_model(path, backbone: Backbone | None = None, device=None) -> FakeSpott
     novelty = None
     if "novelty" in meta:
         limit = meta["novelty"].get("threshold")
-        if not _finite(limit) or np.any(arrays["novelty_scale"] <= 0):
+        if not finite_number(limit) or np.any(arrays["novelty_scale"] <= 0):
             raise ModelFileError("model file novelty threshold or scales are not valid")
         novelty = NoveltyModel.fitted(
             arrays["novelty_components"], arrays["novelty_scale"], float(limit), meta["novelty"]
@@ -242,9 +242,3 @@ def _check_network(det: FakeSpotter) -> None:
         raise ModelFileError(
             f"model file has {n} features but {bb.name} with {det.variant} gives {width}"
         )
-
-
-def _finite(value) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-    )

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
-from fakespotter.rows import NO_FACE, label_for
+from fakespotter.operating_point import OperatingPoint
+from fakespotter.rows import NO_FACE
 
 NO_FACE_SCORE = 0.0  # p_fake of an image whose face was not found: predicted real
 
@@ -186,7 +187,7 @@ def choose_operating_point(
     missed = int(np.floor(max_missed * len(fake)))  # this many fakes may fall below `low`
     low = float(fake[missed]) if missed < len(fake) else threshold
     band = [low, threshold] if low < threshold else None
-    lab = np.array([label_for(v, threshold, None if band is None else low) for v in p])
+    lab = np.array(OperatingPoint(threshold, None if band is None else low).labels(p))
     rates = {
         f"{name}_{what}": float(np.mean(lab[y == cls] == what))
         for cls, name in ((0, "real"), (1, "fake"))

@@ -222,11 +222,8 @@ def chosen_by_words(record: dict) -> str:
 
 
 def band_words(det) -> str:
-    """The uncertain band as every output applies it (rows.uncertain_band), in words."""
-    from fakespotter.rows import uncertain_band
-
-    low = None if det.uncertain_ is None else det.uncertain_[0]
-    band = uncertain_band(det.threshold_, low)
+    """The uncertain band as every output applies it (``OperatingPoint.band``), in words."""
+    band = det.operating_point_.band
     return "no uncertain band" if band is None else f"uncertain from {band[0]:.3f}"
 
 

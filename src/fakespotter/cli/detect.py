@@ -30,6 +30,7 @@ from fakespotter.cli.options import (
     format_option,
     limit_options,
     model_option,
+    overwrite_option,
     resume_option,
     threshold_option,
 )
@@ -70,9 +71,7 @@ def _engines():
     "rows, drop a half-written last one, score only the files it lacks. Refuses "
     "a file that is not a fakespotter output or was begun with another model.",
 )
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an existing --output (a fakespotter output only)."
-)
+@overwrite_option("Replace an existing --output (a fakespotter output only).")
 @limit_options()
 @batch_size_option(
     32,
@@ -293,9 +292,7 @@ def detect(
     "Finish a stopped scan in --output: keep its complete part files, delete half-"
     "written ones, scan only the photos it lacks (refused if begun with another model).",
 )
-@click.option(
-    "--overwrite", is_flag=True, help="Replace the scan in --output (only its own files)."
-)
+@overwrite_option("Replace the scan in --output (only its own files).")
 @limit_options()
 @one_line_errors
 def scan(

@@ -81,7 +81,7 @@ def _check_report_folder(path, overwrite: bool) -> None:
     help="Write report.md/.html, metrics.json and plots into this folder (new or empty; "
     "--overwrite replaces the report files in it).",
 )
-@overwrite_option
+@overwrite_option()
 @click.option(
     "--manifest",
     type=SafePath(exists=True, dir_okay=False),

@@ -126,11 +126,12 @@ model_option = click.option(
 )
 
 
-overwrite_option = click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing output (without it, an existing output is refused before any work).",
-)
+def overwrite_option(
+    help: str = "Replace an existing output (without it, an existing output is refused before "
+    "any work).",
+):
+    """--overwrite: replace an existing output (``results.check_overwritable``'s rule)."""
+    return click.option("--overwrite", is_flag=True, help=help)
 
 
 save_features_option = click.option(
@@ -152,28 +153,26 @@ MAX_PIXELS = 50_000_000
 def limit_options(max_bytes: int | None = None, max_pixels: int | None = None):
     """--max-bytes and --max-pixels: refuse oversized inputs before decoding them. Defaults:
     the library's (None: the commands pass none on), or a command's own (serve's)."""
-
-    def default(value, library):
-        if value is None:
-            return {"default": None, "help_default": f" [default: {library}]"}
-        return {"default": value, "show_default": True, "help_default": ""}
+    limits = (
+        ("--max-bytes", max_bytes, MAX_BYTES, "Refuse files larger than this many bytes."),
+        (
+            "--max-pixels",
+            max_pixels,
+            MAX_PIXELS,
+            "Refuse images with more pixels than this, before decoding.",
+        ),
+    )
 
     def add(func):
-        b, p = default(max_bytes, MAX_BYTES), default(max_pixels, MAX_PIXELS)
-        func = click.option(
-            "--max-bytes",
-            type=click.IntRange(min=1),
-            default=b["default"],
-            show_default=b.get("show_default", False),
-            help=f"Refuse files larger than this many bytes.{b['help_default']}",
-        )(func)
-        return click.option(
-            "--max-pixels",
-            type=click.IntRange(min=1),
-            default=p["default"],
-            show_default=p.get("show_default", False),
-            help=f"Refuse images with more pixels than this, before decoding.{p['help_default']}",
-        )(func)
+        for name, default, library, text in limits:
+            func = click.option(
+                name,
+                type=click.IntRange(min=1),
+                default=default,
+                show_default=default is not None,
+                help=text if default is not None else f"{text} [default: {library}]",
+            )(func)
+        return func
 
     return add
 

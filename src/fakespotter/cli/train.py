@@ -258,7 +258,7 @@ WEAK_CV_AUC = 0.6
     "photos scored with it go through the same one.",
 )
 @model_output_option
-@overwrite_option
+@overwrite_option()
 @save_features_option
 @limit_options()
 @one_line_errors
@@ -412,7 +412,7 @@ def train(
     "Held-out fake photos, for --val-real (include the new source's).",
 )
 @model_output_option
-@overwrite_option
+@overwrite_option()
 @save_features_option
 @limit_options()
 @one_line_errors
