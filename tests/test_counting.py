@@ -1,12 +1,14 @@
 """fakespotter.counting: the C kernel against the torch engine on every layout it walks
-(and the ones it copies first), and what happens when there is no kernel: no compiler, a
-compiler that fails, a damaged or wrong library in the cache. The backbones' own outputs
-are checked against a numpy reference in test_fast_path.py."""
+(and the ones it copies first), and what happens when there is no kernel: an install without
+one (no C compiler then), a library that does not load, one that counts wrong. The backbones'
+own outputs are checked against a numpy reference in test_fast_path.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +22,10 @@ from fakespotter.taps import find_taps
 
 
 @pytest.fixture
-def fresh_kernel(tmp_path, monkeypatch):
-    """An empty cache folder and no kernel settled yet in this process; restored after."""
-    monkeypatch.setenv("FAKESPOTTER_CACHE", str(tmp_path))
+def fresh_kernel(monkeypatch):
+    """No kernel settled yet in this process, nor an engine asked for; restored after."""
     monkeypatch.delenv(counting.ENGINE_ENV, raising=False)
     monkeypatch.setattr(counting, "_kernel", None)
-    return tmp_path
 
 
 def kernel_or_skip():
@@ -99,65 +99,51 @@ def test_every_criterion_counts_the_same_with_either_engine() -> None:
         assert np.array_equal(features["kernel"], features["torch"]), variant
 
 
-def test_no_compiler_counts_with_torch(fresh_kernel, monkeypatch) -> None:
-    monkeypatch.setattr(counting, "_compiler", lambda: None)
-    assert counting.engine() == "torch: no C compiler found (set $CC)"
+def test_an_install_without_the_kernel_counts_with_torch(fresh_kernel, monkeypatch) -> None:
+    def not_built():
+        raise ImportError("No module named 'fakespotter._counting'")
+
+    monkeypatch.setattr(counting, "_library", not_built)
+    assert counting.engine() == f"torch: {counting.NOT_BUILT}"
     assert counting.Counter().uses == "torch"
-    with pytest.warns(RuntimeWarning, match="no C compiler"):  # asked for by name: said
-        assert counting.Counter("kernel").uses == "torch"
-    assert not list(fresh_kernel.rglob("*.so"))
+    with pytest.warns(RuntimeWarning, match="not built when fakespotter was installed"):
+        assert counting.Counter("kernel").uses == "torch"  # asked for by name: said
 
 
-def test_a_failing_compiler_counts_with_torch(fresh_kernel, monkeypatch) -> None:
-    false = shutil.which("false")
-    if false is None:
-        pytest.skip("no `false` program to stand in for a broken compiler")
-    monkeypatch.setenv("CC", false)
-    reason = counting.engine()
-    assert reason.startswith("torch: could not build counting.c: false failed")
-    assert not [p for p in fresh_kernel.rglob("*") if p.is_file()], "a failed build left files"
+def test_the_kernel_is_the_installed_extension(fresh_kernel) -> None:
+    import fakespotter
 
-
-def test_the_kernel_is_built_once_and_reused(fresh_kernel) -> None:
     kernel_or_skip()
-    (library,) = (fresh_kernel / "kernels").glob("counting-*.so")
+    library = counting._library()
+    assert library.parent == Path(fakespotter.__file__).parent
+    assert library.name.startswith("_counting.")
     assert counting.engine() == f"kernel ({library})"
-    stamp = library.stat().st_mtime_ns
-    counting._kernel = None  # a new process: finds the cached library
-    assert counting.engine() == f"kernel ({library})"
-    assert library.stat().st_mtime_ns == stamp
-    assert [p.name for p in (fresh_kernel / "kernels").iterdir()] == [library.name]
+    assert counting.Counter().uses == "kernel"
 
 
-def test_a_damaged_cached_library_is_built_again(fresh_kernel) -> None:
-    """In new processes: this one would get back the library it has loaded already."""
-    if counting._compiler() is None:
-        pytest.skip("no C compiler here")
-    assert in_child(fresh_kernel).startswith("kernel (")
-    (library,) = (fresh_kernel / "kernels").glob("counting-*.so")
-    whole = library.read_bytes()
-    library.write_bytes(b"not a shared library")
-    assert in_child(fresh_kernel) == f"kernel ({library})"
-    assert library.read_bytes()[:4] == whole[:4] == b"\x7fELF"  # a shared library again
-
-
-def test_a_library_that_will_not_load_counts_with_torch(fresh_kernel, monkeypatch) -> None:
-    def no_load(library):
-        raise OSError(f"{library}: cannot open shared object file")
-
-    monkeypatch.setattr(counting, "_load", no_load)
-    if counting._compiler() is None:
-        pytest.skip("no C compiler here")
+def test_a_library_that_will_not_load_counts_with_torch(
+    fresh_kernel, monkeypatch, tmp_path
+) -> None:
+    damaged = tmp_path / "_counting.so"
+    damaged.write_bytes(b"not a shared library")
+    monkeypatch.setattr(counting, "_library", lambda: damaged)
     reason = counting.engine()
-    assert reason.startswith("torch: could not load ") and "cannot open shared object" in reason
+    assert reason.startswith(f"torch: could not load {damaged}: ")
+    assert counting.Counter().uses == "torch"
 
 
 def test_a_library_that_counts_wrong_is_not_used(fresh_kernel, monkeypatch, tmp_path) -> None:
-    if counting._compiler() is None:
-        pytest.skip("no C compiler here")
+    compiler = shutil.which(os.environ.get("CC") or "cc")
+    if compiler is None:
+        pytest.skip("no C compiler here to build a wrong library")
+    source = Path(counting.__file__).with_name("counting.c")
     wrong = tmp_path / "counting.c"  # >= instead of >: off only for values on a threshold
-    wrong.write_text(counting.SOURCE.read_text().replace("row[ch] > tk", "row[ch] >= tk"))
-    monkeypatch.setattr(counting, "SOURCE", wrong)
+    wrong.write_text(source.read_text().replace("row[ch] > tk", "row[ch] >= tk"))
+    library = tmp_path / "wrong.so"
+    subprocess.run(
+        [compiler, "-O1", "-shared", "-fPIC", str(wrong), "-o", str(library)], check=True
+    )
+    monkeypatch.setattr(counting, "_library", lambda: library)
     reason = counting.engine()
     assert reason.startswith("torch: ") and "disagrees with torch's counts" in reason
     assert counting.Counter().uses == "torch"
@@ -167,32 +153,7 @@ def test_the_engine_is_chosen_by_environment(fresh_kernel, monkeypatch) -> None:
     monkeypatch.setenv(counting.ENGINE_ENV, "torch")
     assert counting.engine() == "torch ($FAKESPOTTER_COUNTING=torch)"
     assert counting.Counter().uses == "torch"
-    assert not (fresh_kernel / "kernels").exists(), "torch was asked for, yet a kernel was built"
+    assert counting._kernel is None, "torch was asked for, yet the kernel was loaded"
     monkeypatch.setenv(counting.ENGINE_ENV, "fast")
     with pytest.raises(UserError, match="counting engine must be one of auto, kernel, torch"):
         counting.Counter()
-
-
-def test_a_concurrent_build_leaves_one_whole_library(fresh_kernel) -> None:
-    """Two processes building at once: each renames its own finished file into place."""
-    if counting._compiler() is None:
-        pytest.skip("no C compiler here")
-    reasons = in_child(fresh_kernel, processes=2)
-    assert all(r.startswith("kernel (") for r in reasons), reasons
-    assert len(list((fresh_kernel / "kernels").iterdir())) == 1
-
-
-def in_child(cache, processes: int = 1):
-    """counting.engine() in new processes (spawned) with ``cache`` as their cache folder."""
-    import concurrent.futures
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        reasons = list(pool.map(_engine_in_child, [str(cache)] * processes))
-    return reasons[0] if processes == 1 else reasons
-
-
-def _engine_in_child(cache: str) -> str:
-    os.environ["FAKESPOTTER_CACHE"] = cache
-    return counting.engine()

@@ -1,6 +1,7 @@
 /* Counts of a tapped layer's outputs above thresholds, per image and channel, for every
  * threshold in one read of the output: the reduction behind every built-in coverage
- * criterion (fakespotter/counting.py builds this file and calls it through ctypes).
+ * criterion. Built at install as the extension fakespotter._counting (setup.py);
+ * fakespotter/counting.py loads it and calls these two functions through ctypes.
  *
  * x is float32 and dense, in one of two layouts:
  *   fs_count_pc: n x p x c, channels innermost (a channels-last conv output, a linear one);
@@ -14,6 +15,14 @@
  * spin-wait on the other cores for a while after each one; a second counting thread that
  * competed with them was slower inside the forward pass than one, when tried.
  */
+#if defined(FS_EXTENSION) /* built as a Python extension: an empty module, so it imports */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static struct PyModuleDef fs_module = {PyModuleDef_HEAD_INIT, "_counting",
+                                       "counting.c's functions, called through ctypes", -1, NULL};
+PyMODINIT_FUNC PyInit__counting(void) { return PyModule_Create(&fs_module); }
+#endif
+
 #include <stdint.h>
 #include <string.h>
 

@@ -5,10 +5,10 @@ Two engines give the same counts (tests/test_fast_path.py checks every backbone,
 neuron kind against a float64 numpy reference, exactly):
 
 * ``kernel``: ``counting.c``, one read of the output for all of a tap's thresholds, in the
-  calling thread. It is compiled with the machine's C compiler (``$CC``, else
-  Python's, else ``cc``) on first use and cached as ``<cache>/kernels/counting-<key>.so``
-  (the weights' cache folder; the key hashes the source, the compiler and the machine), then
-  checked against the ``torch`` engine on a small tensor before it is used.
+  calling thread. It is compiled when fakespotter is installed, as the extension
+  ``fakespotter._counting`` (setup.py; optional: an install without a C compiler goes on
+  without it), loaded through ctypes and checked against the ``torch`` engine on a small
+  tensor before it is used.
 * ``torch``: one comparison into a reused buffer and one sum per threshold. It runs where the
   kernel cannot: no C compiler (or a build that fails), an output that is not float32 on the
   CPU. (A strided output is not one of those: the kernel counts a dense copy of it.)
@@ -20,17 +20,9 @@ neuron kind against a float64 numpy reference, exactly):
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,7 +45,10 @@ __all__ = [
 
 ENGINE_ENV = "FAKESPOTTER_COUNTING"
 ENGINES = ("auto", "kernel", "torch")
-SOURCE = Path(__file__).with_name("counting.c")
+NOT_BUILT = (
+    "the C kernel was not built when fakespotter was installed (no C compiler then?); "
+    "reinstall with one to count faster"
+)
 EXACT_FLOAT32 = 2**24  # 0/1 sums are exact in float32 below this many neurons per image
 
 Scratch = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
@@ -107,39 +102,12 @@ def positions_by_channel(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tenso
 # -- the kernel -------------------------------------------------------------------------------
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc"):
-        if name:
-            found = shutil.which(name.split()[0])
-            if found:
-                return found
-    return None
+def _library() -> Path:
+    """The kernel built at install (``fakespotter._counting``, see setup.py); ImportError
+    where the install had no C compiler."""
+    from fakespotter import _counting  # type: ignore[attr-defined]
 
-
-def _build(compiler: str, folder: Path, key: str, *, again: bool = False) -> Path:
-    """Compile counting.c into ``folder`` under a temporary name, then rename it into place
-    (a concurrent or interrupted build never leaves a half-written library, and a process
-    that has the old file loaded keeps it whole)."""
-    target = folder / f"counting-{key}.so"
-    if target.exists() and not again:
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".counting-", suffix=".so")
-    os.close(fd)
-    base = [compiler, "-O3", "-shared", "-fPIC", str(SOURCE), "-o", tmp]
-    attempts = [base]
-    if platform.machine() in ("x86_64", "AMD64") and sys.platform.startswith("linux"):
-        attempts.insert(0, [*base, "-DFS_CLONES"])  # an AVX2 copy, where the toolchain has ifunc
-    try:
-        for command in attempts:
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode == 0:
-                os.replace(tmp, target)
-                return target
-        raise RuntimeError(f"{Path(compiler).name} failed: {done.stderr.strip()[:300]}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    return Path(_counting.__file__)
 
 
 def _load(library: Path) -> ctypes.CDLL:
@@ -165,29 +133,17 @@ def _kernel_or_reason() -> tuple[ctypes.CDLL | None, str]:
 
 
 def _make_kernel() -> tuple[ctypes.CDLL | None, str]:
-    from fakespotter.weights import cache_dir
-
-    compiler = _compiler()
-    if compiler is None:
-        return None, "no C compiler found (set $CC)"
-    key = hashlib.sha256(
-        b"\0".join([SOURCE.read_bytes(), compiler.encode(), platform.machine().encode()])
-    ).hexdigest()[:16]
-    folder = cache_dir() / "kernels"
-    for again in (False, True):  # a cached library that does not load is built again, once
-        try:
-            library = _build(compiler, folder, key, again=again)
-        except (OSError, RuntimeError) as error:
-            return None, f"could not build counting.c: {_one_line(error)}"
-        try:
-            lib = _load(library)
-        except OSError as error:
-            problem = f"could not load {library}: {_one_line(error)}"
-            continue
-        if not _agrees(lib):  # a stale or miscompiled library: never trust it silently
-            return None, f"{library} disagrees with torch's counts; delete it to rebuild"
-        return lib, f"kernel ({library})"
-    return None, problem
+    try:
+        library = _library()
+    except ImportError:
+        return None, NOT_BUILT
+    try:
+        lib = _load(library)
+    except (OSError, AttributeError) as error:
+        return None, f"could not load {library}: {_one_line(error)}"
+    if not _agrees(lib):  # a miscompiled library: never trust it silently
+        return None, f"{library} disagrees with torch's counts; reinstall fakespotter"
+    return lib, f"kernel ({library})"
 
 
 def _one_line(error: BaseException) -> str:
@@ -210,7 +166,7 @@ def _agrees(lib: ctypes.CDLL) -> bool:
 
 def engine(name: str | None = None) -> str:
     """What counts for ``name`` (default ``$FAKESPOTTER_COUNTING``, else ``auto``): ``kernel
-    (<library>)``, or ``torch`` and why not the kernel. Builds the kernel if it is not cached."""
+    (<library>)``, or ``torch`` and why not the kernel."""
     name = _engine_name(name)
     if name == "torch":
         return f"torch (${ENGINE_ENV}=torch)"

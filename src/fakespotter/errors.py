@@ -15,7 +15,7 @@ def install_extra(extra: str) -> str:
     wheel built from one (README, "Install and run")."""
     return (
         f"pip install -e '.[{extra}]' in a fakespotter clone, or "
-        f"pip install 'fakespotter-VERSION-py3-none-any.whl[{extra}]' from a built wheel"
+        f"pip install 'WHEEL[{extra}]' with the fakespotter wheel you built"
     )
 
 

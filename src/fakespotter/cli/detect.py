@@ -243,7 +243,7 @@ def detect(
     show_default=True,
     help="local: this machine; ray: a Ray cluster, which needs the 'ray' extra (fakespotter "
     "is not on PyPI: pip install -e '.[ray]' in a clone, or pip install "
-    "'fakespotter-VERSION-py3-none-any.whl[ray]' from a built wheel).",
+    "'WHEEL[ray]' with the fakespotter wheel you built).",
 )
 @click.option(
     "--address",
