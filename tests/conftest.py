@@ -34,7 +34,7 @@ def _weight_files() -> dict[str, weights.WeightFile]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def weight_file():
     """weight_file(name) -> Path of the verified cached file, or skip with a reason."""
 

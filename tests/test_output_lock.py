@@ -1,6 +1,7 @@
 """Two commands writing the same output at once (issue #27, item 8): the second one is refused
 in one line while the first holds the output, for a `detect --output` file and a `scan`
-folder; tested with two real processes."""
+folder. The first is a real process; the second runs in this one (the lock is between
+processes, and this one has the library imported already)."""
 
 from __future__ import annotations
 
@@ -36,16 +37,19 @@ photos.load_image = gated_load
 from fakespotter.cli import main
 main(sys.argv[1:], prog_name="fakespotter")
 """
-_PLAIN = "import sys; from fakespotter.cli import main; main(sys.argv[1:], prog_name='fakespotter')"
 
 
 def _env(gate: Path) -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), FAKESPOTTER_TEST_GATE=str(gate))
 
 
-def _run_beside_a_gated_first(tmp_path: Path, args: list[str], second: list[str]):
-    """Start `args` gated, run `second` to its end while the first waits, then let the first
-    finish; returns (first's CompletedProcess-like result, second's)."""
+def _run_beside_a_gated_first(tmp_path: Path, args: list[str], seconds: list[list[str]]):
+    """Start `args` gated, run each of `seconds` in this process while the first waits, then
+    let the first finish; returns (first's exit code, its stderr, the seconds' results)."""
+    from click.testing import CliRunner
+
+    from fakespotter.cli import main
+
     gate = tmp_path / "gate"
     env = _env(gate)
     first = subprocess.Popen(
@@ -60,12 +64,7 @@ def _run_beside_a_gated_first(tmp_path: Path, args: list[str], second: list[str]
             assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
             assert time.monotonic() < deadline, "the first process never reached its 5th photo"
             time.sleep(0.02)
-        result = subprocess.run(
-            [sys.executable, "-c", _PLAIN, *second],
-            env=env,
-            capture_output=True,
-            timeout=300,
-        )
+        results = [CliRunner().invoke(main, second) for second in seconds]
     finally:
         gate.touch()
         try:
@@ -73,7 +72,7 @@ def _run_beside_a_gated_first(tmp_path: Path, args: list[str], second: list[str]
         finally:
             if first.poll() is None:
                 first.kill()
-    return first.returncode, first_err.decode(), result
+    return first.returncode, first_err.decode(), results
 
 
 @pytest.mark.slow
@@ -82,10 +81,10 @@ def test_two_detects_on_one_output_the_second_is_refused(tmp_path, tiny_model):
     out = tmp_path / "rows.csv"
     args = ["detect", str(photos), "--model", str(tiny_model), "--aligned", "--output", str(out)]
     args += ["--batch-size", "1"]
-    code, err, second = _run_beside_a_gated_first(tmp_path, args, [*args, "--resume"])
-    stderr = second.stderr.decode()
-    assert second.returncode == 1, stderr
-    assert "being written by another" in stderr and len(stderr.strip().splitlines()) == 1
+    code, err, (second,) = _run_beside_a_gated_first(tmp_path, args, [[*args, "--resume"]])
+    assert second.exit_code == 1, second.output
+    assert "being written by another" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
     assert code == 0, err
     paths = [r["path"] for r in read_csv(out)]
     assert sorted(paths) == sorted(str(p) for p in photos.iterdir())  # each photo once
@@ -100,17 +99,15 @@ def test_two_scans_into_one_folder_the_second_is_refused(tmp_path, tiny_model):
     out = tmp_path / "scan"
     args = ["scan", str(photos), "--model", str(tiny_model), "--aligned", "--output", str(out)]
     args += ["--batch-size", "1", "--part-size", "1", "--workers", "1"]
-    for flag in ("--resume", "--overwrite"):
-        first = [*args, "--overwrite"] if out.exists() else args
-        code, err, second = _run_beside_a_gated_first(tmp_path, first, [*args, flag])
-        stderr = second.stderr.decode()
-        assert second.returncode == 1, stderr
-        assert "being written by another" in stderr and len(stderr.strip().splitlines()) == 1
-        assert code == 0, err
-        paths = read_scan(out).column("path").to_pylist()
-        assert sorted(paths) == sorted(str(p) for p in photos.iterdir())  # each photo once
-        for name in ("gate", "gate.waiting"):
-            (tmp_path / name).unlink()
+    seconds = [[*args, flag] for flag in ("--resume", "--overwrite")]
+    code, err, refused = _run_beside_a_gated_first(tmp_path, args, seconds)
+    for second in refused:
+        assert second.exit_code == 1, second.output
+        assert "being written by another" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    assert code == 0, err
+    paths = read_scan(out).column("path").to_pylist()
+    assert sorted(paths) == sorted(str(p) for p in photos.iterdir())  # each photo once
 
 
 def test_lock_is_released_and_a_second_lock_in_this_process_is_refused(tmp_path):

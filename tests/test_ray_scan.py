@@ -31,33 +31,48 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def shipped_weights(weight_file):
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """The mixed folder every test scans (one folder, so rows compare by path)."""
+    return write_mixed_folder(tmp_path_factory.mktemp("ray") / "photos")
+
+
+@pytest.fixture(scope="module")
+def local_rows(photos, weight_file) -> dict:
+    """The local engine's rows of ``photos``, the reference of every Ray scan here (the local
+    engine gives detect's rows: test_scan_collection)."""
     for name in ("sface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
+    out = photos.parent / "local"
+    scan([str(photos)], out, batch_size=2)
+    return scan_rows(out)
 
 
-@pytest.fixture
-def local_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-def test_ray_engine_gives_the_local_engines_and_detects_rows(
-    tmp_path, shipped_weights, local_cluster
+def test_ray_engine_gives_the_local_engines_and_detects_rows_and_checks_versions(
+    tmp_path, photos, local_rows, monkeypatch
 ):
-    folder = write_mixed_folder(tmp_path / "photos")
-    want = detect_rows(sorted(folder.iterdir()))
-    scan([str(folder)], tmp_path / "local", batch_size=2)
-    summary = scan([str(folder)], tmp_path / "ray", engine="ray", batch_size=2, workers=2)
-    assert summary["files"] == 6 and summary["faces"] == 4
-    got = scan_rows(tmp_path / "ray")
-    assert_same_rows(got, want)
-    assert_same_rows(got, scan_rows(tmp_path / "local"))
+    from fakespotter.collection import ray_engine
+    from fakespotter.errors import UserError
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        summary = scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=2, workers=2)
+        assert summary["files"] == 6 and summary["faces"] == 4
+        got = scan_rows(tmp_path / "ray")
+        assert_same_rows(got, detect_rows(sorted(photos.iterdir())))
+        assert_same_rows(got, local_rows)
+        # a worker with another fakespotter version stops the scan, with the reason
+        real_ship = ray_engine.ship
+        monkeypatch.setattr(
+            ray_engine, "ship", lambda *a: {**real_ship(*a), "version": "0.0-other"}
+        )
+        with pytest.raises(UserError, match="install the same version on every node"):
+            scan([str(photos)], tmp_path / "other", engine="ray", workers=1)
+    finally:
+        ray.shutdown()
 
 
-def test_two_node_cluster(tmp_path, shipped_weights):
+def test_two_node_cluster(tmp_path, photos, local_rows):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -65,38 +80,23 @@ def test_two_node_cluster(tmp_path, shipped_weights):
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, logging_level="ERROR")
-        folder = write_mixed_folder(tmp_path / "photos")
-        scan([str(folder)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
-        scan([str(folder)], tmp_path / "local", batch_size=1)
-        assert_same_rows(scan_rows(tmp_path / "ray"), scan_rows(tmp_path / "local"))
+        scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
+        assert_same_rows(scan_rows(tmp_path / "ray"), local_rows)
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
-def test_a_worker_that_dies_loses_and_duplicates_nothing(tmp_path, shipped_weights):
+def test_workers_that_die_with_an_empty_cache_and_no_network(tmp_path, photos, local_rows):
+    """One cluster, two faults: a worker dies mid-scan (its batch is retried: nothing lost,
+    nothing doubled), and the workers' weights cache is empty with no network to fill it (the
+    driver ships the weights)."""
     marker = tmp_path / "died"  # the first batch that finds no such file kills its worker
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {EXIT_ONCE_ENV: str(marker)}},
-        logging_level="ERROR",
-    )
-    try:
-        folder = write_mixed_folder(tmp_path / "photos")
-        scan([str(folder)], tmp_path / "ray", engine="ray", batch_size=1, workers=1)
-    finally:
-        ray.shutdown()
-    assert marker.exists(), "no worker died: the test proved nothing"
-    scan([str(folder)], tmp_path / "local", batch_size=1)
-    assert_same_rows(scan_rows(tmp_path / "ray"), scan_rows(tmp_path / "local"))
-
-
-def test_workers_with_an_empty_cache_and_no_network(tmp_path, shipped_weights):
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     dead = "http://127.0.0.1:9"  # nothing listens: any download fails at once
     env = {
+        EXIT_ONCE_ENV: str(marker),
         "FAKESPOTTER_CACHE": str(empty),
         "PIP_INDEX_URL": dead,
         "PIP_NO_INDEX": "1",
@@ -109,18 +109,20 @@ def test_workers_with_an_empty_cache_and_no_network(tmp_path, shipped_weights):
         num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR"
     )
     try:
-        folder = write_mixed_folder(tmp_path / "photos")
-        scan([str(folder)], tmp_path / "ray", engine="ray", batch_size=2, workers=2)
+        scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
     finally:
         ray.shutdown()
+    assert marker.exists(), "no worker died: the test proved nothing"
     assert not any(empty.iterdir()), "a worker used the (empty) cache it was given"
-    scan([str(folder)], tmp_path / "local", batch_size=2)
-    assert_same_rows(scan_rows(tmp_path / "ray"), scan_rows(tmp_path / "local"))
+    assert_same_rows(scan_rows(tmp_path / "ray"), local_rows)
 
 
-def test_resume_after_the_driver_was_stopped(tmp_path, shipped_weights):
-    folder = write_mixed_folder(tmp_path / "photos")
-    for i in range(6):  # more photos, so the driver is stopped with work left
+def test_resume_after_the_driver_was_stopped(tmp_path, local_rows, photos):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for source in photos.iterdir():  # the mixed photos, and more, so the driver is stopped
+        (folder / source.name).write_bytes(source.read_bytes())  # with work left
+    for i in range(6):
         (folder / f"copy-{i}.jpg").write_bytes((folder / "astronaut.jpg").read_bytes())
     out = tmp_path / "ray"
     command = [
@@ -141,18 +143,9 @@ def test_resume_after_the_driver_was_stopped(tmp_path, shipped_weights):
     )
     assert resumed.returncode == 3, resumed.stderr  # 3: the photos without a face or image
     assert f"({kept} already in" in resumed.stderr
-    scan([str(folder)], tmp_path / "local", batch_size=1)
-    assert_same_rows(scan_rows(out), scan_rows(tmp_path / "local"))
-
-
-def test_a_worker_with_another_version_stops_the_scan_with_its_reason(
-    tmp_path, shipped_weights, local_cluster, monkeypatch
-):
-    from fakespotter.collection import ray_engine
-    from fakespotter.errors import UserError
-
-    real_ship = ray_engine.ship
-    monkeypatch.setattr(ray_engine, "ship", lambda *a: {**real_ship(*a), "version": "0.0-other"})
-    folder = write_mixed_folder(tmp_path / "photos")
-    with pytest.raises(UserError, match="install the same version on every node"):
-        scan([str(folder)], tmp_path / "ray", engine="ray", workers=1)
+    # each photo's rows are the local scan's rows of the photo it copies
+    want = {(str(folder / Path(path).name), face): row for (path, face), row in local_rows.items()}
+    astronaut = {k: v for k, v in want.items() if Path(k[0]).name == "astronaut.jpg"}
+    for i in range(6):
+        want.update({(str(folder / f"copy-{i}.jpg"), k[1]): v for k, v in astronaut.items()})
+    assert_same_rows(scan_rows(out), want)

@@ -285,7 +285,7 @@ def test_ray_install_line_works_without_pypi():
     from fakespotter.collection.ray_engine import RAY_INSTALL
 
     help_text = " ".join(CliRunner().invoke(main, ["scan", "--help"]).output.split())
-    assert "pip install -e '.[ray]'" in help_text and ".whl[ray]" in help_text
+    assert "pip install -e '.[ray]'" in help_text and "WHEEL[ray]" in help_text
     assert "pip install 'fakespotter[ray]'" not in help_text
     assert "pip install -e '.[ray]'" in RAY_INSTALL
     readme = (Path(__file__).parents[1] / "README.md").read_text()

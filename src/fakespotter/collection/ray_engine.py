@@ -210,8 +210,10 @@ def run(
     started = False
     if not ray.is_initialized():
         try:
+            # no address: $RAY_ADDRESS, else a new cluster here ("local": never a stale one
+            # left on this machine, which Ray's own default would join)
             ray.init(
-                address=None if address in (None, "local") else address,
+                address=address or os.environ.get("RAY_ADDRESS") or "local",
                 include_dashboard=False,
                 logging_level=logging.WARNING,
             )
