@@ -102,3 +102,51 @@ def test_the_readme_one_liner_prints_the_cli_rows(weight_file):
         row["path"] = "tests/data/astronaut.jpg"
     assert len(printed) == 1
     same_rows(printed, want)
+
+
+def test_train_in_python_is_the_train_command(tmp_path, crops, weight_file):
+    """fakespotter.train and `fakespotter train` are one path: the same faces and options give
+    models that score alike and record the same training."""
+    from fakespotter.persistence import load_model
+
+    weight_file("dlib")
+    real = write_noise_faces(tmp_path / "real", 12, smooth=False, seed=1)
+    fake = write_noise_faces(tmp_path / "fake", 12, smooth=True, seed=2)
+    options = {"backbone": "dlib", "variant": "layer", "aligned": True}
+    model = fakespotter.train({"noise": real}, fake, tmp_path / "py.safetensors", **options)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--real", f"noise={real}", "--fake", str(fake), "--backbone", "dlib",
+         "--variant", "layer", "--aligned", "--output", str(tmp_path / "cli.safetensors")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = list(model.detect_many(crops))
+    want = cli_rows(tmp_path / "cli.safetensors", crops)
+    assert got[0]["model"] != want[0]["model"]  # two files (their dates differ)
+    same_rows([{**r, "model": None} for r in got], [{**r, "model": None} for r in want])
+    assert model.record is not None and model.record.n_real == model.record.n_fake == 12
+    info = {
+        name: load_model(tmp_path / name).training_
+        for name in ("py.safetensors", "cli.safetensors")
+    }
+    for key in ("real_sources", "fake_sources", "n_real", "n_fake", "aligned", "augment"):
+        assert info["py.safetensors"][key] == info["cli.safetensors"][key], key
+    assert list(info["py.safetensors"]["real_sources"]) == ["noise"]
+    assert info["py.safetensors"]["command"] == "fakespotter.train (Python)"
+
+
+def test_train_in_python_refuses_bad_input_in_one_line(tmp_path):
+    from fakespotter.errors import UserError
+
+    folder = write_noise_faces(tmp_path / "faces", 2, smooth=False, seed=3)
+    (tmp_path / "taken.safetensors").write_bytes(b"")
+    cases = [
+        ((tmp_path / "nowhere", folder, tmp_path / "m.safetensors"), {}, "is not a folder"),
+        ((folder, folder, tmp_path / "taken.safetensors"), {}, "exists; pass overwrite=True"),
+        ((folder, folder, tmp_path / "no" / "m.safetensors"), {}, "no folder"),
+        ((folder, {"real": folder}, tmp_path / "m.safetensors"), {}, "names real photos"),
+        ((folder, folder, tmp_path / "m.safetensors"), {"val_real": folder}, "go together"),
+    ]
+    for args, options, message in cases:
+        with pytest.raises(UserError, match=message):
+            fakespotter.train(*args, **options)

@@ -20,4 +20,12 @@ def load(path=None, **options):
     return load_model(path, **options)
 
 
-__all__ = ["__version__", "load", "scan"]
+def train(real, fake, output, **options):
+    """Train a model on folders of real and fake face photos, write it to ``output`` and
+    return it ready to ``detect``: see :func:`fakespotter.api.train`."""
+    from fakespotter.api import train as train_model
+
+    return train_model(real, fake, output, **options)
+
+
+__all__ = ["__version__", "load", "scan", "train"]

@@ -5,6 +5,7 @@
     rows = m.detect("photo.jpg")             # a path, an H x W x 3 uint8 RGB array, or file bytes
     for row in m.detect_many(["a.jpg", "b.png"]):
         print(row["path"], row["face"], row["p_fake"], row["label"])
+    m = fakespotter.train(real="real/", fake="fake/", output="mine.safetensors")
 
 Rows are the dicts `fakespotter detect --format json` prints (``rows.Row``): faces numbered
 left to right from 0, the model's labels, warnings, boxes; a file without a face (or that
@@ -24,6 +25,7 @@ from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 
 if TYPE_CHECKING:
     from fakespotter.detector import FakeSpotter
+    from fakespotter.training import TrainingRecord
 
 ARRAY_NAME = "<array>"  # the ``path`` of a row of an image given as an array
 BYTES_NAME = "<bytes>"  # ... as encoded file bytes
@@ -39,6 +41,9 @@ class Model:
         self.path = path
         self.id = model_id(path)
         self.aligned = aligned
+        self.record: TrainingRecord | None = (
+            None  # what the training did, for a model fakespotter.train just made
+        )
         self._cropper = detector.face_cropper(aligned)
 
     def __repr__(self) -> str:
@@ -135,3 +140,29 @@ def load(
 
     where = os.fspath(path) if path is not None else os.fspath(default_model_path())
     return Model(load_model(where, device=device), where, aligned=aligned)
+
+
+def train(real, fake, output: str | os.PathLike, *, overwrite: bool = False, **options) -> Model:
+    """Train a model on folders of real and fake face photos and write it to ``output`` (a
+    ``.safetensors`` file), as `fakespotter train`: the trained model, ready to ``detect``;
+    its ``record`` says what the training did (``training.TrainingRecord``).
+
+    ``real``, ``fake``: a folder, a list of folders or {name: folder}; ``options``: those of
+    :func:`fakespotter.training.train` (``backbone``, ``variant``, ``aligned``, ``val_real``,
+    ``val_fake``, ``augment``, ...). An existing ``output`` is replaced only with
+    ``overwrite``.
+    """
+    from fakespotter.errors import UserError
+    from fakespotter.persistence import save_model
+    from fakespotter.training import train as train_model
+
+    where = Path(output)
+    if where.exists() and not overwrite:
+        raise UserError(f"{where} exists; pass overwrite=True to replace it")
+    if not where.parent.is_dir():
+        raise UserError(f"no folder {where.parent} to write {where.name} into")
+    detector, record = train_model(real, fake, **options)
+    save_model(detector, where, record.info)
+    model = Model(detector, os.fspath(where), aligned=bool(options.get("aligned")))
+    model.record = record
+    return model

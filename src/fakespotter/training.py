@@ -1,4 +1,5 @@
-"""The rules of training and evaluation, in one place for the CLI and the benchmarks.
+"""The rules of training and evaluation, in one place for the CLI, the Python API and the
+benchmarks; and :func:`train`, a model from folders of photos (`fakespotter train`).
 
 * An image counts by its **largest face** (the one a photo is about: ``largest_face``).
 * An image where **no face is found counts as predicted real** (p_fake 0) when measuring: a
@@ -10,13 +11,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from fakespotter.errors import UserError
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
 from fakespotter.operating_point import OperatingPoint
 from fakespotter.rows import NO_FACE
@@ -224,3 +227,355 @@ def held_out_novelty_threshold(
     limit = novelty_threshold(detector.novelty(features[real if len(real) else rest]))
     detector.fit_novelty(features)
     return limit
+
+
+# -- training a model from folders of photos (`fakespotter train`, fakespotter.train) ----------
+
+Source = tuple[str, str]  # (name, folder): one source of photos
+ReadFaces = Callable[..., LargestFaces]  # read(folder, label, **augment) -> its largest faces
+
+# --augment: real photos draw from seed 1, the k-th fake source from seed 2 + k; the r-th
+# recipe listed adds 1000 r, so a second recipe never repeats the first one's draws; a real
+# source j after the first draws from 1 + 500 + j (up to 499 fake sources never share one)
+AUGMENT_SEED = 1
+RECIPE_SEED_STEP = 1000
+REAL_SEED_OFFSET = 500
+MIN_FACES_PER_CLASS = 5  # fewer faces of a class cannot be cross-validated
+
+
+def named_sources(value, kind: str) -> list[Source]:
+    """A folder, a list of folders, or {name: folder}, as (name, folder) pairs; a bare folder
+    is named after itself (as ``--real DIR``)."""
+    if isinstance(value, dict):
+        pairs = [(str(name), os.fspath(folder)) for name, folder in value.items()]
+    elif isinstance(value, (str, os.PathLike)):
+        pairs = [(Path(value).name or os.fspath(value), os.fspath(value))]
+    else:
+        pairs = [(Path(f).name or os.fspath(f), os.fspath(f)) for f in value]
+    if not pairs:
+        raise UserError(f"give at least one folder of {kind} photos")
+    for _, folder in pairs:
+        if not Path(folder).is_dir():
+            raise UserError(f"{kind} photos: {folder} is not a folder")
+    return pairs
+
+
+def real_source(name: str) -> str:
+    """A real source's name among the training features' sources (``trainingset``), apart
+    from the fake sources' names: ``real``, or ``real:NAME``."""
+    return "real" if name == "real" else f"real:{name}"
+
+
+def source_label(kind: str, name: str) -> str:
+    """A source on its progress bar: "real", "real wild", "fake stylegan"."""
+    return kind if name == kind else f"{kind} {name}"
+
+
+def model_sources(training: dict, kind: str) -> dict:
+    """A model's real or fake sources, name -> {folder, n_faces}; models from before named
+    sources have one of each (its real source is ``real`` in its training features too)."""
+    named = training.get(f"{kind}_sources")
+    if named:
+        return dict(named)
+    if training.get(kind) is None and not training.get(f"n_{kind}"):
+        return {}
+    return {kind: {"folder": training.get(kind), "n_faces": training.get(f"n_{kind}")}}
+
+
+def check_sources(
+    real: Sequence[Source], fake: Sequence[Source], training: dict | None = None
+) -> None:
+    """Each source of a training (and of the model it updates, ``training``) has a name of
+    its own: the model file, the training features and evaluate's per-source metrics are
+    keyed by it. A fake source is never named like a real one (``real``, ``real:...``)."""
+    seen: dict[str, str] = {}
+    for option, sources in (("--real", real), ("--fake", fake)):
+        for name, folder in sources:
+            if name in seen:
+                raise UserError(
+                    f"two sources are named {name!r} ({seen[name]} and {folder}): give each a "
+                    f"name of its own, e.g. {option} other={folder}"
+                )
+            seen[name] = folder
+    for name, folder in fake:
+        if name == "real" or name.startswith("real:"):
+            raise UserError(
+                f"--fake {name}={folder}: {name!r} names real photos; give the fake source "
+                "another name (NAME=DIR)"
+            )
+    if training is None:
+        return
+    real_names, fake_names = (
+        set(model_sources(training, "real")),
+        set(model_sources(training, "fake")),
+    )
+    for option, sources, other in (("--real", real, fake_names), ("--fake", fake, real_names)):
+        for name, _ in sources:
+            if name in other:
+                kind = "fake" if option == "--real" else "real"
+                raise UserError(
+                    f"{option} {name}=...: the model already has a {kind} source named "
+                    f"{name!r}; give this one another name"
+                )
+
+
+def folder_faces(
+    cropper,
+    folder,
+    label: str,
+    *,
+    progress: bool = False,
+    workers: int | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+    name_no_face: bool = False,
+    augment_seed: int | None = None,
+    augmentation: str = "simple",
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+) -> LargestFaces:
+    """:func:`largest_faces` of the image files under ``folder``; ``on_skip(path, reason)``
+    hears of each unreadable image (and with ``name_no_face`` of each without a face).
+    ``workers``: face-finding processes (default ``photos.default_workers``)."""
+    from fakespotter.photos import default_workers, iter_files
+
+    files = list(iter_files([os.fspath(folder)]))
+    if not files:
+        raise UserError(f"no image files found in {folder}")
+    found = largest_faces(
+        cropper,
+        files,
+        progress=progress,
+        desc=label,
+        workers=default_workers(len(files), cropper.aligned) if workers is None else workers,
+        augment_seed=augment_seed,
+        augmentation=augmentation,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+    )
+    if on_skip is not None:
+        for path, reason in found.unreadable + (
+            [(p, NO_FACE) for p in found.no_face] if name_no_face else []
+        ):
+            on_skip(str(path), reason)
+    return found
+
+
+def training_rows(
+    det,
+    read: ReadFaces,
+    features,
+    real: Sequence[Source],
+    per_real,
+    fake: Sequence[Source],
+    per_fake,
+    augment: Sequence[str] = (),
+):
+    """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (each
+    real source in turn, then each fake source), then for each recipe in ``augment`` one
+    altered copy of each photo (``read`` crops them), counted by ``det``, in its photo's group
+    (cross-validation fold). Real sources are named by :func:`real_source`."""
+    from fakespotter.trainingset import TrainingFeatures
+
+    n_real = sum(len(f.crops) for f in per_real)
+    y = np.r_[np.zeros(n_real, int), np.ones(len(features) - n_real, int)]
+    parts = [*per_real, *per_fake]
+    source = np.repeat(np.arange(len(parts)), [len(f.crops) for f in parts])
+    names = [real_source(name) for name, _ in real] + [name for name, _ in fake]
+    rows = TrainingFeatures(features, y, np.arange(len(y)), source, names)
+    if not augment:
+        return rows
+    copies = []
+    for r, recipe in enumerate(augment):
+        seed = AUGMENT_SEED + RECIPE_SEED_STEP * r
+        copies += [
+            read(folder, f"{source_label('real', name)}, {recipe} copy",
+                 augment_seed=seed if j == 0 else seed + REAL_SEED_OFFSET + j,
+                 augmentation=recipe)
+            for j, (name, folder) in enumerate(real)
+        ]  # fmt: skip
+        copies += [
+            read(folder, f"fake {name}, {recipe} copy", augment_seed=seed + 1 + k,
+                 augmentation=recipe)
+            for k, (name, folder) in enumerate(fake)
+        ]  # fmt: skip
+    found = merge_faces(copies)
+    photos = [p for f in parts for p in f.paths]
+    keep, copy_of = copies_of(photos, found.paths)
+    if not keep.any():
+        return rows
+    copy_features = det.transform(found.crops[keep])
+    return TrainingFeatures(
+        np.concatenate([features, copy_features]),
+        np.r_[y, y[copy_of]],
+        np.r_[rows.groups, copy_of],
+        np.r_[source, source[copy_of]],
+        rows.sources,
+    )
+
+
+def fit_operating_point(
+    det,
+    features,
+    y,
+    read: ReadFaces,
+    val_real=None,
+    val_fake=None,
+    *,
+    by: str = "train",
+    novelty: bool = True,
+) -> dict | None:
+    """The novelty signal, and with held-out photos (``read`` crops them) the operating point;
+    ``by``: the command choosing them (train, update), recorded with where they came from;
+    ``novelty`` False: the operating point only (an update from a kit keeps the signal).
+    Returns the point chosen on the held-out photos, with its rates there, or None."""
+    if not val_real:
+        limit = held_out_novelty_threshold(det, features, y)
+        det.set_novelty_limit(
+            limit,
+            {
+                "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
+                "percentile": NOVELTY_PERCENTILE,
+                "chosen_by": by,
+            },
+        )
+        return None
+    if novelty:
+        det.fit_novelty(features)
+    sets = [(read(folder, name), label)
+            for folder, name, label in ((val_real, "val real", 0), (val_fake, "val fake", 1))]  # fmt: skip
+    scored = score_labelled(det, sets)
+    point = choose_operating_point(scored["p_fake"], scored["labels"])
+    det.set_operating_point(
+        OperatingPoint.from_record(
+            {**point, "chosen_on": f"{val_real} + {val_fake}", "chosen_by": by}
+        )
+    )
+    if novelty:
+        n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
+        det.set_novelty_limit(
+            novelty_threshold(det.novelty(scored["features"][:n_real])),
+            {"chosen_on": f"{val_real}", "percentile": NOVELTY_PERCENTILE, "chosen_by": by},
+        )
+    return point
+
+
+@dataclass
+class TrainingRecord:
+    """What a training did: ``info`` is what the model file records of it (``save_model``'s
+    ``training``: sources, counts, command, date, the averages the web page draws), ``rows``
+    the training faces' features (``trainingset``), ``operating_point`` the point chosen on
+    held-out photos with its rates there (None: the plain 0.5), and the images left out."""
+
+    info: dict
+    rows: object  # trainingset.TrainingFeatures
+    operating_point: dict | None = None
+    no_face: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)  # (image, reason)
+
+    @property
+    def n_real(self) -> int:
+        return int(self.info["n_real"])
+
+    @property
+    def n_fake(self) -> int:
+        return int(self.info["n_fake"])
+
+
+def train(
+    real,
+    fake,
+    *,
+    backbone: str = "sface",
+    variant: str = "channel",
+    neuron: str = "raw",
+    aligned: bool = False,
+    taps: int | None = None,
+    augment: Sequence[str] = (),
+    val_real=None,
+    val_fake=None,
+    face_detector: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    workers: int | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+    command: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+):
+    """Train a detector on folders of real and fake face photos: ``(detector, TrainingRecord)``.
+
+    ``real`` and ``fake``: a folder, a list of folders, or {name: folder} (each one a named
+    source). With ``val_real`` and ``val_fake`` (held-out photos) the operating point and the
+    novelty limit are chosen on them; without, the plain 0.5 cut-off and a novelty limit from
+    held-out training faces. The other options are `fakespotter train`'s; ``on_skip(path,
+    reason)`` hears of each image left out, ``command`` is recorded as the training's command.
+    """
+    import datetime
+
+    from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
+    from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
+
+    real_dirs, fake_dirs = named_sources(real, "real"), named_sources(fake, "fake")
+    if bool(val_real) != bool(val_fake):
+        raise UserError("val_real and val_fake go together (--val-real and --val-fake)")
+    check_sources(real_dirs, fake_dirs)
+    det = FakeSpotter(
+        backbone=backbone, variant=variant, neuron=neuron, progress=progress, taps=taps,
+        device=device, face_detector=face_detector or DEFAULT_FACE_DETECTOR,
+    )  # fmt: skip
+    cropper = det.face_cropper(aligned)
+    read = partial(
+        folder_faces, cropper, progress=progress, workers=workers, on_skip=on_skip,
+        max_pixels=max_pixels, max_bytes=max_bytes,
+    )  # fmt: skip
+    per_real = [
+        read(folder, source_label("real", name), name_no_face=True) for name, folder in real_dirs
+    ]
+    per_fake = [
+        read(folder, source_label("fake", name), name_no_face=True) for name, folder in fake_dirs
+    ]
+    found_real, found_fake = merge_faces(per_real), merge_faces(per_fake)
+    n_real, n_fake = len(found_real.crops), len(found_fake.crops)
+    if min(n_real, n_fake) < MIN_FACES_PER_CLASS:
+        raise UserError(
+            f"need at least {MIN_FACES_PER_CLASS} faces of each class, found {n_real} real "
+            f"and {n_fake} fake"
+        )
+    X = np.concatenate([found_real.crops, found_fake.crops])
+    y = np.r_[np.zeros(n_real, int), np.ones(n_fake, int)]
+    features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
+    rows = training_rows(det, read, features, real_dirs, per_real, fake_dirs, per_fake, augment)
+    # copies share their photo's cross-validation fold; without copies, plain stratified folds
+    det.fit_features(rows.features, rows.y, groups=rows.groups if augment else None)
+    no_face = found_real.no_face + found_fake.no_face
+    unreadable = found_real.unreadable + found_fake.unreadable
+    info = {
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "n_no_face": len(no_face),
+        "n_unreadable": len(unreadable),
+        "real": ", ".join(str(folder) for _, folder in real_dirs),
+        "fake": ", ".join(str(folder) for _, folder in fake_dirs),
+        "real_sources": sources_record(real_dirs, per_real),
+        "fake_sources": sources_record(fake_dirs, per_fake),
+        "aligned": aligned,
+        "augment": list(augment or ()),
+        "command": command or "fakespotter.train (Python)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if variant != "embedding":  # the web page draws a face against these averages
+        info[LAYER_MEANS_KEY] = det.layer_means(features, y)
+        info[LAYER_DECISION_KEY] = decision_ranges(det, features, y)
+    point = fit_operating_point(det, features, y, read, val_real, val_fake)
+    if not val_real:  # said in the file, so `info` can say where the 0.5 came from
+        det.set_operating_point(OperatingPoint(chosen_on=None, chosen_by="train"))
+    return det, TrainingRecord(info, rows, point, no_face, unreadable)
+
+
+def sources_record(sources: Sequence[Source], faces: Sequence[LargestFaces]) -> dict:
+    """name -> {folder, n_faces}: what the model file records of each source."""
+    return {
+        name: {"folder": str(folder), "n_faces": len(f.crops)}
+        for (name, folder), f in zip(sources, faces, strict=True)
+    }

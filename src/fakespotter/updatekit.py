@@ -583,7 +583,7 @@ def update_with_kit(
     operating_point: bool = True,
 ) -> dict:
     """Refit ``detector`` (thresholds kept) on the kit's rows plus ``new`` (full-width
-    features of the new faces counted by ``detector``, as ``cli.train._training_rows`` makes them;
+    features of the new faces counted by ``detector``, as ``training.training_rows`` makes them;
     new real photos are rows with y = 0, under any source name, e.g. ``real``).
 
     The classifier: fitted at the model's C (not searched again) with the kit's row weights

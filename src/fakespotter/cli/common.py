@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fakespotter.cli.app import global_settings, show_progress, worker_count
+from fakespotter.cli.app import global_settings, show_progress
 from fakespotter.errors import UserError, install_extra
 
 
@@ -94,98 +94,47 @@ def faces_in_folder(
     augmentation: str = "simple",
     name_no_face: bool = False,
 ):
-    """``training.largest_faces`` of the images under ``folder``; each unreadable image (and
-    with ``name_no_face`` each one without a face) is named on stderr after the progress bar."""
-    from fakespotter.photos import iter_files
-    from fakespotter.rows import NO_FACE
-    from fakespotter.training import largest_faces
+    """``training.folder_faces`` with the command's progress bars and workers; each
+    unreadable image (and with ``name_no_face`` each one without a face) is named on stderr
+    after the progress bar."""
+    from fakespotter.training import folder_faces
 
-    files = list(iter_files([folder]))
-    if not files:
-        raise click.ClickException(f"no image files found in {folder}")
-    found = largest_faces(
+    return folder_faces(
         cropper,
-        files,
+        folder,
+        label,
         progress=show_progress(),
-        desc=label,
-        workers=worker_count(len(files), cropper.aligned),
+        workers=global_settings()["workers"],  # None: photos.default_workers, as worker_count
+        on_skip=echo_skipped,
+        name_no_face=name_no_face,
         augment_seed=augment_seed,
         augmentation=augmentation,
         **limits,
     )
-    for path, reason in found.unreadable + (
-        [(p, NO_FACE) for p in found.no_face] if name_no_face else []
-    ):
-        click.echo(f"skipped {path}: {reason}", err=True)
-    return found
+
+
+def echo_skipped(path: str, reason: str) -> None:
+    click.echo(f"skipped {path}: {reason}", err=True)
 
 
 def faces_of_sources(cropper, sources, kind: str, limits: dict, **kwargs) -> list:
     """``faces_in_folder`` of each (name, folder) source of one ``kind`` ("real", "fake")."""
+    from fakespotter.training import source_label
+
     return [
         faces_in_folder(cropper, folder, source_label(kind, name), limits, **kwargs)
         for name, folder in sources
     ]
 
 
-def source_label(kind: str, name: str) -> str:
-    """A source on its progress bar: "real", "real wild", "fake stylegan"."""
-    return kind if name == kind else f"{kind} {name}"
-
-
-def real_source(name: str) -> str:
-    """A real source's name among the training features' sources (``trainingset``), apart
-    from the fake sources' names: ``real``, or ``real:NAME``."""
-    return "real" if name == "real" else f"real:{name}"
-
-
 def check_sources(real_dirs, fake_dirs, training: dict | None = None) -> None:
-    """Each source of a command (and of the model it updates, ``training``) has a name of its
-    own: the model file, the training features and evaluate's per-source metrics are keyed by
-    it. A fake source is never named like a real one (``real``, ``real:...``)."""
-    seen: dict[str, str] = {}
-    for option, sources in (("--real", real_dirs), ("--fake", fake_dirs)):
-        for name, folder in sources:
-            if name in seen:
-                raise click.UsageError(
-                    f"two sources are named {name!r} ({seen[name]} and {folder}): give each a "
-                    f"name of its own, e.g. {option} other={folder}"
-                )
-            seen[name] = folder
-    for name, folder in fake_dirs:
-        if name == "real" or name.startswith("real:"):
-            raise click.UsageError(
-                f"--fake {name}={folder}: {name!r} names real photos; give the fake source "
-                "another name (NAME=DIR)"
-            )
-    if training is None:
-        return
-    real_names, fake_names = (
-        set(model_sources(training, "real")),
-        set(model_sources(training, "fake")),
-    )
-    for option, sources, other in (
-        ("--real", real_dirs, fake_names),
-        ("--fake", fake_dirs, real_names),
-    ):
-        for name, _ in sources:
-            if name in other:
-                kind = "fake" if option == "--real" else "real"
-                raise click.UsageError(
-                    f"{option} {name}=...: the model already has a {kind} source named "
-                    f"{name!r}; give this one another name"
-                )
+    """``training.check_sources``, as a usage error of the command."""
+    from fakespotter.training import check_sources as check
 
-
-def model_sources(training: dict, kind: str) -> dict:
-    """A model's real or fake sources, name -> {folder, n_faces}; models from before named
-    sources have one of each (its real source is ``real`` in its training features too)."""
-    named = training.get(f"{kind}_sources")
-    if named:
-        return dict(named)
-    if training.get(kind) is None and not training.get(f"n_{kind}"):
-        return {}
-    return {kind: {"folder": training.get(kind), "n_faces": training.get(f"n_{kind}")}}
+    try:
+        check(real_dirs, fake_dirs, training)
+    except UserError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def check_output(path, option: str, overwrite: bool, ours) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fakespotter.cli.app import main, one_line_errors
-from fakespotter.cli.common import band_words, chosen_by_words, model_sources, point_origin
+from fakespotter.cli.common import band_words, chosen_by_words, point_origin
 from fakespotter.cli.options import format_option, model_option
 from fakespotter.errors import first_line
 
@@ -63,6 +63,8 @@ def info(model_path, fmt) -> None:
     click.echo(f"faces found  by {det.face_detector}")
     if "counting" in facts:
         click.echo(f"counted by   {facts['counting']}")
+    from fakespotter.training import model_sources
+
     head = "trained on  "
     for kind in ("real", "fake"):
         for name, source in model_sources(t, kind).items():

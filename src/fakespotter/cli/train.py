@@ -13,14 +13,12 @@ from fakespotter.cli.common import (
     check_output,
     check_sources,
     command_line,
+    echo_skipped,
     faces_in_folder,
     faces_of_sources,
     is_model_file,
-    model_sources,
     point_origin,
-    real_source,
     size_limits,
-    source_label,
 )
 from fakespotter.cli.options import (
     BackboneChoice,
@@ -39,130 +37,25 @@ from fakespotter.cli.options import (
     val_options,
 )
 from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
-from fakespotter.operating_point import OperatingPoint
-
-# train --augment: real photos draw from seed 1, the k-th fake source from seed 2 + k; the
-# r-th recipe listed adds 1000 r, so a second recipe never repeats the first one's draws
-AUGMENT_SEED = 1
-RECIPE_SEED_STEP = 1000
 
 
-def _fit_operating_point(
-    det,
-    features,
-    y,
-    cropper,
-    val_real_dir,
-    val_fake_dir,
-    limits,
-    by: str = "train",
-    novelty: bool = True,
-) -> None:
-    """The novelty signal, and with held-out photos the operating point (training.py);
-    ``by``: the command choosing them (train, update), recorded with where they came from;
-    ``novelty`` False: the operating point only (an update from a kit keeps the signal)."""
-    from fakespotter.training import (
-        NOVELTY_PERCENTILE,
-        choose_operating_point,
-        held_out_novelty_threshold,
-        novelty_threshold,
-        score_labelled,
-    )
+def _read_faces(cropper, limits: dict):
+    """read(folder, label, **augment): a folder's largest faces, with the command's progress
+    bars and workers, each unreadable image named on stderr (``training.ReadFaces``)."""
 
-    if not val_real_dir:
-        limit = held_out_novelty_threshold(det, features, y)
-        det.set_novelty_limit(
-            limit,
-            {
-                "chosen_on": "the real faces of 20% of the training faces, held out of the fit",
-                "percentile": NOVELTY_PERCENTILE,
-                "chosen_by": by,
-            },
-        )
-        return
-    if novelty:
-        det.fit_novelty(features)
-    sets = [
-        (faces_in_folder(cropper, folder, name, limits), label)
-        for folder, name, label in ((val_real_dir, "val real", 0), (val_fake_dir, "val fake", 1))
-    ]
-    scored = score_labelled(det, sets)
-    point = choose_operating_point(scored["p_fake"], scored["labels"])
-    det.set_operating_point(
-        OperatingPoint.from_record(
-            {**point, "chosen_on": f"{val_real_dir} + {val_fake_dir}", "chosen_by": by}
-        )
-    )
-    if novelty:
-        n_real = len(sets[0][0].crops)  # the features' rows: val real faces, then val fake
-        det.set_novelty_limit(
-            novelty_threshold(det.novelty(scored["features"][:n_real])),
-            {"chosen_on": f"{val_real_dir}", "percentile": NOVELTY_PERCENTILE, "chosen_by": by},
-        )
-    band = band_words(det)
+    def read(folder, label, **augment):
+        return faces_in_folder(cropper, folder, label, limits, **augment)
+
+    return read
+
+
+def _echo_operating_point(det, point: dict) -> None:
     click.echo(
-        f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} ({band}); "
-        f"real photos called fake {point['real_fake']:.1%}, uncertain {point['real_uncertain']:.1%}; "
-        f"fakes caught {point['fake_fake']:.1%}, uncertain {point['fake_uncertain']:.1%}",
+        f"operating point on the held-out photos: fake at P >= {det.threshold_:.3f} "
+        f"({band_words(det)}); real photos called fake {point['real_fake']:.1%}, uncertain "
+        f"{point['real_uncertain']:.1%}; fakes caught {point['fake_fake']:.1%}, uncertain "
+        f"{point['fake_uncertain']:.1%}",
         err=True,
-    )
-
-
-# train --augment: the real source j draws from seed 1 (the first) or 1 + 500 + j, the k-th
-# fake source from seed 2 + k (so up to 499 fake sources never share a real one's draws)
-REAL_SEED_OFFSET = 500
-
-
-def _training_rows(
-    det, cropper, features, real_dirs, per_real, fake_dirs, per_source, augment, limits
-):
-    """The training faces as ``trainingset.TrainingFeatures``: the photos' ``features`` (each
-    real source in turn, then each fake source), then for each recipe in ``augment`` one
-    altered copy of each photo, counted by ``det``, in its photo's group (cross-validation
-    fold). Real sources are named by ``real_source``."""
-    import numpy as np
-
-    from fakespotter.training import copies_of, merge_faces
-    from fakespotter.trainingset import TrainingFeatures
-
-    n_real = sum(len(f.crops) for f in per_real)
-    y = np.r_[np.zeros(n_real, int), np.ones(len(features) - n_real, int)]
-    parts = [*per_real, *per_source]
-    source = np.repeat(np.arange(len(parts)), [len(f.crops) for f in parts])
-    names = [real_source(name) for name, _ in real_dirs] + [name for name, _ in fake_dirs]
-    rows = TrainingFeatures(features, y, np.arange(len(y)), source, names)
-    if not augment:
-        return rows
-    copies = []
-    for r, recipe in enumerate(augment):
-        seed = AUGMENT_SEED + RECIPE_SEED_STEP * r
-        copies += [
-            faces_in_folder(
-                cropper, folder, f"{source_label('real', name)}, {recipe} copy", limits,
-                augment_seed=seed if j == 0 else seed + REAL_SEED_OFFSET + j,
-                augmentation=recipe,
-            )
-            for j, (name, folder) in enumerate(real_dirs)
-        ]  # fmt: skip
-        copies += [
-            faces_in_folder(
-                cropper, folder, f"fake {name}, {recipe} copy", limits,
-                augment_seed=seed + 1 + k, augmentation=recipe,
-            )
-            for k, (name, folder) in enumerate(fake_dirs)
-        ]  # fmt: skip
-    found = merge_faces(copies)
-    photos = [p for f in parts for p in f.paths]
-    keep, copy_of = copies_of(photos, found.paths)
-    if not keep.any():
-        return rows
-    copy_features = det.transform(found.crops[keep])
-    return TrainingFeatures(
-        np.concatenate([features, copy_features]),
-        np.r_[y, y[copy_of]],
-        np.r_[rows.groups, copy_of],
-        np.r_[source, source[copy_of]],
-        rows.sources,
     )
 
 
@@ -175,14 +68,6 @@ def _check_outputs(output, save_features, overwrite: bool) -> None:
         if Path(save_features).resolve() == Path(output).resolve():
             raise click.UsageError("--output and --save-features name the same file")
         check_output(save_features, "--save-features", overwrite, is_training_features)
-
-
-def _sources_record(sources, faces) -> dict:
-    """name -> {folder, n_faces}: what the model file records of each source."""
-    return {
-        name: {"folder": str(folder), "n_faces": len(f.crops)}
-        for (name, folder), f in zip(sources, faces, strict=True)
-    }
 
 
 # train warns when the model it wrote is unlikely to be of use
@@ -288,71 +173,37 @@ def train(
     as unlike the training faces (99th percentile of the held-out real faces). Without them: the
     plain 0.5 cut-off, and the novelty limit from the training faces themselves.
     """
-    import datetime
-
-    import numpy as np
-
-    from fakespotter.detector import LAYER_MEANS_KEY, FakeSpotter
-    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
     from fakespotter.persistence import save_model
-    from fakespotter.training import merge_faces
+    from fakespotter.training import train as train_model
 
     if bool(val_real_dir) != bool(val_fake_dir):
         raise click.UsageError("--val-real and --val-fake go together")
     check_sources(real_dirs, fake_dirs)
     _check_outputs(output, save_features, overwrite)
-    det = FakeSpotter(
+    det, record = train_model(
+        dict(real_dirs),
+        dict(fake_dirs),
         backbone=backbone,
         variant=variant,
         neuron=neuron,
-        progress=show_progress(),
+        aligned=aligned,
         taps=taps,
-        device=global_settings()["device"],
+        augment=augment or (),
+        val_real=val_real_dir,
+        val_fake=val_fake_dir,
         face_detector=face_detector,
+        device=global_settings()["device"],
+        progress=show_progress(),
+        workers=global_settings()["workers"],
+        on_skip=echo_skipped,
+        command=command_line(),
+        **size_limits(max_pixels, max_bytes),
     )
-    cropper = det.face_cropper(aligned)
-    limits = size_limits(max_pixels, max_bytes)
-    per_real = faces_of_sources(cropper, real_dirs, "real", limits, name_no_face=True)
-    per_source = faces_of_sources(cropper, fake_dirs, "fake", limits, name_no_face=True)
-    real, fake = merge_faces(per_real), merge_faces(per_source)
-    if len(real.crops) < 5 or len(fake.crops) < 5:
-        raise click.ClickException(
-            f"need at least 5 faces of each class, found {len(real.crops)} "
-            f"real and {len(fake.crops)} fake"
-        )
-    X = np.concatenate([real.crops, fake.crops])
-    y = np.r_[np.zeros(len(real.crops), int), np.ones(len(fake.crops), int)]
-    features = det.fit_thresholds(X).transform(X)  # = det.fit(X, y), keeping the features
-    rows = _training_rows(
-        det, cropper, features, real_dirs, per_real, fake_dirs, per_source, augment, limits
-    )
-    # copies share their photo's cross-validation fold; without copies, plain stratified folds
-    det.fit_features(rows.features, rows.y, groups=rows.groups if augment else None)
-    n_no_face, n_unreadable = (
-        len(real.no_face) + len(fake.no_face),
-        len(real.unreadable) + len(fake.unreadable),
-    )
-    training = {
-        "n_real": len(real.crops),
-        "n_fake": len(fake.crops),
-        "n_no_face": n_no_face,
-        "n_unreadable": n_unreadable,
-        "real": ", ".join(str(folder) for _, folder in real_dirs),
-        "fake": ", ".join(str(folder) for _, folder in fake_dirs),
-        "real_sources": _sources_record(real_dirs, per_real),
-        "fake_sources": _sources_record(fake_dirs, per_source),
-        "aligned": aligned,
-        "augment": list(augment or ()),
-        "command": command_line(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if variant != "embedding":  # the web page draws a face against these averages
-        training[LAYER_MEANS_KEY] = det.layer_means(features, y)
-        training[LAYER_DECISION_KEY] = decision_ranges(det, features, y)
-    _fit_operating_point(det, features, y, cropper, val_real_dir, val_fake_dir, limits)
-    if not val_real_dir:  # said in the file, so `info` can say where the 0.5 came from
-        det.set_operating_point(OperatingPoint(chosen_on=None, chosen_by="train"))
-    save_model(det, output, training)
+    if record.operating_point is not None:
+        _echo_operating_point(det, record.operating_point)
+    rows, n_real, n_fake = record.rows, record.n_real, record.n_fake
+    n_no_face, n_unreadable = len(record.no_face), len(record.unreadable)
+    save_model(det, output, record.info)
     if save_features:
         from fakespotter.trainingset import save_training_features
 
@@ -360,7 +211,7 @@ def train(
         click.echo(f"wrote {save_features}: the {len(rows)} training faces' features", err=True)
     click.echo(
         f"wrote {output}: {backbone}/{variant}, C={det.C_:g}, cross-validated AUC "
-        f"{det.cv_auc_:.3f} on {len(real.crops)} real + {len(fake.crops)} fake faces"
+        f"{det.cv_auc_:.3f} on {n_real} real + {n_fake} fake faces"
     )
     if n_no_face + n_unreadable:
         click.echo(
@@ -368,9 +219,9 @@ def train(
             f"without a face, {n_unreadable} unreadable",
             err=True,
         )
-    if min(len(real.crops), len(fake.crops)) < FEW_FACES_PER_CLASS:
+    if min(n_real, n_fake) < FEW_FACES_PER_CLASS:
         click.echo(
-            f"warning: only {min(len(real.crops), len(fake.crops))} faces in the smaller class; with "
+            f"warning: only {min(n_real, n_fake)} faces in the smaller class; with "
             f"fewer than {FEW_FACES_PER_CLASS} of each the model is unlikely to generalize",
             err=True,
         )
@@ -450,6 +301,12 @@ def update(
     from fakespotter.detector import LAYER_MEANS_KEY
     from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
     from fakespotter.persistence import default_model_path, load_model, save_model
+    from fakespotter.training import (
+        fit_operating_point,
+        model_sources,
+        real_source,
+        training_rows,
+    )
     from fakespotter.trainingset import load_training_features, save_training_features
 
     if not fake_dirs and not real_dirs:
@@ -486,16 +343,9 @@ def update(
     crops = np.concatenate([p.crops for p in parts])
     if not len(crops):
         raise click.ClickException("no faces found in the new photos")
-    new = _training_rows(
-        det,
-        cropper,
-        det.transform(crops),
-        real_dirs,
-        per_real,
-        fake_dirs,
-        per_source,
-        augment,
-        limits,
+    read = _read_faces(cropper, limits)
+    new = training_rows(
+        det, read, det.transform(crops), real_dirs, per_real, fake_dirs, per_source, augment or ()
     )
     # the refit voids the operating point: without held-out photos the model's is kept
     kept = det.operating_point_
@@ -550,17 +400,18 @@ def update(
         training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
         training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
     if kit is None or val_real_dir:  # update_with_kit kept the novelty signal (valid still)
-        _fit_operating_point(
+        point = fit_operating_point(
             det,
             rows.features[photos],
             rows.y[photos],
-            cropper,
+            read,
             val_real_dir,
             val_fake_dir,
-            limits,
             by="update",
             novelty=kit is None,
         )
+        if point is not None:
+            _echo_operating_point(det, point)
     if kit is not None and not val_real_dir:
         chosen = done.get("operating_point") or {}
         click.echo(
