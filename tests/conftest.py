@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
@@ -150,6 +151,32 @@ def byte_edits():
     from hypothesis import strategies as st
 
     return st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12)
+
+
+@contextlib.contextmanager
+def serving(app, **config):
+    """``app`` served by a real uvicorn on a free port of 127.0.0.1, in a thread: its URL.
+    ``config``: more of uvicorn.Config's options."""
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn", reason="the 'serve' extra (uvicorn) is not installed")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 # -- markers (registered in pyproject.toml; `slow` is put on each slow test itself) ----------

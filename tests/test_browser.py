@@ -6,12 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from conftest import serving
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,24 +52,11 @@ def model_file(request, weight_file) -> Path:
 
 @pytest.fixture
 def server_url(model_file, weight_file):
-    """The app served by uvicorn in a thread, on a free port of 127.0.0.1."""
+    """The app served by uvicorn in a thread, on a free port of 127.0.0.1 (conftest.serving)."""
     for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
         weight_file(name)
-    app = create_app(model_file, aligned=False)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(create_app(model_file, aligned=False)) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
-"""`fakespotter scan --engine ray` on a local cluster and on a simulated two-node cluster: the
-same rows as the local engine and `detect`, exactly once each, through a killed worker, a
-stopped driver and workers with an empty weights cache and no network. Every test has a hard
-timeout, so a hang fails fast."""
+"""`fakespotter scan --engine ray` on a simulated two-node cluster and on the cluster the command
+starts itself: the same rows as the local engine and `detect`, exactly once each, through a
+killed worker, a stopped driver and workers with an empty weights cache and no network. Each
+cluster costs seconds to start, so the faults share one. Every test has a hard timeout, so a
+hang fails fast."""
 
 from __future__ import annotations
 
@@ -48,49 +49,18 @@ def local_rows(photos, weight_file) -> dict:
     return scan_rows(out)
 
 
-def test_ray_engine_gives_the_local_engines_and_detects_rows_and_checks_versions(
+def test_two_nodes_with_a_dying_worker_and_no_cache_give_detects_rows_once_each(
     tmp_path, photos, local_rows, monkeypatch
 ):
+    """One cluster of two nodes, whose workers have an empty weights cache and no network to
+    fill it (the driver ships the weights) and one of which dies mid-scan (its batch is
+    retried): the scan's rows are detect's and the local engine's, each once. Then a worker
+    with another fakespotter version stops a scan, with the reason."""
+    from ray.cluster_utils import Cluster
+
     from fakespotter.collection import ray_engine
     from fakespotter.errors import UserError
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        summary = scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=2, workers=2)
-        assert summary["files"] == 6 and summary["faces"] == 4
-        got = scan_rows(tmp_path / "ray")
-        assert_same_rows(got, detect_rows(sorted(photos.iterdir())))
-        assert_same_rows(got, local_rows)
-        # a worker with another fakespotter version stops the scan, with the reason
-        real_ship = ray_engine.ship
-        monkeypatch.setattr(
-            ray_engine, "ship", lambda *a: {**real_ship(*a), "version": "0.0-other"}
-        )
-        with pytest.raises(UserError, match="install the same version on every node"):
-            scan([str(photos)], tmp_path / "other", engine="ray", workers=1)
-    finally:
-        ray.shutdown()
-
-
-def test_two_node_cluster(tmp_path, photos, local_rows):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        ray.init(address=cluster.address, logging_level="ERROR")
-        scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
-        assert_same_rows(scan_rows(tmp_path / "ray"), local_rows)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def test_workers_that_die_with_an_empty_cache_and_no_network(tmp_path, photos, local_rows):
-    """One cluster, two faults: a worker dies mid-scan (its batch is retried: nothing lost,
-    nothing doubled), and the workers' weights cache is empty with no network to fill it (the
-    driver ships the weights)."""
     marker = tmp_path / "died"  # the first batch that finds no such file kills its worker
     empty = tmp_path / "empty-cache"
     empty.mkdir()
@@ -105,16 +75,28 @@ def test_workers_that_die_with_an_empty_cache_and_no_network(tmp_path, photos, l
         "http_proxy": dead,
         "https_proxy": dead,
     }
-    ray.init(
-        num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR"
-    )
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
     try:
-        scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
+        ray.init(address=cluster.address, runtime_env={"env_vars": env}, logging_level="ERROR")
+        summary = scan([str(photos)], tmp_path / "ray", engine="ray", batch_size=1, workers=2)
+        assert marker.exists(), "no worker died: the test proved nothing"
+        assert not any(empty.iterdir()), "a worker used the (empty) cache it was given"
+        assert summary["files"] == 6 and summary["faces"] == 4
+        got = scan_rows(tmp_path / "ray")
+        assert_same_rows(got, detect_rows(sorted(photos.iterdir())))
+        assert_same_rows(got, local_rows)
+
+        real_ship = ray_engine.ship
+        monkeypatch.setattr(
+            ray_engine, "ship", lambda *a: {**real_ship(*a), "version": "0.0-other"}
+        )
+        with pytest.raises(UserError, match="install the same version on every node"):
+            scan([str(photos)], tmp_path / "other", engine="ray", workers=1)
     finally:
         ray.shutdown()
-    assert marker.exists(), "no worker died: the test proved nothing"
-    assert not any(empty.iterdir()), "a worker used the (empty) cache it was given"
-    assert_same_rows(scan_rows(tmp_path / "ray"), local_rows)
+        cluster.shutdown()
 
 
 def test_resume_after_the_driver_was_stopped(tmp_path, local_rows, photos):

@@ -5,7 +5,6 @@ test_serve_load.py."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import serving
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the 'serve' extra (fastapi) is not installed")
@@ -878,32 +878,6 @@ def test_serve_runs_on_its_own_without_global_settings(started, model_file):
 # ---- in a browser (skipped without Debian's chromium and playwright) ----
 
 SHOTS = os.environ.get("FAKESPOTTER_SERVE_SHOTS")  # a folder for screenshots to look at
-
-
-@contextlib.contextmanager
-def serving(app, **config):
-    """``app`` served by a real uvicorn on a free port of 127.0.0.1, in a thread: its URL.
-    ``config``: more of uvicorn.Config's options."""
-    import socket
-    import threading
-    import time
-
-    uvicorn = pytest.importorskip("uvicorn", reason="the 'serve' extra (uvicorn) is not installed")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

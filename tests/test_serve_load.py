@@ -21,7 +21,8 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the 'serve' extra (fastapi) is not installed")
 pytest.importorskip("multipart", reason="the 'serve' extra (python-multipart) is not installed")
-from test_serve import ASTRONAUT, multipart, serving  # noqa: E402
+from conftest import serving  # noqa: E402
+from test_serve import ASTRONAUT, multipart  # noqa: E402
 
 from fakespotter.serve import analysis  # noqa: E402
 from fakespotter.serve.app import create_app  # noqa: E402
