@@ -61,8 +61,9 @@ from fakespotter.evaluation.perturb import (
 )
 from fakespotter.faces import warp_face
 from fakespotter.metrics import evaluate_scores
+from fakespotter.operating_point import choose_operating_point
 from fakespotter.taps import find_taps
-from fakespotter.training import choose_operating_point, scores_with_missing
+from fakespotter.training import scores_with_missing
 
 PERTURBATIONS = "jpeg:50,blur:1,noise:5,resize:0.5"
 WIDE_SCALE, WIDE_SIZE = 1.4, 224  # FaceNet: 160 px * 1.4 = 224, the tight crop's pixels per face

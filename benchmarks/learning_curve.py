@@ -32,8 +32,8 @@ from fakespotter.backbones import get_backbone
 from fakespotter.coverage import NeuronCoverage
 from fakespotter.detector import FakeSpotter
 from fakespotter.metrics import evaluate_scores
+from fakespotter.operating_point import choose_operating_point
 from fakespotter.persistence import default_model_path, load_model
-from fakespotter.training import choose_operating_point
 
 KS = (0, 10, 25, 50, 100, 200)
 FULL_KS = (0, 50, 200)  # where the full retrain runs beside the cheap update (minutes each)

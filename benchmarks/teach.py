@@ -306,7 +306,7 @@ def cmd_compare(args) -> None:
 
 def val_point(det, ev: dict) -> float:
     """The threshold train would choose on val (at most 1% of val reals called fake)."""
-    from fakespotter.training import choose_operating_point
+    from fakespotter.operating_point import choose_operating_point
 
     p = np.r_[scores(det, ev["val-real"]), scores(det, ev["val-fake"])]
     y = np.r_[labels_of(ev["val-real"]), labels_of(ev["val-fake"])]
@@ -383,7 +383,7 @@ class Study:
         test reals and held-out halves called fake."""
         from sklearn.metrics import roc_auc_score
 
-        from fakespotter.training import choose_operating_point
+        from fakespotter.operating_point import choose_operating_point
 
         out, at, d = {}, 0, {}
         for name in self.measured:

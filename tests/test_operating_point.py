@@ -12,9 +12,8 @@ from click.testing import CliRunner
 from conftest import write_noise_faces
 
 from fakespotter.cli import main
-from fakespotter.operating_point import OperatingPoint
+from fakespotter.operating_point import OperatingPoint, choose_operating_point
 from fakespotter.persistence import load_model, save_model
-from fakespotter.training import choose_operating_point
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 

@@ -123,6 +123,19 @@ def test_update_learns_a_new_source_from_its_faces(tmp_path, stored):
     assert "updated      added 12 stripes faces" in shown.output
     assert "12 fake faces, source 'stripes'" in shown.output
 
+    # the command is training.update: in Python, the same faces give the same model
+    from fakespotter.training import update
+
+    det = load_model(model)
+    det, record = update(
+        det, fake={"stripes": new}, stored=load_training_features(features, det), aligned=True
+    )
+    assert record.n_stored == 48 and record.n_new == 12 and record.operating_point_how == "kept"
+    np.testing.assert_allclose(det.predict_proba(crops)[:, 1], p_after, rtol=1e-6)
+    assert det.threshold_ == after.threshold_
+    assert record.info["fake_sources"] == t["fake_sources"]
+    assert record.info["updates"][0]["added"] == {"stripes": 12}
+
 
 def test_update_refuses_another_models_features_and_files_that_are_not_features(tmp_path, stored):
     model, features = stored

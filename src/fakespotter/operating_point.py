@@ -1,6 +1,6 @@
 """The operating point: the P(fake) at which a face is labelled fake, the band below it labelled
 uncertain, and where they were chosen. One frozen value that every output labels with
-(``label`` applies ``rows.label_for``); chosen by ``training.choose_operating_point`` on held-out
+(``label`` applies ``rows.label_for``); chosen by ``choose_operating_point`` on held-out
 photos, stored in the model file under ``operating_point``.
 """
 
@@ -118,3 +118,51 @@ def finite_number(value) -> bool:
     return (
         isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
     )
+
+
+# The operating point's defaults (docs/shipped_model.md, "Reading the labels").
+MAX_FALSE_ALARM = 0.01  # at most this share of held-out real photos is labelled fake
+MAX_MISSED = 0.05  # at most this share of held-out fakes is labelled real; between: uncertain
+
+
+def choose_operating_point(
+    p_fake, labels, *, max_false_alarm: float = MAX_FALSE_ALARM, max_missed: float = MAX_MISSED
+) -> dict:
+    """The threshold and uncertain band, chosen on held-out photos (never the test split).
+
+    * ``threshold``: the lowest P(fake) at which at most ``max_false_alarm`` of the real
+      photos would be labelled fake;
+    * ``uncertain``: [low, threshold), with ``low`` the highest P(fake) below which at most
+      ``max_missed`` of the fakes fall (labelled real); None when that is not below the
+      threshold. Photos scoring in the band are labelled "uncertain".
+
+    Returns the two and the rates they give on these photos.
+    """
+    p, y = np.asarray(p_fake, dtype=np.float64), np.asarray(labels)
+    real, fake = np.sort(p[y == 0]), np.sort(p[y == 1])
+    if not len(real) or not len(fake):
+        raise ValueError("choosing an operating point needs real and fake photos")
+    # at most floor(a * n) reals may reach the threshold: just above the next one down
+    allowed = int(np.floor(max_false_alarm * len(real)))
+    threshold = (
+        float(np.nextafter(real[len(real) - allowed - 1], np.inf)) if allowed < len(real) else 0.0
+    )
+    threshold = min(max(threshold, 0.0), 1.0)
+    missed = int(np.floor(max_missed * len(fake)))  # this many fakes may fall below `low`
+    low = float(fake[missed]) if missed < len(fake) else threshold
+    band = [low, threshold] if low < threshold else None
+    lab = np.array(OperatingPoint(threshold, None if band is None else low).labels(p))
+    rates = {
+        f"{name}_{what}": float(np.mean(lab[y == cls] == what))
+        for cls, name in ((0, "real"), (1, "fake"))
+        for what in ("fake", "uncertain", "real")
+    }
+    return {
+        "threshold": threshold,
+        "uncertain": band,
+        "max_false_alarm": max_false_alarm,
+        "max_missed": max_missed,
+        "n_real": int(len(real)),
+        "n_fake": int(len(fake)),
+        **rates,
+    }

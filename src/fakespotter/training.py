@@ -21,7 +21,7 @@ import numpy as np
 
 from fakespotter.errors import UserError
 from fakespotter.faces.io import MAX_BYTES, MAX_PIXELS
-from fakespotter.operating_point import OperatingPoint
+from fakespotter.operating_point import OperatingPoint, choose_operating_point
 from fakespotter.rows import NO_FACE
 
 NO_FACE_SCORE = 0.0  # p_fake of an image whose face was not found: predicted real
@@ -155,56 +155,10 @@ def score_labelled(detector, sets: Sequence[tuple[LargestFaces, int]]) -> dict:
     }
 
 
-# The operating point's defaults (docs/shipped_model.md, "Reading the labels").
-MAX_FALSE_ALARM = 0.01  # at most this share of held-out real photos is labelled fake
-MAX_MISSED = 0.05  # at most this share of held-out fakes is labelled real; between: uncertain
 # a face farther than this percentile of held-out *real* faces is flagged: the warning's
 # false-alarm rate on photos like the training ones (reals spread wider than the fakes of the
 # training generators: a limit from both classes flagged 2.4% of test reals, this one 1.5%)
 NOVELTY_PERCENTILE = 99.0
-
-
-def choose_operating_point(
-    p_fake, labels, *, max_false_alarm: float = MAX_FALSE_ALARM, max_missed: float = MAX_MISSED
-) -> dict:
-    """The threshold and uncertain band, chosen on held-out photos (never the test split).
-
-    * ``threshold``: the lowest P(fake) at which at most ``max_false_alarm`` of the real
-      photos would be labelled fake;
-    * ``uncertain``: [low, threshold), with ``low`` the highest P(fake) below which at most
-      ``max_missed`` of the fakes fall (labelled real); None when that is not below the
-      threshold. Photos scoring in the band are labelled "uncertain".
-
-    Returns the two and the rates they give on these photos.
-    """
-    p, y = np.asarray(p_fake, dtype=np.float64), np.asarray(labels)
-    real, fake = np.sort(p[y == 0]), np.sort(p[y == 1])
-    if not len(real) or not len(fake):
-        raise ValueError("choosing an operating point needs real and fake photos")
-    # at most floor(a * n) reals may reach the threshold: just above the next one down
-    allowed = int(np.floor(max_false_alarm * len(real)))
-    threshold = (
-        float(np.nextafter(real[len(real) - allowed - 1], np.inf)) if allowed < len(real) else 0.0
-    )
-    threshold = min(max(threshold, 0.0), 1.0)
-    missed = int(np.floor(max_missed * len(fake)))  # this many fakes may fall below `low`
-    low = float(fake[missed]) if missed < len(fake) else threshold
-    band = [low, threshold] if low < threshold else None
-    lab = np.array(OperatingPoint(threshold, None if band is None else low).labels(p))
-    rates = {
-        f"{name}_{what}": float(np.mean(lab[y == cls] == what))
-        for cls, name in ((0, "real"), (1, "fake"))
-        for what in ("fake", "uncertain", "real")
-    }
-    return {
-        "threshold": threshold,
-        "uncertain": band,
-        "max_false_alarm": max_false_alarm,
-        "max_missed": max_missed,
-        "n_real": int(len(real)),
-        "n_fake": int(len(fake)),
-        **rates,
-    }
 
 
 def novelty_threshold(novelty, percentile: float = NOVELTY_PERCENTILE) -> float:
@@ -471,6 +425,12 @@ class TrainingRecord:
     operating_point: dict | None = None
     no_face: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)  # (image, reason)
+    # an update's: the rows it refitted on beside the new ones, how it set the operating
+    # point ("chosen again", "chosen again with the update kit", "kept"), the next update kit
+    n_stored: int = 0
+    n_new: int = 0
+    operating_point_how: str = "chosen"
+    next_kit: object | None = None
 
     @property
     def n_real(self) -> int:
@@ -579,3 +539,157 @@ def sources_record(sources: Sequence[Source], faces: Sequence[LargestFaces]) -> 
         name: {"folder": str(folder), "n_faces": len(f.crops)}
         for (name, folder), f in zip(sources, faces, strict=True)
     }
+
+
+def update(
+    det,
+    real=(),
+    fake=(),
+    *,
+    kit=None,
+    stored=None,
+    aligned: bool = False,
+    augment: Sequence[str] = (),
+    val_real=None,
+    val_fake=None,
+    progress: bool = False,
+    workers: int | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+    command: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+):
+    """Teach the fitted detector ``det`` new photos without a full retrain (`fakespotter
+    update`): ``(det, TrainingRecord)``, ``det`` refitted in place.
+
+    Only the new photos are counted, with the model's own thresholds; the classifier is
+    refitted on stored rows plus the new ones: the update ``kit`` (``updatekit``; the record
+    then holds the next kit, these faces included) or the training features ``stored``
+    (``trainingset``). The operating point is chosen again on ``val_real`` and ``val_fake``
+    when given, else on the kit's held-out rows; with ``stored`` and no held-out photos the
+    model's is kept. ``real`` and ``fake`` name sources as :func:`train`'s do.
+    """
+    import datetime
+    from dataclasses import replace
+
+    from fakespotter.detector import LAYER_MEANS_KEY
+    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
+
+    real_dirs = named_sources(real, "real") if real else []
+    fake_dirs = named_sources(fake, "fake") if fake else []
+    if not real_dirs and not fake_dirs:
+        raise UserError("give the new photos: fake and/or real folders (--fake, --real)")
+    if bool(val_real) != bool(val_fake):
+        raise UserError("val_real and val_fake go together (--val-real and --val-fake)")
+    if (kit is None) == (stored is None):
+        raise UserError("an update refits on an update kit or on training features: give one")
+    training = dict(getattr(det, "training_", {}))
+    check_sources(real_dirs, fake_dirs)
+    check_sources(real_dirs, fake_dirs, training)
+    det.progress = progress
+    cropper = det.face_cropper(aligned)
+    read = partial(
+        folder_faces, cropper, progress=progress, workers=workers, on_skip=on_skip,
+        max_pixels=max_pixels, max_bytes=max_bytes,
+    )  # fmt: skip
+    per_real = [
+        read(folder, source_label("new real", name), name_no_face=True)
+        for name, folder in real_dirs
+    ]
+    per_fake = [
+        read(folder, source_label("new fake", name), name_no_face=True)
+        for name, folder in fake_dirs
+    ]
+    crops = np.concatenate([p.crops for p in per_real + per_fake])
+    if not len(crops):
+        raise UserError("no faces found in the new photos")
+    new = training_rows(
+        det, read, det.transform(crops), real_dirs, per_real, fake_dirs, per_fake, augment
+    )
+    # the refit voids the operating point: without held-out photos the model's is kept
+    kept = det.operating_point_
+    if not training.get("updates") and kept.chosen_by is None:
+        kept = replace(kept, chosen_by="train")  # a file from before #27 chose it at train time
+    done: dict = {}
+    if kit is not None:
+        # the kit's rows (weighted to stand for every training face) plus the new ones; the
+        # point is chosen again on out-of-fold scores (at most 1% of each real source
+        # called fake) unless held-out photos are given; the novelty reference is the reals
+        from fakespotter.updatekit import extended_kit, update_with_kit
+
+        done = update_with_kit(det, kit, new, operating_point=not val_real)
+        rows = done["fitted"][0]  # what was fitted: the kit's rows and the new ones, its columns
+        n_stored = len(kit)
+    else:
+        rows = stored.extended(new)
+        det.set_params(Cs=(float(det.C_),))  # the model's regularization, not searched again
+        det.fit_features(rows.features, rows.y, groups=rows.groups)
+        n_stored = len(stored)
+    photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
+    how = (
+        "chosen again"
+        if val_real
+        else ("chosen again with the update kit" if kit is not None else "kept")
+    )
+    training.update(
+        n_real=int(training.get("n_real") or 0) + sum(len(f.crops) for f in per_real),
+        n_fake=int(training.get("n_fake") or 0) + sum(len(f.crops) for f in per_fake),
+        real_sources=merged_sources(model_sources(training, "real"), real_dirs, per_real),
+        fake_sources=merged_sources(model_sources(training, "fake"), fake_dirs, per_fake),
+        updates=[
+            *training.get("updates", []),
+            {
+                "command": command or "fakespotter.training.update (Python)",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "added": {
+                    **{
+                        real_source(name): len(f.crops)
+                        for (name, _), f in zip(real_dirs, per_real, strict=True)
+                    },
+                    **{
+                        name: len(f.crops) for (name, _), f in zip(fake_dirs, per_fake, strict=True)
+                    },
+                },
+                "rows": rows.counts(),
+                "stored": "update kit" if kit is not None else "features file",
+                "operating_point": how,
+            },
+        ],
+    )
+    training["real"] = ", ".join(
+        str(s.get("folder")) for s in training["real_sources"].values() if s.get("folder")
+    )
+    if det.variant != "embedding" and kit is None:  # a kit keeps some columns: averages stay
+        training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
+        training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
+    point = None
+    if kit is None or val_real:  # update_with_kit kept the novelty signal (valid still)
+        point = fit_operating_point(
+            det, rows.features[photos], rows.y[photos], read, val_real, val_fake,
+            by="update", novelty=kit is None,
+        )  # fmt: skip
+    if kit is not None and not val_real:
+        point = done.get("operating_point")
+    elif not val_real:
+        kept_by = int(kept.record.get("kept_by_updates", 0)) + 1
+        det.set_operating_point(replace(kept, record={**kept.record, "kept_by_updates": kept_by}))
+    no_face = [p for f in per_real + per_fake for p in f.no_face]
+    unreadable = [u for f in per_real + per_fake for u in f.unreadable]
+    record = TrainingRecord(
+        training, rows, point, no_face, unreadable, n_stored=n_stored, n_new=len(new),
+        operating_point_how=how,
+        next_kit=extended_kit(kit, done["fitted"]) if kit is not None else None,
+    )  # fmt: skip
+    return det, record
+
+
+def merged_sources(old: dict, sources: Sequence[Source], faces: Sequence[LargestFaces]) -> dict:
+    """A model's record of its sources with the new photos of ``sources`` added by name."""
+    merged = dict(old)
+    for (name, folder), f in zip(sources, faces, strict=True):
+        before = merged.get(name, {})
+        merged[name] = {
+            "folder": ", ".join(str(d) for d in (before.get("folder"), folder) if d),
+            "n_faces": int(before.get("n_faces") or 0) + len(f.crops),
+        }
+    return merged

@@ -508,7 +508,7 @@ def operating_point_per_source(
     """The lowest threshold at which at most ``max_false_alarm`` of *each* real source's
     photos score as fake (the strictest source decides), and the uncertain band below it
     (``max_missed`` of all fakes under its low end), with the rates per source."""
-    from fakespotter.training import choose_operating_point
+    from fakespotter.operating_point import choose_operating_point
 
     p, y, source = np.asarray(p_fake, np.float64), np.asarray(y), np.asarray(source)
     fake = y == 1
@@ -665,7 +665,7 @@ def _choose_point(classifier, kit: UpdateKit, rows, photos, weight, new: Trainin
     kit's held-out photos as train chooses it (at most 1% of them called fake), and where
     the update adds real photos, no lower than what holds each new real source's out-of-fold
     photos to 1% too; a kit without held-out photos: every source's out-of-fold photos."""
-    from fakespotter.training import choose_operating_point
+    from fakespotter.operating_point import choose_operating_point
 
     val = kit.val_features()
     new_real = sorted({rows.sources.index(new.sources[s]) for s in new.source[new.y == 0]})

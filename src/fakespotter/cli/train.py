@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,7 +14,6 @@ from fakespotter.cli.common import (
     command_line,
     echo_skipped,
     faces_in_folder,
-    faces_of_sources,
     is_model_file,
     point_origin,
     size_limits,
@@ -293,20 +291,10 @@ def update(
     given, else on the kit's held-out photos; with --features and no held-out photos it is
     kept. Measured: docs/teaching.md, 'Teaching it a new generator' (benchmarks/teach.py).
     """
-    import datetime
     import time
 
-    import numpy as np
-
-    from fakespotter.detector import LAYER_MEANS_KEY
-    from fakespotter.evaluation.layers import LAYER_DECISION_KEY, decision_ranges
     from fakespotter.persistence import default_model_path, load_model, save_model
-    from fakespotter.training import (
-        fit_operating_point,
-        model_sources,
-        real_source,
-        training_rows,
-    )
+    from fakespotter.training import update as update_model
     from fakespotter.trainingset import load_training_features, save_training_features
 
     if not fake_dirs and not real_dirs:
@@ -320,108 +308,44 @@ def update(
 
         check_output(kit_file_beside(output), "--output's update kit", overwrite, is_kit_file)
     det = load_model(model_path or default_model_path(), device=global_settings()["device"])
-    det.progress = show_progress()
-    training = dict(getattr(det, "training_", {}))
-    check_sources(real_dirs, fake_dirs, training)
+    check_sources(real_dirs, fake_dirs, dict(getattr(det, "training_", {})))
+    kit = stored = None
     if features_path is None:  # the kit beside the model: the shipped model's ships with it
         from fakespotter.updatekit import kit_for_model
 
         if save_features:
             raise click.UsageError("--save-features needs --features (a kit holds a sample)")
         kit = kit_for_model(model_path or default_model_path(), det)
-        n_stored = len(kit)
     else:
-        kit = None
         stored = load_training_features(features_path, det)
-        n_stored = len(stored)
     start = time.perf_counter()
-    cropper = det.face_cropper(aligned)
-    limits = size_limits(max_pixels, max_bytes)
-    per_real = faces_of_sources(cropper, real_dirs, "new real", limits, name_no_face=True)
-    per_source = faces_of_sources(cropper, fake_dirs, "new fake", limits, name_no_face=True)
-    parts = per_real + per_source
-    crops = np.concatenate([p.crops for p in parts])
-    if not len(crops):
-        raise click.ClickException("no faces found in the new photos")
-    read = _read_faces(cropper, limits)
-    new = training_rows(
-        det, read, det.transform(crops), real_dirs, per_real, fake_dirs, per_source, augment or ()
+    det, record = update_model(
+        det,
+        dict(real_dirs),
+        dict(fake_dirs),
+        kit=kit,
+        stored=stored,
+        aligned=aligned,
+        augment=augment or (),
+        val_real=val_real_dir,
+        val_fake=val_fake_dir,
+        progress=show_progress(),
+        workers=global_settings()["workers"],
+        on_skip=echo_skipped,
+        command=command_line(),
+        **size_limits(max_pixels, max_bytes),
     )
-    # the refit voids the operating point: without held-out photos the model's is kept
-    kept = det.operating_point_
-    if not training.get("updates") and kept.chosen_by is None:
-        kept = replace(kept, chosen_by="train")  # a file from before #27 chose it at train time
-    if kit is not None:
-        # the kit's rows (weighted to stand for every training face) plus the new ones; the
-        # point is chosen again on out-of-fold scores (at most 1% of each real source
-        # called fake) unless held-out photos are given; the novelty reference is the reals
-        from fakespotter.updatekit import update_with_kit
-
-        done = update_with_kit(det, kit, new, operating_point=not val_real_dir)
-        rows = done["fitted"][0]  # what was fitted: the kit's rows and the new ones, its columns
-    else:
-        rows = stored.extended(new)
-        det.set_params(Cs=(float(det.C_),))  # the model's regularization, not searched again
-        det.fit_features(rows.features, rows.y, groups=rows.groups)
-    photos = np.unique(rows.groups, return_index=True)[1]  # each group's first row: the photo
-    n_real_new = sum(len(f.crops) for f in per_real)
-    training.update(
-        n_real=int(training.get("n_real") or 0) + n_real_new,
-        n_fake=int(training.get("n_fake") or 0) + sum(len(f.crops) for f in per_source),
-        real_sources=_merged_sources(model_sources(training, "real"), real_dirs, per_real),
-        fake_sources=_merged_sources(model_sources(training, "fake"), fake_dirs, per_source),
-        updates=[
-            *training.get("updates", []),
-            {
-                "command": command_line(),
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "added": {
-                    **{
-                        real_source(name): len(f.crops)
-                        for (name, _), f in zip(real_dirs, per_real, strict=True)
-                    },
-                    **{
-                        name: len(f.crops)
-                        for (name, _), f in zip(fake_dirs, per_source, strict=True)
-                    },
-                },
-                "rows": rows.counts(),
-                "stored": "update kit" if kit is not None else "features file",
-                "operating_point": "chosen again"
-                if val_real_dir
-                else ("chosen again with the update kit" if kit is not None else "kept"),
-            },
-        ],
-    )
-    training["real"] = ", ".join(
-        str(s.get("folder")) for s in training["real_sources"].values() if s.get("folder")
-    )
-    if det.variant != "embedding" and kit is None:  # a kit keeps some columns: averages stay
-        training[LAYER_MEANS_KEY] = det.layer_means(rows.features[photos], rows.y[photos])
-        training[LAYER_DECISION_KEY] = decision_ranges(det, rows.features[photos], rows.y[photos])
-    if kit is None or val_real_dir:  # update_with_kit kept the novelty signal (valid still)
-        point = fit_operating_point(
-            det,
-            rows.features[photos],
-            rows.y[photos],
-            read,
-            val_real_dir,
-            val_fake_dir,
-            by="update",
-            novelty=kit is None,
-        )
-        if point is not None:
-            _echo_operating_point(det, point)
-    if kit is not None and not val_real_dir:
-        chosen = done.get("operating_point") or {}
+    rows, training = record.rows, record.info
+    if val_real_dir:
+        _echo_operating_point(det, record.operating_point or {})
+    elif kit is not None:
+        chosen = record.operating_point or {}
         click.echo(
             f"operating point chosen again with the update kit: fake at P >= "
             f"{det.threshold_:.3f} ({chosen.get('chosen_on', 'on the kit')})",
             err=True,
         )
-    elif not val_real_dir:
-        kept_by = int(kept.record.get("kept_by_updates", 0)) + 1
-        det.set_operating_point(replace(kept, record={**kept.record, "kept_by_updates": kept_by}))
+    else:
         origin = point_origin(det.operating_point_.to_record(), det.threshold_)
         click.echo(
             f"kept the model's operating point (fake at P >= {det.threshold_:.3f}{origin}); "
@@ -429,11 +353,11 @@ def update(
             err=True,
         )
     save_model(det, output, training)
-    if kit is not None:  # what this update taught stays in the next update's kit
+    if record.next_kit is not None:  # what this update taught stays in the next update's kit
         from fakespotter.modelfile import model_id
-        from fakespotter.updatekit import extended_kit, kit_file_beside, save_kit
+        from fakespotter.updatekit import kit_file_beside, save_kit
 
-        next_kit = extended_kit(kit, done["fitted"])
+        next_kit = record.next_kit
         next_kit.info["model_id"] = model_id(output)
         save_kit(kit_file_beside(output), next_kit)
         click.echo(
@@ -445,20 +369,8 @@ def update(
         save_training_features(save_features, det, rows)
         click.echo(f"wrote {save_features}: {len(rows)} training faces' features", err=True)
     click.echo(
-        f"wrote {output}: refitted on {n_stored} stored"
-        f"{' (update kit)' if kit is not None else ''} + {len(new)} new faces in "
+        f"wrote {output}: refitted on {record.n_stored} stored"
+        f"{' (update kit)' if kit is not None else ''} + {record.n_new} new faces in "
         f"{time.perf_counter() - start:.0f} s (thresholds kept), cross-validated AUC "
         f"{det.cv_auc_:.3f}"
     )
-
-
-def _merged_sources(old: dict, sources, faces) -> dict:
-    """A model's record of its sources with the new photos of ``sources`` added by name."""
-    merged = dict(old)
-    for (name, folder), f in zip(sources, faces, strict=True):
-        before = merged.get(name, {})
-        merged[name] = {
-            "folder": ", ".join(str(d) for d in (before.get("folder"), folder) if d),
-            "n_faces": int(before.get("n_faces") or 0) + len(f.crops),
-        }
-    return merged
