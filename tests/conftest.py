@@ -78,10 +78,7 @@ def write_noise_faces(folder: Path, n: int, smooth: bool, seed: int, size: int =
 def tiny_model(tmp_path_factory) -> Path:
     """A small dlib `layer` model trained once per session through `fakespotter train
     --aligned` on noise faces (real: noise, fake: blurred noise)."""
-    from click.testing import CliRunner
-
     from fakespotter.backbones import BACKBONES
-    from fakespotter.cli import main
 
     if not weights.is_cached(BACKBONES["dlib"].weights):
         pytest.skip("dlib weights not cached; run `fakespotter weights fetch` first")
@@ -89,26 +86,24 @@ def tiny_model(tmp_path_factory) -> Path:
     write_noise_faces(root / "real", 12, smooth=False, seed=1)
     write_noise_faces(root / "fake", 12, smooth=True, seed=2)
     model = root / "model.safetensors"
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--real",
-            str(root / "real"),
-            "--fake",
-            str(root / "fake"),
-            "--backbone",
-            "dlib",
-            "--variant",
-            "layer",
-            "--aligned",
-            "--output",
-            str(model),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    result = train_cli("--real", root / "real", "--fake", root / "fake", output=model)
     assert "cross-validated AUC" in result.output
     return model
+
+
+def train_cli(*args, output, backbone: str = "dlib", variant: str = "layer", aligned: bool = True):
+    """`fakespotter train ARGS --backbone B --variant V [--aligned] --output O`, which must
+    succeed: click's result (stdout, stderr). The tests' models are tiny: dlib's network on
+    aligned noise crops unless they say otherwise."""
+    from click.testing import CliRunner
+
+    from fakespotter.cli import main
+
+    command = ["train", *map(str, args), "--backbone", backbone, "--variant", variant]
+    command += [*(["--aligned"] if aligned else []), "--output", str(output)]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_noise_faces
+from conftest import train_cli, write_noise_faces
 from PIL import Image
 
 import fakespotter
@@ -114,12 +114,7 @@ def test_train_in_python_is_the_train_command(tmp_path, crops, weight_file):
     fake = write_noise_faces(tmp_path / "fake", 12, smooth=True, seed=2)
     options = {"backbone": "dlib", "variant": "layer", "aligned": True}
     model = fakespotter.train({"noise": real}, fake, tmp_path / "py.safetensors", **options)
-    result = CliRunner().invoke(
-        main,
-        ["train", "--real", f"noise={real}", "--fake", str(fake), "--backbone", "dlib",
-         "--variant", "layer", "--aligned", "--output", str(tmp_path / "cli.safetensors")],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    train_cli("--real", f"noise={real}", "--fake", fake, output=tmp_path / "cli.safetensors")
     got = list(model.detect_many(crops))
     want = cli_rows(tmp_path / "cli.safetensors", crops)
     assert got[0]["model"] != want[0]["model"]  # two files (their dates differ)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_noise_faces
+from conftest import train_cli, write_noise_faces
 
 from fakespotter.cli import main
 from fakespotter.operating_point import OperatingPoint, choose_operating_point
@@ -44,28 +44,10 @@ def pointed_model(tmp_path_factory, tiny_model) -> Path:
     write_noise_faces(root / "val_real", 10, smooth=False, seed=11)
     write_noise_faces(root / "val_fake", 10, smooth=True, seed=12)
     out = root / "model.safetensors"
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--real",
-            str(tiny_model.parent / "real"),
-            "--fake",
-            str(tiny_model.parent / "fake"),
-            "--val-real",
-            str(root / "val_real"),
-            "--val-fake",
-            str(root / "val_fake"),
-            "--backbone",
-            "dlib",
-            "--variant",
-            "layer",
-            "--aligned",
-            "--output",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    result = train_cli(
+        "--real", tiny_model.parent / "real", "--fake", tiny_model.parent / "fake",
+        "--val-real", root / "val_real", "--val-fake", root / "val_fake", output=out,
+    )  # fmt: skip
     assert "operating point on the held-out photos" in result.stderr
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from conftest import write_noise_faces
+from conftest import train_cli, write_noise_faces
 
 from fakespotter.cli import main
 from fakespotter.persistence import load_model
@@ -17,26 +17,7 @@ def test_train_on_named_sources_and_measure_each(tmp_path, tiny_model):
     blurred = tiny_model.parent / "fake"
     other = write_noise_faces(tmp_path / "other", 8, smooth=True, seed=31)
     out = tmp_path / "two.safetensors"
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--real",
-            str(real),
-            "--fake",
-            f"blur={blurred}",
-            "--fake",
-            str(other),
-            "--backbone",
-            "dlib",
-            "--variant",
-            "layer",
-            "--aligned",
-            "--output",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    train_cli("--real", real, "--fake", f"blur={blurred}", "--fake", other, output=out)
     sources = load_model(out).training_["fake_sources"]
     assert sources == {
         "blur": {"folder": str(blurred), "n_faces": 12},

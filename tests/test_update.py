@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_noise_faces
+from conftest import train_cli, write_noise_faces
 
 from fakespotter.cli import main
 from fakespotter.detector import FakeSpotter
@@ -20,11 +20,6 @@ from fakespotter.trainingset import (
     load_training_features,
     save_training_features,
 )
-
-
-def _train(args) -> None:
-    result = CliRunner().invoke(main, ["train", "--backbone", "dlib", "--aligned", *args])
-    assert result.exit_code == 0, result.output
 
 
 def _stripes(folder, n, seed):
@@ -45,21 +40,10 @@ def stored(tmp_path_factory, tiny_model):
     """A tiny augmented model trained with --save-features."""
     root = tmp_path_factory.mktemp("stored")
     model, features = root / "model.safetensors", root / "train.npz"
-    _train(
-        [
-            "--real",
-            str(tiny_model.parent / "real"),
-            "--fake",
-            f"blur={tiny_model.parent / 'fake'}",
-            "--variant",
-            "layer",
-            "--augment",
-            "--output",
-            str(model),
-            "--save-features",
-            str(features),
-        ]
-    )
+    train_cli(
+        "--real", tiny_model.parent / "real", "--fake", f"blur={tiny_model.parent / 'fake'}",
+        "--augment", "--save-features", features, output=model,
+    )  # fmt: skip
     return model, features
 
 
@@ -159,18 +143,10 @@ def test_update_refuses_another_models_features_and_files_that_are_not_features(
         )
 
     other = tmp_path / "other.safetensors"  # trained on other photos: other thresholds
-    _train(
-        [
-            "--real",
-            str(write_noise_faces(tmp_path / "r", 6, smooth=False, seed=41)),
-            "--fake",
-            str(write_noise_faces(tmp_path / "f", 6, smooth=True, seed=42)),
-            "--variant",
-            "layer",
-            "--output",
-            str(other),
-        ]
-    )
+    train_cli(
+        "--real", write_noise_faces(tmp_path / "r", 6, smooth=False, seed=41),
+        "--fake", write_noise_faces(tmp_path / "f", 6, smooth=True, seed=42), output=other,
+    )  # fmt: skip
     result = update(other, features, "--fake", str(new))
     assert result.exit_code == 1 and "another model" in result.output, result.output
     assert "Traceback" not in result.output and not out.exists()
