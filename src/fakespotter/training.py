@@ -314,6 +314,22 @@ def folder_faces(
     return found
 
 
+def sources_faces(cropper, real: Sequence[Source], fake: Sequence[Source], prefix: str, **reading):
+    """``read`` (:func:`folder_faces` with ``reading``: for copies and held-out photos) and
+    the largest faces of each real and each fake source, each image left out named (its
+    progress bar says "{prefix}real NAME", "{prefix}fake NAME")."""
+    read: ReadFaces = partial(folder_faces, cropper, **reading)
+    per_real = [
+        read(folder, source_label(f"{prefix}real", name), name_no_face=True)
+        for name, folder in real
+    ]
+    per_fake = [
+        read(folder, source_label(f"{prefix}fake", name), name_no_face=True)
+        for name, folder in fake
+    ]
+    return read, per_real, per_fake
+
+
 def training_rows(
     det,
     read: ReadFaces,
@@ -485,16 +501,10 @@ def train(
         device=device, face_detector=face_detector or DEFAULT_FACE_DETECTOR,
     )  # fmt: skip
     cropper = det.face_cropper(aligned)
-    read = partial(
-        folder_faces, cropper, progress=progress, workers=workers, on_skip=on_skip,
+    read, per_real, per_fake = sources_faces(
+        cropper, real_dirs, fake_dirs, "", progress=progress, workers=workers, on_skip=on_skip,
         max_pixels=max_pixels, max_bytes=max_bytes,
     )  # fmt: skip
-    per_real = [
-        read(folder, source_label("real", name), name_no_face=True) for name, folder in real_dirs
-    ]
-    per_fake = [
-        read(folder, source_label("fake", name), name_no_face=True) for name, folder in fake_dirs
-    ]
     found_real, found_fake = merge_faces(per_real), merge_faces(per_fake)
     n_real, n_fake = len(found_real.crops), len(found_fake.crops)
     if min(n_real, n_fake) < MIN_FACES_PER_CLASS:
@@ -588,18 +598,10 @@ def update(
     check_sources(real_dirs, fake_dirs, training)
     det.progress = progress
     cropper = det.face_cropper(aligned)
-    read = partial(
-        folder_faces, cropper, progress=progress, workers=workers, on_skip=on_skip,
-        max_pixels=max_pixels, max_bytes=max_bytes,
+    read, per_real, per_fake = sources_faces(
+        cropper, real_dirs, fake_dirs, "new ", progress=progress, workers=workers,
+        on_skip=on_skip, max_pixels=max_pixels, max_bytes=max_bytes,
     )  # fmt: skip
-    per_real = [
-        read(folder, source_label("new real", name), name_no_face=True)
-        for name, folder in real_dirs
-    ]
-    per_fake = [
-        read(folder, source_label("new fake", name), name_no_face=True)
-        for name, folder in fake_dirs
-    ]
     crops = np.concatenate([p.crops for p in per_real + per_fake])
     if not len(crops):
         raise UserError("no faces found in the new photos")
