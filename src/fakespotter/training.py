@@ -594,7 +594,6 @@ def update(
     if (kit is None) == (stored is None):
         raise UserError("an update refits on an update kit or on training features: give one")
     training = dict(getattr(det, "training_", {}))
-    check_sources(real_dirs, fake_dirs)
     check_sources(real_dirs, fake_dirs, training)
     det.progress = progress
     cropper = det.face_cropper(aligned)

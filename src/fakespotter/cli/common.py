@@ -85,44 +85,28 @@ def locked_output(output: str | None):
     return click.get_current_context().with_resource(lock_output(output))
 
 
-def faces_in_folder(
-    cropper,
-    folder: str,
-    label: str,
-    limits: dict,
-    augment_seed: int | None = None,
-    augmentation: str = "simple",
-    name_no_face: bool = False,
-):
-    """``training.folder_faces`` with the command's progress bars and workers; each
-    unreadable image (and with ``name_no_face`` each one without a face) is named on stderr
-    after the progress bar."""
-    from fakespotter.training import folder_faces
-
-    return folder_faces(
-        cropper,
-        folder,
-        label,
-        progress=show_progress(),
-        workers=global_settings()["workers"],  # None: photos.default_workers, as worker_count
-        on_skip=echo_skipped,
-        name_no_face=name_no_face,
-        augment_seed=augment_seed,
-        augmentation=augmentation,
-        **limits,
-    )
+def reading(max_pixels, max_bytes) -> dict:
+    """How a command reads folders of photos (``training.folder_faces``'s options): its
+    progress bars, --workers, each image left out named on stderr, the size limits."""
+    return {
+        "progress": show_progress(),
+        "workers": global_settings()["workers"],  # None: photos.default_workers
+        "on_skip": echo_skipped,
+        **size_limits(max_pixels, max_bytes),
+    }
 
 
 def echo_skipped(path: str, reason: str) -> None:
     click.echo(f"skipped {path}: {reason}", err=True)
 
 
-def faces_of_sources(cropper, sources, kind: str, limits: dict, **kwargs) -> list:
-    """``faces_in_folder`` of each (name, folder) source of one ``kind`` ("real", "fake")."""
-    from fakespotter.training import source_label
+def faces_of_sources(cropper, sources, kind: str, read_as: dict) -> list:
+    """The largest faces of each (name, folder) source of one ``kind`` ("real", "fake"), read
+    as ``read_as`` (:func:`reading`) says."""
+    from fakespotter.training import folder_faces, source_label
 
     return [
-        faces_in_folder(cropper, folder, source_label(kind, name), limits, **kwargs)
+        folder_faces(cropper, folder, source_label(kind, name), **read_as)
         for name, folder in sources
     ]
 

@@ -13,7 +13,7 @@ from fakespotter.cli.common import (
     command_line,
     faces_of_sources,
     load_detector,
-    size_limits,
+    reading,
 )
 from fakespotter.cli.options import (
     SafePath,
@@ -130,9 +130,9 @@ def evaluate(
         perturbations = parse_perturbations(perturb)  # bad specs fail before any work
     det = load_detector(model_path)
     cropper = det.face_cropper(aligned)
-    limits = size_limits(max_pixels, max_bytes)
-    reals = faces_of_sources(cropper, real_dirs, "real", limits)
-    fakes = faces_of_sources(cropper, fake_dirs, "fake", limits)
+    read_as = reading(max_pixels, max_bytes)
+    reals = faces_of_sources(cropper, real_dirs, "real", read_as)
+    fakes = faces_of_sources(cropper, fake_dirs, "fake", read_as)
     sets = [(faces, 0) for faces in reals] + [(faces, 1) for faces in fakes]
     scored = score_labelled(det, sets)
     all_paths, all_labels, all_scores, features = (

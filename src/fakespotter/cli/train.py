@@ -6,17 +6,15 @@ from pathlib import Path
 
 import click
 
-from fakespotter.cli.app import global_settings, main, one_line_errors, show_progress
+from fakespotter.cli.app import global_settings, main, one_line_errors
 from fakespotter.cli.common import (
     band_words,
     check_output,
     check_sources,
     command_line,
-    echo_skipped,
-    faces_in_folder,
     is_model_file,
     point_origin,
-    size_limits,
+    reading,
 )
 from fakespotter.cli.options import (
     BackboneChoice,
@@ -35,16 +33,6 @@ from fakespotter.cli.options import (
     val_options,
 )
 from fakespotter.faces.registry import DEFAULT_FACE_DETECTOR
-
-
-def _read_faces(cropper, limits: dict):
-    """read(folder, label, **augment): a folder's largest faces, with the command's progress
-    bars and workers, each unreadable image named on stderr (``training.ReadFaces``)."""
-
-    def read(folder, label, **augment):
-        return faces_in_folder(cropper, folder, label, limits, **augment)
-
-    return read
 
 
 def _echo_operating_point(det, point: dict) -> None:
@@ -191,11 +179,8 @@ def train(
         val_fake=val_fake_dir,
         face_detector=face_detector,
         device=global_settings()["device"],
-        progress=show_progress(),
-        workers=global_settings()["workers"],
-        on_skip=echo_skipped,
         command=command_line(),
-        **size_limits(max_pixels, max_bytes),
+        **reading(max_pixels, max_bytes),
     )
     if record.operating_point is not None:
         _echo_operating_point(det, record.operating_point)
@@ -329,11 +314,8 @@ def update(
         augment=augment or (),
         val_real=val_real_dir,
         val_fake=val_fake_dir,
-        progress=show_progress(),
-        workers=global_settings()["workers"],
-        on_skip=echo_skipped,
         command=command_line(),
-        **size_limits(max_pixels, max_bytes),
+        **reading(max_pixels, max_bytes),
     )
     rows, training = record.rows, record.info
     if val_real_dir:
