@@ -134,11 +134,18 @@ def test_train_in_python_refuses_bad_input_in_one_line(tmp_path):
     from fakespotter.errors import UserError
 
     folder = write_noise_faces(tmp_path / "faces", 2, smooth=False, seed=3)
-    (tmp_path / "taken.safetensors").write_bytes(b"")
+    import shutil
+
+    from fakespotter.persistence import default_model_path
+
+    shutil.copy(default_model_path(), tmp_path / "taken.safetensors")  # a model: replaceable
+    (tmp_path / "notes.safetensors").write_text("the user's own file")  # never replaced
+    notes = {"overwrite": True}
     cases = [
         ((tmp_path / "nowhere", folder, tmp_path / "m.safetensors"), {}, "is not a folder"),
         ((folder, folder, tmp_path / "taken.safetensors"), {}, "exists; pass overwrite=True"),
-        ((folder, folder, tmp_path / "no" / "m.safetensors"), {}, "no folder"),
+        ((folder, folder, tmp_path / "notes.safetensors"), notes, "not a fakespotter output"),
+        ((folder, folder, tmp_path / "no" / "m.safetensors"), {}, "no.*does not exist"),
         ((folder, {"real": folder}, tmp_path / "m.safetensors"), {}, "names real photos"),
         ((folder, folder, tmp_path / "m.safetensors"), {"val_real": folder}, "go together"),
     ]

@@ -41,9 +41,8 @@ class Model:
         self.path = path
         self.id = model_id(path)
         self.aligned = aligned
-        self.record: TrainingRecord | None = (
-            None  # what the training did, for a model fakespotter.train just made
-        )
+        # what the training did, for a model fakespotter.train just made
+        self.record: TrainingRecord | None = None
         self._cropper = detector.face_cropper(aligned)
 
     def __repr__(self) -> str:
@@ -150,17 +149,15 @@ def train(real, fake, output: str | os.PathLike, *, overwrite: bool = False, **o
     ``real``, ``fake``: a folder, a list of folders or {name: folder}; ``options``: those of
     :func:`fakespotter.training.train` (``backbone``, ``variant``, ``aligned``, ``val_real``,
     ``val_fake``, ``augment``, ...). An existing ``output`` is replaced only with
-    ``overwrite``.
+    ``overwrite``, and only when it is a fakespotter model (`fakespotter train`'s rule).
     """
-    from fakespotter.errors import UserError
+    from fakespotter.modelfile import is_model_file
     from fakespotter.persistence import save_model
+    from fakespotter.results import check_output
     from fakespotter.training import train as train_model
 
     where = Path(output)
-    if where.exists() and not overwrite:
-        raise UserError(f"{where} exists; pass overwrite=True to replace it")
-    if not where.parent.is_dir():
-        raise UserError(f"no folder {where.parent} to write {where.name} into")
+    check_output(where, "output", overwrite, is_model_file, flag="overwrite=True")
     detector, record = train_model(real, fake, **options)
     save_model(detector, where, record.info)
     model = Model(detector, os.fspath(where), aligned=bool(options.get("aligned")))

@@ -68,6 +68,11 @@ def metadata_keys(path: str | os.PathLike) -> set[str]:
     return set(header["__metadata__"])
 
 
+def is_model_file(path) -> bool:
+    """Whether ``path`` begins as a fakespotter model file (safetensors, our metadata)."""
+    return "fakespotter" in metadata_keys(path)
+
+
 @contextlib.contextmanager
 def _open_model(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
     """The open file and its size, once it is known to be a regular file of at most

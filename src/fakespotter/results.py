@@ -373,6 +373,25 @@ def check_overwritable(
         raise UserError(f"{path} exists; pass {option} to replace it{also}")
 
 
+def check_output(
+    path, option: str, overwrite: bool, ours: Callable[[Path], bool], flag: str = "--overwrite"
+) -> None:
+    """Refuse, before any work (training takes minutes), an output file named by ``option``
+    that could not be written at the end, or one that exists (:func:`check_overwritable`:
+    without ``overwrite``, given as ``flag``, or when ``ours(path)`` says it is not this kind
+    of output)."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"{option} {path} is a folder; name a file in it")
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        raise UserError(f"{option} {path}: {folder} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write into {folder}")
+    check_overwritable(target, overwrite=overwrite, ours=ours, option=flag)
+
+
 def is_result_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` begins as a result file of ``detect`` does (any format), or is empty."""
     try:

@@ -197,15 +197,19 @@ REAL_SEED_OFFSET = 500
 MIN_FACES_PER_CLASS = 5  # fewer faces of a class cannot be cross-validated
 
 
+def folder_name(folder) -> str:
+    """The name of a source given as a bare folder (``--real DIR``): the folder's own."""
+    return Path(folder).name or os.fspath(folder)
+
+
 def named_sources(value, kind: str) -> list[Source]:
     """A folder, a list of folders, or {name: folder}, as (name, folder) pairs; a bare folder
     is named after itself (as ``--real DIR``)."""
     if isinstance(value, dict):
         pairs = [(str(name), os.fspath(folder)) for name, folder in value.items()]
-    elif isinstance(value, (str, os.PathLike)):
-        pairs = [(Path(value).name or os.fspath(value), os.fspath(value))]
     else:
-        pairs = [(Path(f).name or os.fspath(f), os.fspath(f)) for f in value]
+        folders = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        pairs = [(folder_name(f), os.fspath(f)) for f in folders]
     if not pairs:
         raise UserError(f"give at least one folder of {kind} photos")
     for _, folder in pairs:

@@ -4,7 +4,6 @@ checks, and the words that say where an operating point came from."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -119,33 +118,6 @@ def check_sources(real_dirs, fake_dirs, training: dict | None = None) -> None:
         check(real_dirs, fake_dirs, training)
     except UserError as e:
         raise click.UsageError(str(e)) from None
-
-
-def check_output(path, option: str, overwrite: bool, ours) -> None:
-    """Refuse, before any work (training takes minutes), an output file that could not be
-    written at the end, or one that exists (``results.check_overwritable``: without
-    ``--overwrite``, or when ``ours(path)`` says it is not this kind of output)."""
-    import os
-
-    from fakespotter.results import check_overwritable
-
-    target = Path(path)
-    folder = target.parent
-    if target.is_dir():
-        raise UserError(f"{option} {path} is a folder; name a file in it")
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a folder"
-        raise UserError(f"{option} {path}: {folder} {why}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: cannot write into {folder}")
-    check_overwritable(target, overwrite=overwrite, ours=ours)
-
-
-def is_model_file(path) -> bool:
-    """Whether ``path`` begins as a fakespotter model file (safetensors, our metadata)."""
-    from fakespotter.modelfile import metadata_keys
-
-    return "fakespotter" in metadata_keys(path)
 
 
 def chosen_by_words(record: dict) -> str:

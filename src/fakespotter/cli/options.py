@@ -4,7 +4,6 @@ command that takes one uses it from here (its help may say what it means for tha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import click
 
@@ -110,9 +109,11 @@ class NamedFolder(click.ParamType):
         if isinstance(value, tuple):
             return value
 
+        from fakespotter.training import folder_name
+
         name, sep, folder = str(value).partition("=")
         if not sep or not name or "/" in name:
-            name, folder = Path(str(value)).name or str(value), str(value)
+            name, folder = folder_name(value), str(value)
         folder = SafePath(exists=True, file_okay=False).convert(folder, param, ctx)
         return (name, folder)
 

@@ -9,10 +9,8 @@ import click
 from fakespotter.cli.app import global_settings, main, one_line_errors
 from fakespotter.cli.common import (
     band_words,
-    check_output,
     check_sources,
     command_line,
-    is_model_file,
     point_origin,
     reading,
 )
@@ -47,6 +45,8 @@ def _echo_operating_point(det, point: dict) -> None:
 
 def _check_outputs(output, save_features, overwrite: bool) -> None:
     """train's and update's two outputs, checked before any work."""
+    from fakespotter.modelfile import is_model_file
+    from fakespotter.results import check_output
     from fakespotter.trainingset import is_training_features
 
     check_output(output, "--output", overwrite, is_model_file)
@@ -289,6 +289,7 @@ def update(
     check_sources(real_dirs, fake_dirs)
     _check_outputs(output, save_features, overwrite)
     if features_path is None:  # the updated model gets a kit of its own beside it
+        from fakespotter.results import check_output
         from fakespotter.updatekit import is_kit_file, kit_file_beside
 
         check_output(kit_file_beside(output), "--output's update kit", overwrite, is_kit_file)
